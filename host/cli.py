@@ -9,7 +9,10 @@ import argparse
 import importlib
 import sys
 
-COMMANDS: tuple[str, ...] = ()
+COMMANDS: tuple[str, ...] = (
+    "host.cs.cli",
+    "host.tools.build",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,390 @@
+"""`evse cs`: run the central system and operate it.
+
+Every command works on the same database as the server (`--data DIR` for SQLite, `--db URL`
+for PostgreSQL). `evse cs send` queues a command in that database; the running server
+delivers it (at once if the station is connected, otherwise when it returns) and the command
+prints the station's answer.
+"""
+
+import argparse
+import csv
+import json
+import sys
+import time
+from typing import Any
+
+from host.cli import UserError
+
+LISTINGS = ("stations", "connectors", "transactions", "tags", "commands", "log", "events")
+
+
+def add_parser(subparsers: Any) -> None:
+    db_options = argparse.ArgumentParser(add_help=False)
+    where = db_options.add_mutually_exclusive_group()
+    where.add_argument("--data", metavar="DIR", help="data directory (SQLite; default ./cs-data)")
+    where.add_argument("--db", metavar="URL", help="database URL, e.g. postgresql://host/db")
+    listing = argparse.ArgumentParser(add_help=False, parents=[db_options])
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+
+    parser = subparsers.add_parser("cs", help="OCPP 1.6J central system")
+    commands = parser.add_subparsers(dest="cs_command", required=True, metavar="ACTION")
+
+    serve = commands.add_parser("serve", parents=[db_options], help="run the central system")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--ocpp-port", type=int, default=9000)
+    serve.add_argument("--http-port", type=int, default=9001, help="firmware/diagnostics files")
+    serve.add_argument(
+        "--unknown",
+        choices=("reject", "accept", "pending"),
+        default="accept",
+        help="what to do with stations not in the database",
+    )
+    serve.add_argument("--heartbeat", type=int, default=300, metavar="S")
+    serve.add_argument("--ping-interval", type=float, default=30, metavar="S")
+    serve.add_argument("--tls-cert", metavar="PEM")
+    serve.add_argument("--tls-key", metavar="PEM")
+    serve.add_argument("--tls-client-ca", metavar="PEM", help="CA for profile-3 client certs")
+    serve.set_defaults(func=serve_command)
+
+    stations = commands.add_parser("stations", parents=[listing], help="list stations")
+    stations.set_defaults(func=list_command, listing="stations")
+
+    station = commands.add_parser("station", parents=[db_options], help="add or change a station")
+    station.add_argument("id")
+    station.add_argument("--approval", choices=("accepted", "pending", "rejected"))
+    station.add_argument("--profile", type=int, choices=(0, 1, 2, 3), help="security profile")
+    station.add_argument("--auth-key", help="Basic-auth key (profiles 1 and 2), stored hashed")
+    station.set_defaults(func=station_command)
+
+    connectors = commands.add_parser("connectors", parents=[listing], help="list connectors")
+    connectors.add_argument("--station")
+    connectors.set_defaults(func=list_command, listing="connectors")
+
+    transactions = commands.add_parser("transactions", parents=[listing], help="transactions")
+    transactions.add_argument("--station")
+    transactions.add_argument("--active", action="store_true", help="only unfinished ones")
+    transactions.set_defaults(func=list_command, listing="transactions")
+
+    tags = commands.add_parser("tags", parents=[listing], help="list id tags")
+    tags.set_defaults(func=list_command, listing="tags")
+
+    tag = commands.add_parser("tag", parents=[db_options], help="add, change or delete an id tag")
+    tag.add_argument("id_tag")
+    tag.add_argument("--parent")
+    tag.add_argument("--expiry", metavar="ISO8601", help="e.g. 2027-01-01T00:00:00Z")
+    tag.add_argument("--blocked", action="store_true")
+    tag.add_argument(
+        "--max-active",
+        type=int,
+        default=1,
+        metavar="N",
+        help="concurrent transactions allowed (default 1)",
+    )
+    tag.add_argument("--delete", action="store_true")
+    tag.set_defaults(func=tag_command)
+
+    send = commands.add_parser("send", parents=[db_options], help="send an operation to a station")
+    send.add_argument("station")
+    send.add_argument("action", help="e.g. Reset, RemoteStartTransaction, TriggerMessage")
+    send.add_argument("payload", nargs="?", default="{}", help="JSON payload (default {})")
+    send.add_argument(
+        "--ttl",
+        type=float,
+        default=3600,
+        metavar="S",
+        help="expire if not delivered within S seconds (default 3600)",
+    )
+    send.add_argument(
+        "--wait",
+        type=float,
+        default=60,
+        metavar="S",
+        help="wait this long for the answer; 0 = just queue (default 60)",
+    )
+    send.add_argument("--json", action="store_true")
+    send.set_defaults(func=send_command)
+
+    queue = commands.add_parser("commands", parents=[listing], help="list commands and answers")
+    queue.add_argument("--station")
+    queue.set_defaults(func=list_command, listing="commands")
+
+    messages = commands.add_parser("log", parents=[listing], help="search the message log")
+    messages.add_argument("--station")
+    messages.add_argument("--since", metavar="ISO8601")
+    messages.add_argument("--until", metavar="ISO8601")
+    messages.add_argument("--contains", metavar="TEXT")
+    messages.add_argument("--limit", type=int, default=100)
+    messages.set_defaults(func=list_command, listing="log")
+
+    events = commands.add_parser(
+        "events", parents=[listing], help="status/security notifications, data transfers, CSRs"
+    )
+    events.add_argument("--station")
+    events.set_defaults(func=list_command, listing="events")
+
+    export = commands.add_parser("export", parents=[db_options], help="export as CSV")
+    export.add_argument("what", choices=("transactions", "meter-values"))
+    export.add_argument("--station")
+    export.add_argument("--transaction", type=int)
+    export.add_argument("--out", metavar="FILE", help="default: standard output")
+    export.set_defaults(func=export_command)
+
+
+def _open(args: argparse.Namespace) -> Any:
+    from host.cs import storage
+
+    try:
+        return storage.Db(storage.database_url(args.data, args.db))
+    except Exception as error:
+        raise UserError(f"cannot open the database: {error}") from None
+
+
+def _iso(text: str | None, option: str) -> str | None:
+    if text is None:
+        return None
+    from datetime import datetime
+
+    try:
+        datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UserError(f"{option} {text!r} is not an ISO-8601 time") from None
+    return text
+
+
+def _rows(db: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
+    from host.cs import storage
+
+    match args.listing:
+        case "stations":
+            return storage.list_stations(db)
+        case "connectors":
+            return storage.list_connectors(db, args.station)
+        case "transactions":
+            return storage.list_transactions(db, args.station, args.active)
+        case "tags":
+            return storage.list_id_tags(db)
+        case "commands":
+            return storage.list_commands(db, args.station)
+        case "log":
+            if args.limit < 1:
+                raise UserError("--limit must be at least 1")
+            return storage.search_messages(
+                db,
+                args.station,
+                _iso(args.since, "--since"),
+                _iso(args.until, "--until"),
+                args.contains,
+                args.limit,
+            )
+        case _:
+            return storage.list_notifications(db, args.station)
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        print("(none)")
+        return
+    names = list(rows[0])
+    cells = [["" if row[n] is None else str(row[n]) for n in names] for row in rows]
+    widths = [max(len(n), *(len(c[i]) for c in cells)) for i, n in enumerate(names)]
+    print("  ".join(n.ljust(w) for n, w in zip(names, widths, strict=True)).rstrip())
+    for c in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(c, widths, strict=True)).rstrip())
+
+
+def list_command(args: argparse.Namespace) -> int:
+    db = _open(args)
+    try:
+        rows = _rows(db, args)
+    finally:
+        db.close()
+    if args.json:
+        json.dump(rows, sys.stdout, indent=1)
+        print()
+    else:
+        print_table(rows)
+    return 0
+
+
+def station_command(args: argparse.Namespace) -> int:
+    from host.cs import storage
+
+    if args.auth_key is not None and not 8 <= len(args.auth_key) <= 40:
+        raise UserError("--auth-key must be 8 to 40 characters (OCPP: 16-20 bytes, hex)")
+    db = _open(args)
+    try:
+        storage.add_station(db, args.id, args.approval or "accepted")
+        fields: dict[str, Any] = {}
+        if args.approval:
+            fields["approval"] = args.approval
+        if args.profile is not None:
+            fields["security_profile"] = args.profile
+        if args.auth_key is not None:
+            fields["auth_key"] = args.auth_key
+        if fields:
+            storage.set_station(db, args.id, **fields)
+        station = storage.get_station(db, args.id)
+        db.commit()
+    finally:
+        db.close()
+    assert station is not None
+    if station["security_profile"] in (1, 2) and not station["auth_hash"]:
+        print(
+            f"warning: {args.id} uses profile {station['security_profile']} but has no "
+            "--auth-key yet; it cannot connect",
+            file=sys.stderr,
+        )
+    print(
+        f"{args.id}: approval {station['approval']}, security profile {station['security_profile']}"
+    )
+    return 0
+
+
+def tag_command(args: argparse.Namespace) -> int:
+    from host.cs import storage
+
+    if not 1 <= len(args.id_tag) <= 20:
+        raise UserError("id tag must be 1 to 20 characters (OCPP IdToken)")
+    if args.max_active < 1:
+        raise UserError("--max-active must be at least 1")
+    expiry = _iso(args.expiry, "--expiry")
+    db = _open(args)
+    try:
+        if args.delete:
+            if not storage.delete_id_tag(db, args.id_tag):
+                raise UserError(f"no id tag {args.id_tag!r}")
+            print(f"deleted {args.id_tag}")
+        else:
+            storage.set_id_tag(db, args.id_tag, args.parent, expiry, args.blocked, args.max_active)
+            print(f"saved {args.id_tag}")
+        db.commit()
+    finally:
+        db.close()
+    return 0
+
+
+def send_command(args: argparse.Namespace) -> int:
+    from host.cs import commands, storage
+
+    try:
+        payload = json.loads(args.payload)
+    except json.JSONDecodeError as error:
+        raise UserError(f"payload is not JSON: {error}") from None
+    try:
+        commands.validate(args.station, args.action, payload)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    if args.ttl <= 0 or args.wait < 0:
+        raise UserError("--ttl must be positive and --wait not negative")
+    db = _open(args)
+    try:
+        if storage.get_station(db, args.station) is None:
+            raise UserError(f"unknown station {args.station!r} (see `evse cs stations`)")
+        command_id = storage.enqueue_command(db, args.station, args.action, payload, args.ttl)
+        db.commit()
+        deadline = time.monotonic() + args.wait
+        command = storage.get_command(db, command_id)
+        while command and command["state"] in ("queued", "sent") and time.monotonic() < deadline:
+            time.sleep(0.1)
+            db.commit()  # end the read transaction so the next read sees the server's writes
+            command = storage.get_command(db, command_id)
+    finally:
+        db.close()
+    assert command is not None
+    if args.json:
+        print(json.dumps(command, indent=1))
+    else:
+        print(f"command {command_id} {args.action} -> {args.station}: {command['state']}")
+        if command["response"]:
+            print(command["response"])
+        if command["error"]:
+            print(command["error"])
+    return 1 if command["state"] in ("failed", "expired") else 0
+
+
+def export_command(args: argparse.Namespace) -> int:
+    from host.cs import storage
+
+    db = _open(args)
+    try:
+        if args.what == "transactions":
+            rows = storage.list_transactions(db, args.station)
+        else:
+            rows = storage.list_meter_values(db, args.station, args.transaction)
+    finally:
+        db.close()
+    out = open(args.out, "w", newline="") if args.out else sys.stdout
+    try:
+        if rows:
+            writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    finally:
+        if args.out:
+            out.close()
+    return 0
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from host.cs import files, server, storage
+
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise UserError("--tls-cert and --tls-key go together")
+    if args.tls_client_ca and not args.tls_cert:
+        raise UserError("--tls-client-ca needs --tls-cert and --tls-key")
+    for option in ("ocpp_port", "http_port"):
+        if not 0 <= getattr(args, option) <= 65535:
+            raise UserError(f"--{option.replace('_', '-')} must be 0..65535")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("websockets").setLevel(logging.WARNING)
+    url = storage.database_url(args.data, args.db)
+    data_dir = args.data or "cs-data"
+    try:
+        context = (
+            server.tls_context(args.tls_cert, args.tls_key, args.tls_client_ca)
+            if args.tls_cert
+            else None
+        )
+    except (OSError, ValueError) as error:
+        raise UserError(f"cannot load TLS files: {error}") from None
+
+    async def run() -> None:
+        store = storage.Store(url)
+        try:
+            await store.open()
+        except Exception as error:
+            raise UserError(f"cannot open the database: {error}") from None
+        cs = server.CentralSystem(
+            store,
+            unknown=args.unknown,
+            heartbeat_s=args.heartbeat,
+            ping_interval_s=args.ping_interval,
+            ssl_context=context,
+        )
+        try:
+            await cs.start(args.host, args.ocpp_port)
+        except OSError as error:
+            raise UserError(f"cannot listen on port {args.ocpp_port}: {error}") from None
+        try:
+            http = files.start_file_server(data_dir, args.host, args.http_port)
+        except OSError as error:
+            raise UserError(f"cannot listen on port {args.http_port}: {error}") from None
+        scheme = "wss" if context else "ws"
+        print(f"central system: {scheme}://{args.host}:{cs.port}/ocpp/<chargePointId>", flush=True)
+        print(
+            f"files: http://{args.host}:{http.server_address[1]}/firmware/<name>, "
+            f"uploads to /diagnostics/<name>",
+            flush=True,
+        )
+        try:
+            await asyncio.Event().wait()
+        finally:
+            http.shutdown()
+            await cs.stop()
+            await store.close()
+
+    asyncio.run(run())
+    return 0

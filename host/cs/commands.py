@@ -1,0 +1,135 @@
+"""Central-system-initiated operations: a durable per-station command queue.
+
+Anyone (the CLI, later the REST API) queues a command in the database with an expiry
+(`storage.enqueue_command`). The server polls the queue, sends each command to its station
+when the station is connected (one CALL at a time, as OCPP-J requires), and records the
+command's state (queued -> sent -> answered | failed; queued -> expired) with the answer.
+"""
+
+import asyncio
+import json
+import logging
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from websockets.exceptions import ConnectionClosed
+
+from host.cs import schemas, storage
+from host.cs.storage import now_iso
+
+if TYPE_CHECKING:
+    from host.cs.server import CentralSystem, Session
+
+log = logging.getLogger("evse.cs")
+
+
+def validate(station: str, action: str, payload: Any) -> None:
+    """Raise ValueError naming the problem when a command cannot be queued."""
+    if action not in schemas.ALL_CS_ACTIONS:
+        raise ValueError(
+            f"{action!r} is not a central-system operation; one of: "
+            + ", ".join(schemas.ALL_CS_ACTIONS)
+        )
+    if not station:
+        raise ValueError("station id is empty")
+    try:
+        schemas.check(action, payload)
+    except schemas.SchemaError as error:
+        raise ValueError(f"invalid payload: {error}") from None
+
+
+class CommandQueue:
+    def __init__(self, cs: "CentralSystem", timeout_s: float, poll_s: float):
+        self.cs = cs
+        self.timeout_s = timeout_s
+        self.poll_s = poll_s
+        self._task: asyncio.Task | None = None
+        self._deliveries: set[asyncio.Task] = set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._poll())
+
+    def stop(self) -> None:
+        for task in [self._task, *self._deliveries]:
+            if task:
+                task.cancel()
+
+    async def _poll(self) -> None:
+        while True:
+            try:
+                rows = await self.cs.store.call(storage.queued_commands, None)
+                for station_id in {row["station"] for row in rows}:
+                    session = self.cs.sessions.get(station_id)
+                    if session is not None:
+                        self.wake(session)
+            except Exception:
+                log.exception("command queue poll failed")
+            await asyncio.sleep(self.poll_s)
+
+    def wake(self, session: "Session") -> None:
+        """Deliver the station's queued commands unless a delivery is already running."""
+        if session.sending or session.registration == "Rejected":
+            return
+        session.sending = True
+        task = asyncio.create_task(self._deliver(session))
+        self._deliveries.add(task)
+        task.add_done_callback(self._deliveries.discard)
+
+    async def _deliver(self, session: "Session") -> None:
+        try:
+            while self.cs.sessions.get(session.station_id) is session:
+                rows = await self.cs.store.call(storage.queued_commands, [session.station_id])
+                if not rows:
+                    return
+                for row in rows:
+                    if self.cs.sessions.get(session.station_id) is not session:
+                        return
+                    await self._send(session, row)
+        finally:
+            session.sending = False
+
+    async def _send(self, session: "Session", row: dict[str, Any]) -> None:
+        uid = str(uuid.uuid4())
+        store = self.cs.store
+        await store.call(storage.mark_command, row["id"], "sent", uid=uid, sent_at=now_iso())
+        future = asyncio.get_running_loop().create_future()
+        session.pending[uid] = future
+        try:
+            frame = f'[2,"{uid}",{orjson.dumps(row["action"]).decode()},{row["payload"]}]'
+            await self.cs.send(session, frame)
+            reply = await asyncio.wait_for(future, self.timeout_s)
+        except (ConnectionClosed, ConnectionError):
+            state, fields = "failed", {"error": "connection closed before the answer"}
+        except TimeoutError:
+            state, fields = "failed", {"error": f"no answer within {self.timeout_s:g} s"}
+        else:
+            state, fields = self._outcome(row["action"], reply)
+        finally:
+            session.pending.pop(uid, None)
+        await store.call(storage.mark_command, row["id"], state, answered_at=now_iso(), **fields)
+
+    @staticmethod
+    def _outcome(action: str, reply: list) -> tuple[str, dict[str, Any]]:
+        if reply[0] == 4:
+            code = reply[2] if len(reply) > 2 else "GenericError"
+            description = reply[3] if len(reply) > 3 else ""
+            details = reply[4] if len(reply) > 4 else {}
+            return "failed", {
+                "error": f"CALLERROR {code}: {description}",
+                "response": json.dumps(details),
+            }
+        payload = reply[2]
+        try:
+            schemas.check(action, payload, response=True)
+        except schemas.SchemaError as error:
+            return "failed", {"error": f"invalid answer: {error}", "response": json.dumps(payload)}
+        return "answered", {"response": json.dumps(payload)}
+
+    def on_reply(self, session: "Session", message: list) -> None:
+        """A CALLRESULT or CALLERROR from the station; unknown ids are ignored (logged)."""
+        future = session.pending.get(message[1])
+        if future is None or future.done():
+            log.warning("%s: reply to unknown call %s", session.station_id, message[1])
+            return
+        future.set_result(message)

@@ -1,0 +1,135 @@
+"""What the central system does with each charge-point-initiated OCPP 1.6 message.
+
+A handler takes the station's session and the validated payload and returns the response
+payload. Handlers that store something return only after the batch holding it is committed,
+so an answer always means "stored".
+"""
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from host.cs import storage
+from host.cs.storage import now_iso
+
+if TYPE_CHECKING:
+    from host.cs.server import CentralSystem, Session
+
+Handler = Callable[["CentralSystem", "Session", dict[str, Any]], Awaitable[dict[str, Any]]]
+
+_BOOT_STATUS = {"accepted": "Accepted", "pending": "Pending", "rejected": "Rejected"}
+
+
+async def boot_notification(cs: "CentralSystem", session: "Session", p: dict) -> dict:
+    station = await cs.store.call(storage.get_station, session.station_id)
+    status = _BOOT_STATUS[station["approval"]] if station else "Rejected"
+    fields = {
+        "registration": status,
+        "boot_at": now_iso(),
+        "vendor": p["chargePointVendor"],
+        "model": p["chargePointModel"],
+        "serial": p.get("chargePointSerialNumber") or p.get("chargeBoxSerialNumber"),
+        "firmware": p.get("firmwareVersion"),
+        "iccid": p.get("iccid"),
+        "imsi": p.get("imsi"),
+        "meter_type": p.get("meterType"),
+        "meter_serial": p.get("meterSerialNumber"),
+    }
+    await cs.store.call(storage.set_station, session.station_id, **fields)
+    session.registration = status
+    interval = cs.heartbeat_s if status == "Accepted" else cs.boot_retry_s
+    return {"status": status, "currentTime": now_iso(), "interval": interval}
+
+
+async def heartbeat(cs: "CentralSystem", session: "Session", p: dict) -> dict:
+    cs.store.write(
+        "UPDATE stations SET last_seen = ? WHERE id = ?", (now_iso(), session.station_id)
+    )
+    return {"currentTime": now_iso()}
+
+
+async def authorize(cs: "CentralSystem", session: "Session", p: dict) -> dict:
+    return {"idTagInfo": await cs.store.call(storage.id_tag_info, p["idTag"])}
+
+
+async def start_transaction(cs: "CentralSystem", session: "Session", p: dict) -> dict:
+    return await cs.store.call(storage.start_transaction, session.station_id, p)
+
+
+async def stop_transaction(cs: "CentralSystem", session: "Session", p: dict) -> dict:
+    return await cs.store.call(storage.stop_transaction, session.station_id, p)
+
+
+async def meter_values(cs: "CentralSystem", session: "Session", p: dict) -> dict:
+    rows = storage.meter_value_rows(
+        session.station_id, p["connectorId"], p.get("transactionId"), p["meterValue"]
+    )
+    cs.store.write_many(storage.METER_VALUE_SQL, rows)
+    await cs.store.flush()
+    return {}
+
+
+STATUS_SQL = (
+    "INSERT INTO connectors (station, connector_id, status, error_code, info, vendor_id,"
+    " vendor_error_code, timestamp) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (station, connector_id) DO UPDATE SET status = excluded.status,"
+    " error_code = excluded.error_code, info = excluded.info, vendor_id = excluded.vendor_id,"
+    " vendor_error_code = excluded.vendor_error_code, timestamp = excluded.timestamp"
+)
+STATUS_HISTORY_SQL = (
+    "INSERT INTO status_history (station, connector_id, status, error_code, info, vendor_id,"
+    " vendor_error_code, timestamp, received) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+async def status_notification(cs: "CentralSystem", session: "Session", p: dict) -> dict:
+    row = (
+        session.station_id,
+        p["connectorId"],
+        p["status"],
+        p["errorCode"],
+        p.get("info"),
+        p.get("vendorId"),
+        p.get("vendorErrorCode"),
+        p.get("timestamp") or now_iso(),
+    )
+    cs.store.write(STATUS_SQL, row)
+    cs.store.write(STATUS_HISTORY_SQL, row + (now_iso(),))
+    await cs.store.flush()
+    return {}
+
+
+def notification(action: str, answer: dict[str, Any]) -> Handler:
+    """A message stored as it came (statuses, events, requests for the operator)."""
+
+    async def store(cs: "CentralSystem", session: "Session", p: dict) -> dict:
+        cs.store.write(
+            storage.NOTIFICATION_SQL, (session.station_id, action, json.dumps(p), now_iso())
+        )
+        await cs.store.flush()
+        return answer
+
+    return store
+
+
+NOTIFICATIONS = {
+    "DataTransfer": {"status": "Accepted"},
+    "DiagnosticsStatusNotification": {},
+    "FirmwareStatusNotification": {},
+    "LogStatusNotification": {},
+    "SecurityEventNotification": {},
+    # The operator signs the CSR and sends it back with the CertificateSigned command.
+    "SignCertificate": {"status": "Accepted"},
+    "SignedFirmwareStatusNotification": {},
+}
+
+
+HANDLERS: dict[str, Handler] = {
+    "Authorize": authorize,
+    "BootNotification": boot_notification,
+    "Heartbeat": heartbeat,
+    "MeterValues": meter_values,
+    "StartTransaction": start_transaction,
+    "StatusNotification": status_notification,
+    "StopTransaction": stop_transaction,
+} | {action: notification(action, answer) for action, answer in NOTIFICATIONS.items()}
