@@ -81,7 +81,11 @@ def test_configuration_persists_and_reports_unknown_keys(driver):
     validate("GetConfigurationResponse", everything)
     keys = {k["key"]: k for k in everything["configurationKey"]}
     assert keys["LocalPreAuthorize"]["value"] == "true"
-    assert keys["NumberOfConnectors"] == {"key": "NumberOfConnectors", "readonly": True, "value": "2"}
+    assert keys["NumberOfConnectors"] == {
+        "key": "NumberOfConnectors",
+        "readonly": True,
+        "value": "2",
+    }
     required_core = {
         "AuthorizeRemoteTxRequests", "ClockAlignedDataInterval", "ConnectionTimeOut",
         "ConnectorPhaseRotation", "GetConfigurationMaxKeys", "HeartbeatInterval",
@@ -162,9 +166,7 @@ def mutated(draw):
 @given(case=mutated())
 def test_inbound_payloads_get_the_schema_callerror(driver, case):
     action, payload = case
-    assert driver.ask(op="check", action=action, payload=payload) == expected_error(
-        action, payload
-    )
+    assert driver.ask(op="check", action=action, payload=payload) == expected_error(action, payload)
 
 
 # ---- time
@@ -174,9 +176,7 @@ def test_inbound_payloads_get_the_schema_callerror(driver, case):
 @given(st.lists(st.integers(0, 2**32), min_size=1, max_size=20))
 def test_iso_time_matches_cpython(driver, times):
     texts = driver.ask(op="iso", times=times)
-    assert texts == [
-        datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") for t in times
-    ]
+    assert texts == [datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") for t in times]
     assert driver.ask(op="parse", texts=texts) == times
 
 
