@@ -12,6 +12,7 @@ import sys
 COMMANDS: tuple[str, ...] = (
     "host.cs.cli",
     "host.tools.build",
+    "host.tools.deploy",
 )
 
 

@@ -1,0 +1,1 @@
+"""Board tooling: build the firmware bundle, flash MicroPython, deploy a station, provision."""

@@ -1,0 +1,178 @@
+"""`evse deploy`: copy the firmware bundle and a station's configuration to its board.
+
+Talks to the board's raw REPL through mpremote's serial transport. The board keeps
+`deployed.json`, the sha256 of every file deploy wrote; only files whose hash differs are
+copied, each through a temporary file that is checked on the board before it replaces the old
+one. Files of an earlier deploy that are no longer in the bundle are removed; no other file on
+the board (journal, OCPP configuration keys) is touched.
+"""
+
+import hashlib
+import json
+import tempfile
+from pathlib import Path
+
+from host.cli import UserError
+from host.tools import build, station
+
+BOARD_MANIFEST = "deployed.json"
+CHUNK = 512  # bytes per write command: fits the raw REPL's buffers on any board
+
+# Run once on the board after the running firmware was interrupted: the firmware no longer
+# supervises the contactors, so open them (pins from the board.json in use), stretch a running
+# hardware watchdog over the copy, and define the helpers deploy calls.
+BOARD_HELPERS = """
+import os, json, hashlib, binascii
+try:
+    import machine
+    for _c in json.load(open('board.json'))['connectors']:
+        machine.Pin(_c['contactor'], machine.Pin.OUT, value=0)
+except (ImportError, AttributeError, OSError, ValueError, KeyError, TypeError):
+    pass
+try:
+    _wdt = machine.WDT(timeout=60000)
+except (NameError, AttributeError, ValueError):
+    _wdt = None
+def _feed():
+    if _wdt:
+        _wdt.feed()
+def _sha(p):
+    _feed()
+    h = hashlib.sha256()
+    b = bytearray(512)
+    with open(p, 'rb') as f:
+        while True:
+            n = f.readinto(b)
+            if not n:
+                break
+            h.update(memoryview(b)[:n])
+    return binascii.hexlify(h.digest()).decode()
+def _mkdirs(p):
+    d = ''
+    for part in p.split('/')[:-1]:
+        d += part
+        try:
+            os.mkdir(d)
+        except OSError:
+            pass
+        d += '/'
+def _w(data):
+    _feed()
+    _f.write(data)
+def _cat(p):
+    try:
+        print(open(p).read())
+    except OSError:
+        print('{}')
+"""
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "deploy",
+        help="copy the firmware and a station's configuration to its board",
+        description="Validate the station file, build the bundle for its chip (or use --bundle), "
+        "then copy to the board over its serial REPL only the files whose hash changed, verify "
+        "them and restart the board.",
+    )
+    parser.add_argument("--port", required=True, help="serial port of the board")
+    parser.add_argument("--station", required=True, type=Path, help="station file (TOML)")
+    parser.add_argument("--bundle", type=Path, help="a directory made by `evse build`")
+    parser.add_argument("--root", default="/", help="directory on the board (default /)")
+    parser.add_argument("--baud", type=int, default=115200)
+    parser.add_argument("--no-restart", action="store_true", help="leave the board at its REPL")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    config = station.load(args.station)
+    with tempfile.TemporaryDirectory(prefix="evse-bundle-") as scratch:
+        bundle = args.bundle or Path(scratch)
+        if args.bundle is None:
+            build.build(config.target, bundle)
+        files = wanted_files(config, bundle)
+        copied = deploy(
+            args.port, files, root=args.root, baud=args.baud, restart=not args.no_restart
+        )
+    state = "restarted" if not args.no_restart else "left at its REPL"
+    print(f"{config.id}: {len(copied)} of {len(files)} files copied, board {state}")
+    return 0
+
+
+def wanted_files(config: station.Station, bundle: Path) -> dict[str, bytes]:
+    """Everything deploy puts on the board, by path: the bundle and the device files."""
+    try:
+        manifest = json.loads((bundle / "bundle.json").read_text())
+    except (OSError, ValueError):
+        raise UserError(f"{bundle}: not a bundle made by `evse build`") from None
+    if manifest["target"] != config.target:
+        raise UserError(
+            f"{bundle} is built for {manifest['target']}, station {config.id} needs "
+            f"{config.target} (chip {config.chip})"
+        )
+    files = {name: (bundle / "fs" / name).read_bytes() for name in manifest["files"]}
+    files.update(config.device_files())
+    return files
+
+
+def deploy(port: str, files: dict[str, bytes], root="/", baud=115200, restart=True) -> list[str]:
+    """Copy to the board the files whose hash differs from its manifest; returns their paths."""
+    from mpremote.transport import TransportError, TransportExecError
+    from mpremote.transport_serial import SerialTransport
+
+    hashes = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+    try:
+        board = SerialTransport(port, baudrate=baud)
+    except TransportError:
+        raise UserError(f"cannot open {port}: no such port, or another program has it") from None
+    try:
+        board.enter_raw_repl(soft_reset=False)
+        board.exec(f"import os\nos.chdir({root!r})")
+        board.exec(BOARD_HELPERS)
+        before = json.loads(board.exec(f"_cat({BOARD_MANIFEST!r})"))
+        before = before.get("files", {})
+        changed = sorted(name for name in files if before.get(name) != hashes[name])
+        stale = sorted(set(before) - set(files))
+        # Forget the files about to change first: an interrupted deploy then copies them again.
+        keep = {
+            name: digest for name, digest in before.items() if name in files and name not in changed
+        }
+        write(board, BOARD_MANIFEST, manifest_bytes(keep))
+        for name in changed:
+            write(board, name, files[name], hashes[name])
+            print(f"  copied {name} ({len(files[name])} bytes)")
+        for name in stale:
+            board.exec(f"os.remove({name!r})")
+            print(f"  removed {name}")
+        write(board, BOARD_MANIFEST, manifest_bytes(hashes))
+        if restart:
+            board.exec_raw_no_follow("import machine\nmachine.reset()")
+        else:
+            board.exit_raw_repl()
+    except TransportExecError as error:
+        raise UserError(
+            f"{port}: the board refused a command: {error.error_output.strip()}"
+        ) from None
+    except TransportError as error:
+        raise UserError(f"{port}: no MicroPython REPL answering ({error})") from None
+    finally:
+        board.close()
+    return changed
+
+
+def write(board, name: str, data: bytes, digest: str | None = None) -> None:
+    """Write `name` through a temporary file, checked against `digest` before it replaces it."""
+    temporary = name + ".new"
+    board.exec(f"_mkdirs({name!r})\n_f = open({temporary!r}, 'wb')")
+    for start in range(0, len(data), CHUNK):
+        board.exec(f"_w({data[start : start + CHUNK]!r})")
+    board.exec("_f.close()")
+    digest = digest or hashlib.sha256(data).hexdigest()
+    on_board = board.exec(f"print(_sha({temporary!r}))").decode().strip()
+    if on_board != digest:
+        raise UserError(f"verify failed for {name}: the board holds a different file")
+    board.exec(f"os.rename({temporary!r}, {name!r})")
+
+
+def manifest_bytes(hashes: dict[str, str]) -> bytes:
+    return json.dumps({"files": hashes}, sort_keys=True).encode()

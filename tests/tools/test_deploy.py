@@ -1,0 +1,42 @@
+import json
+
+from host.cli import main
+from host.tools import build
+
+from .conftest import AUTH_KEY
+
+
+def board_files(root):
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_deploy_copies_only_what_changed(repl_board, sim_station, tmp_path, capsys):
+    bundle = tmp_path / "bundle"
+    build.build("unix", bundle)
+    deploy = ["deploy", "--port", repl_board.port, "--station", str(sim_station)]
+    deploy += ["--bundle", str(bundle), "--root", str(repl_board.root), "--no-restart"]
+
+    assert main(deploy) == 0
+    landed = board_files(repl_board.root)
+    manifest = json.loads((bundle / "bundle.json").read_text())
+    for name in manifest["files"]:
+        assert landed[name] == (bundle / "fs" / name).read_bytes()
+    station = json.loads(landed["station.json"])
+    assert station["id"] == "CP042" and station["auth_key"] == AUTH_KEY
+    assert json.loads(landed["board.json"])["board"] == "sim"
+    assert not [name for name in landed if name.endswith(".new")]
+    first = capsys.readouterr().out
+    assert AUTH_KEY not in first
+    assert f"{len(manifest['files']) + 2} of {len(manifest['files']) + 2} files copied" in first
+
+    assert main(deploy) == 0
+    assert "0 of" in capsys.readouterr().out
+    assert board_files(repl_board.root) == landed
+
+    sim_station.write_text(
+        sim_station.read_text().replace("max_current_a = 16", "max_current_a = 20")
+    )
+    assert main(deploy) == 0
+    out = capsys.readouterr().out
+    assert "copied board.json" in out and "1 of" in out
+    assert json.loads((repl_board.root / "board.json").read_text())["max_current_a"] == 20
