@@ -103,33 +103,34 @@ def find_response(buf, length, address, function, count):
     EXCEPTION - code for a valid exception response, CRC_ERROR for a frame of the right shape
     with a wrong CRC, GARBAGE when at least a full response's worth of bytes arrived and no
     frame can still complete, else INCOMPLETE. Leading noise bytes are skipped (RS-485 lines
-    often glitch when the driver turns around)."""
+    often glitch when the driver turns around); the first complete frame-shaped candidate
+    decides, so a corrupt answer is reported as such rather than waited on."""
     data_bytes = 2 * count
-    crc_seen = False
+    waiting = INCOMPLETE  # verdict while a candidate is still incomplete
     last = length - 1
     for start in range(length):
         if buf[start] != address:
             continue
         if start == last:
-            return INCOMPLETE
+            return waiting
         code = buf[start + 1]
         if code == function | 0x80:
             if start + 5 > length:
-                return INCOMPLETE
+                return waiting
             if _crc_ok(buf, start, 3):
                 return EXCEPTION - buf[start + 2]
-            crc_seen = True
+            waiting = CRC_ERROR
         elif code == function:
             if start + 2 == length:
-                return INCOMPLETE
+                return waiting
             if buf[start + 2] != data_bytes:
                 continue
             if start + 5 + data_bytes > length:
-                return INCOMPLETE
+                return waiting
             if _crc_ok(buf, start, 3 + data_bytes):
                 return start + 3
-            crc_seen = True
-    if crc_seen:
+            waiting = CRC_ERROR
+    if waiting == CRC_ERROR:
         return CRC_ERROR
     return GARBAGE if length >= response_length(count) else INCOMPLETE
 
