@@ -13,6 +13,7 @@ COMMANDS: tuple[str, ...] = (
     "host.cs.cli",
     "host.tools.build",
     "host.tools.deploy",
+    "host.tools.flash",
 )
 
 
