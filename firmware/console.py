@@ -158,6 +158,8 @@ class Console:
     def report(self):
         for c in self.station.connectors:
             r = c.reading
+            if r is None:  # no meter on this connector
+                continue
             words = ["%d" % c.id, "wh=" + _fmt(r.energy_wh), "w=" + _fmt(r.power_w)]
             words.append("a=" + ",".join([_fmt(a) for a in r.current_a]))
             if r.error:
@@ -328,10 +330,13 @@ class Console:
 
     async def run(self):
         while True:
-            self.poll()
-            now = self.now_ms()
-            if self.report_ms and now >= self._next_report:
-                self._next_report = now + self.report_ms
-                self.report()
-            self.flush()
+            try:
+                self.poll()
+                now = self.now_ms()
+                if self.report_ms and now >= self._next_report:
+                    self._next_report = now + self.report_ms
+                    self.report()
+                self.flush()
+            except Exception as e:  # the console must never take the station down
+                self.send(proto.format_event(self._ms, "log", (0, "console: " + repr(e))))
             await asyncio.sleep_ms(POLL_MS)

@@ -190,7 +190,9 @@ def parse(text: str, path: str = "<session>") -> Session:
         raise SessionError(f"{path}: no steps (a step line starts with a time, e.g. `0s ev plug`)")
     session.path = path
     session.steps.sort(key=lambda s: s.at_ms)  # stable: same-time steps keep file order
-    session.requires = tuple(sorted({"sim" for s in session.steps if (s.actor, s.verb) in SIM_ONLY}))
+    session.requires = tuple(
+        sorted({"sim" for s in session.steps if (s.actor, s.verb) in SIM_ONLY})
+    )
     return session
 
 
