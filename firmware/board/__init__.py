@@ -1,0 +1,37 @@
+"""Hardware adapters. `load(data_dir)` builds the board that board.json names."""
+
+import json
+
+
+def path(data_dir, name):
+    return data_dir.rstrip("/") + "/" + name
+
+
+def read_config(data_dir):
+    """board.json as a dict; a missing file means the simulated board with a meter."""
+    try:
+        with open(path(data_dir, "board.json")) as f:
+            text = f.read()
+    except OSError:
+        return {"board": "sim", "meter": {"model": "SDM630"}}
+    try:
+        config = json.loads(text)
+    except ValueError:
+        raise ValueError("board.json is not valid JSON")
+    if not isinstance(config, dict):
+        raise ValueError("board.json must hold an object")
+    return config
+
+
+def load(data_dir):
+    config = read_config(data_dir)
+    name = config.get("board", "sim")
+    if name == "esp32":
+        from board import esp32
+
+        return esp32.Board(data_dir, config)
+    if name == "sim":
+        from board import sim
+
+        return sim.Board(data_dir, config=config)
+    raise ValueError("board.json: unknown board " + repr(name))

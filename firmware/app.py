@@ -1,0 +1,109 @@
+"""The station application: board, station, the control task and its supervisor, and the
+optional tasks (OCPP, console) that hook in at the marked lines of `App.main`.
+
+Safety supervision, in layers that no other work can starve:
+- the control task steps the station every CONTROL_PERIOD_MS and records when a step completed;
+- a hardware timer (the guard) opens every contactor when steps stop for STALL_MS, whatever
+  the tasks are doing;
+- the hardware watchdog is fed only while steps keep completing and no task has crashed, so a
+  hang or a crash ends in a reset, and at reset the contactor outputs are low;
+- an exception escaping any task opens every contactor at once and latches a 'hang' fault.
+"""
+
+import json
+import sys
+
+import asyncio
+from board import load, path
+from station import Station
+
+CONTROL_PERIOD_MS = 10
+STALL_MS = 100  # no completed step for this long: contactors open (IEC 61851-1 allows 100 ms)
+GUARD_PERIOD_MS = 20
+
+
+def read_station_config(data_dir):
+    """station.json as a dict; missing means no OCPP (the station still charges)."""
+    try:
+        with open(path(data_dir, "station.json")) as f:
+            return json.loads(f.read())
+    except OSError:
+        return {}
+
+
+class App:
+    def __init__(self, data_dir, board=None):
+        self.data_dir = data_dir
+        self.board = board if board is not None else load(data_dir)
+        self.config = self.board.config
+        self.station_config = read_station_config(data_dir)
+        self.station = Station(self.board, self.config)
+        self.last_step_ms = self.board.ticks_ms()
+        self.crashed = False
+
+    def start(self):
+        """Start the control task and its supervision (inside the running event loop)."""
+        board = self.board
+        asyncio.get_event_loop().set_exception_handler(self._on_crash)
+        board.start_guard(GUARD_PERIOD_MS, self._guard)
+        board.wdt_start(int(self.config.get("watchdog_ms", 2000)))
+        asyncio.create_task(self._control())
+        asyncio.create_task(self._supervise())
+
+    async def main(self):
+        self.start()
+        # Optional tasks start here, one line each:
+        # OCPP charge point (when station.json has "url"):
+        if self.station_config.get("url"):
+            from ocpp import chargepoint
+
+            chargepoint.start(self)
+        # console:
+        if self.board.simulated:
+            from station import simctl
+
+            simctl.start(self)
+        while True:
+            await asyncio.sleep(3600)
+
+    async def _control(self):
+        board, station = self.board, self.station
+        due = board.ticks_ms()
+        while True:
+            now = board.ticks_ms()
+            station.step(now)
+            self.last_step_ms = now
+            station.service(now)
+            due = board.ticks_add(due, CONTROL_PERIOD_MS)
+            wait = board.ticks_diff(due, board.ticks_ms())
+            if wait < 0:  # overrun: keep the period from now on
+                due = board.ticks_ms()
+                wait = 0
+            await board.sleep_ms(wait)
+
+    def _healthy(self, now):
+        return not self.crashed and self.board.ticks_diff(now, self.last_step_ms) < STALL_MS
+
+    async def _supervise(self):
+        board = self.board
+        period = int(self.config.get("watchdog_ms", 2000)) // 4
+        while True:
+            if self._healthy(board.ticks_ms()):
+                board.wdt_feed()
+            await board.sleep_ms(period)
+
+    def _guard(self, now):
+        """Timer interrupt: a stalled control loop must not leave a contactor closed."""
+        if not self._healthy(now):
+            self.station.open_all(now, "crash" if self.crashed else "stall", self.crashed)
+
+    def _on_crash(self, loop, context):
+        self.crashed = True
+        self.station.open_all(self.board.ticks_ms(), "crash", True)
+        error = context.get("exception")
+        if error is not None:
+            sys.print_exception(error)
+
+
+def run(data_dir, board=None):
+    asyncio.run(App(data_dir, board).main())
