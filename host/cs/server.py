@@ -126,8 +126,11 @@ class CentralSystem:
             select_subprotocol=_select_subprotocol,
             process_request=self._process_request,
             compression=None,  # per-connection deflate state would cost ~100 KiB each
+            # A vanished station is offline within two ping intervals: one to the next ping,
+            # half to miss its pong, half for the closing handshake it will not answer.
             ping_interval=self.ping_interval_s,
-            ping_timeout=self.ping_interval_s,  # a vanished station is offline within 2 pings
+            ping_timeout=self.ping_interval_s / 2,
+            close_timeout=self.ping_interval_s / 2,
             max_size=self.max_message,
             max_queue=4,
             ssl=self.ssl_context,

@@ -7,6 +7,7 @@ and applies queued work in batches: one transaction per batch, many messages per
 
 import asyncio
 import concurrent.futures
+import functools
 import hashlib
 import hmac
 import json
@@ -521,8 +522,10 @@ class Store:
             self._pending.append((sql, row, None))
         self._wake.set()
 
-    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+    async def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         future = asyncio.get_running_loop().create_future()
+        if kwargs:
+            fn = functools.partial(fn, **kwargs)
         self._pending.append((fn, args, future))
         self._wake.set()
         return await future

@@ -1,0 +1,335 @@
+"""The central system over real WebSockets on 127.0.0.1, with charge points on the `ocpp`
+package's ChargePoint (and raw WebSocket clients for malformed input)."""
+
+import asyncio
+import json
+
+import pytest
+import websockets
+from ocpp.v16 import call
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from host.cs import storage
+from tests.cs.conftest import central_system, run, station, wait_for
+
+BOOT = call.BootNotification(charge_point_model="M1", charge_point_vendor="Acme")
+T0 = "2026-11-26T10:00:00.000Z"
+
+
+def sampled(n: int) -> list[dict]:
+    measurands = ["Voltage", "Current.Import"]
+    return [
+        {
+            "value": str(230 + i),
+            "measurand": measurands[i % 2],
+            "unit": "V" if i % 2 == 0 else "A",
+            "phase": ("L1", "L2", "L3", "N", "L1-N")[i % 5],
+            "context": "Sample.Periodic",
+        }
+        for i in range(n)
+    ]
+
+
+async def setup(cs, fn, *args, **kwargs):
+    return await cs.store.call(fn, *args, **kwargs)
+
+
+def test_boot_policies(sqlite_url):
+    async def scenario():
+        async with central_system(sqlite_url, unknown="reject", heartbeat_s=123) as cs:
+            with pytest.raises(InvalidStatus) as refused:
+                async with station(cs, "STRANGER"):
+                    pass
+            assert refused.value.response.status_code == 404
+            await setup(cs, storage.add_station, "KNOWN", "accepted")
+            async with station(cs, "KNOWN") as cp:
+                answer = await cp.call(BOOT)
+                assert (answer.status, answer.interval) == ("Accepted", 123)
+            await setup(cs, storage.add_station, "BANNED", "rejected")
+            with pytest.raises(InvalidStatus) as banned:
+                async with station(cs, "BANNED"):
+                    pass
+            assert banned.value.response.status_code == 403
+
+        async with central_system(sqlite_url, unknown="pending", boot_retry_s=7) as cs:
+            async with station(cs, "NEWBIE") as cp:
+                answer = await cp.call(BOOT)
+                assert (answer.status, answer.interval) == ("Pending", 7)
+                with pytest.raises(Exception) as before:
+                    await cp.call(call.Heartbeat(), suppress=False)
+                assert type(before.value).__name__ == "SecurityError"
+                await setup(cs, storage.set_station, "NEWBIE", approval="accepted")
+                assert (await cp.call(BOOT)).status == "Accepted"
+                assert (await cp.call(call.Heartbeat())).current_time
+            row = await setup(cs, storage.get_station, "NEWBIE")
+            assert (row["vendor"], row["model"], row["registration"]) == ("Acme", "M1", "Accepted")
+
+        async with central_system(sqlite_url, unknown="accept") as cs:
+            async with station(cs, "WALKIN") as cp:
+                assert (await cp.call(BOOT)).status == "Accepted"
+
+    run(scenario())
+
+
+def test_authorize_id_tags(sqlite_url):
+    async def scenario():
+        async with central_system(sqlite_url, unknown="accept") as cs:
+            await setup(cs, storage.set_id_tag, "GOOD", "FLEET", "2099-01-01T00:00:00Z")
+            await setup(cs, storage.set_id_tag, "FLEET", None, None, False, 5)
+            await setup(cs, storage.set_id_tag, "BLOCKED", None, None, True)
+            await setup(cs, storage.set_id_tag, "OLD", None, "2020-01-01T00:00:00Z")
+            await setup(cs, storage.set_id_tag, "CHILD", "BANNEDPARENT")
+            await setup(cs, storage.set_id_tag, "BANNEDPARENT", None, None, True)
+            async with station(cs, "CP1") as cp:
+                await cp.call(BOOT)
+
+                async def status(tag):
+                    return (await cp.call(call.Authorize(id_tag=tag))).id_tag_info
+
+                good = await status("GOOD")
+                assert good["status"] == "Accepted"
+                assert good["parent_id_tag"] == "FLEET"
+                assert good["expiry_date"].startswith("2099")
+                assert (await status("BLOCKED"))["status"] == "Blocked"
+                assert (await status("OLD"))["status"] == "Expired"
+                assert (await status("CHILD"))["status"] == "Blocked"
+                assert (await status("NOBODY"))["status"] == "Invalid"
+                start = await cp.call(call.StartTransaction(1, "GOOD", 0, T0))
+                assert start.id_tag_info["status"] == "Accepted"
+                assert (await status("GOOD"))["status"] == "ConcurrentTx"
+                second = await cp.call(call.StartTransaction(2, "GOOD", 5, T0))
+                assert second.id_tag_info["status"] == "ConcurrentTx"
+
+    run(scenario())
+
+
+def test_transactions_are_stored_once_despite_retransmission(db_url):
+    async def scenario():
+        async with central_system(db_url, unknown="accept") as cs:
+            await setup(cs, storage.set_id_tag, "TAG1")
+            async with station(cs, "CP1") as cp:
+                await cp.call(BOOT)
+                await cp.call(call.StatusNotification(1, "NoError", "Preparing", timestamp=T0))
+                start = call.StartTransaction(1, "TAG1", 1000, T0)
+                first = await cp.call(start)
+                again = await cp.call(start)  # from the station's offline queue
+                assert first.transaction_id == again.transaction_id
+                assert again.id_tag_info["status"] == "Accepted"
+                values = [{"timestamp": "2026-11-26T10:01:00Z", "sampledValue": sampled(10)}]
+                for _ in range(2):
+                    await cp.call(call.MeterValues(1, values, first.transaction_id))
+                stop = call.StopTransaction(
+                    1500,
+                    "2026-11-26T10:30:00Z",
+                    first.transaction_id,
+                    reason="EVDisconnected",
+                    transaction_data=[
+                        {"timestamp": "2026-11-26T10:30:00Z", "sampledValue": [{"value": "1500"}]}
+                    ],
+                )
+                for _ in range(2):
+                    await cp.call(stop)
+            transactions = await setup(cs, storage.list_transactions, "CP1")
+            assert len(transactions) == 1
+            tx = transactions[0]
+            assert (tx["meter_start"], tx["meter_stop"], tx["stop_reason"]) == (
+                1000,
+                1500,
+                "EVDisconnected",
+            )
+            meter = await setup(cs, storage.list_meter_values, None, first.transaction_id)
+            assert len(meter) == 11
+            assert {m["phase"] for m in meter} >= {"L1", "L2", "L3", "N", "L1-N"}
+            connectors = await setup(cs, storage.list_connectors, "CP1")
+            assert connectors[0]["status"] == "Preparing"
+
+    run(scenario())
+
+
+def test_queued_commands_reach_a_station_when_it_returns(db_url):
+    async def scenario():
+        async with central_system(db_url, unknown="accept") as cs:
+            await setup(cs, storage.add_station, "CP1")
+            reset = await setup(cs, storage.enqueue_command, "CP1", "Reset", {"type": "Soft"}, 60)
+            stale = await setup(cs, storage.enqueue_command, "CP1", "Reset", {"type": "Hard"}, -1)
+            config = await setup(cs, storage.enqueue_command, "CP1", "GetConfiguration", {}, 60)
+            async with station(cs, "CP1") as cp:
+                await cp.call(BOOT)
+
+                async def answered():
+                    rows = await setup(cs, storage.list_commands, "CP1")
+                    return all(r["state"] in ("answered", "expired", "failed") for r in rows)
+
+                await wait_for(answered)
+                assert [name for name, _ in cp.received] == ["Reset", "GetConfiguration"]
+                assert cp.received[0][1] == {"type": "Soft"}
+            states = {r["id"]: r for r in await setup(cs, storage.list_commands, "CP1")}
+            assert states[reset]["state"] == "answered"
+            assert json.loads(states[reset]["response"]) == {"status": "Accepted"}
+            assert states[stale]["state"] == "expired"
+            assert json.loads(states[config]["response"])["configurationKey"][0]["value"] == "300"
+
+    run(scenario())
+
+
+def test_a_command_the_station_rejects_is_failed_with_its_error(sqlite_url):
+    async def scenario():
+        async with central_system(sqlite_url, unknown="accept") as cs:
+            async with station(cs, "CP1") as cp:
+                await cp.call(BOOT)
+                command = await setup(
+                    cs, storage.enqueue_command, "CP1", "UnlockConnector", {"connectorId": 1}, 60
+                )
+
+                async def done():
+                    row = await setup(cs, storage.get_command, command)
+                    return row["state"] not in ("queued", "sent")
+
+                await wait_for(done)
+                row = await setup(cs, storage.get_command, command)
+                assert row["state"] == "failed"
+                assert "NotImplemented" in row["error"]
+
+    run(scenario())
+
+
+async def raw(cs, station_id="RAW", subprotocols=("ocpp1.6",), **options):
+    return await websockets.connect(
+        f"ws://127.0.0.1:{cs.port}/ocpp/{station_id}",
+        subprotocols=list(subprotocols),  # type: ignore[arg-type]
+        **options,
+    )
+
+
+async def exchange(ws, text):
+    await ws.send(text)
+    return json.loads(await asyncio.wait_for(ws.recv(), 5))
+
+
+def test_bad_input_gets_the_right_callerror_or_close_code(sqlite_url):
+    async def scenario():
+        async with central_system(sqlite_url, unknown="accept", max_message=4096) as cs:
+            async with station(cs, "GOOD") as good:
+                await good.call(BOOT)
+                ws = await raw(cs)
+                assert (await exchange(ws, "{not json"))[:3] == [4, "-1", "FormationViolation"]
+                assert (await exchange(ws, '{"a": 1}'))[2] == "ProtocolError"
+                assert (await exchange(ws, '[2, "u1"]'))[:3] == [4, "u1", "ProtocolError"]
+                before = await exchange(ws, '[2, "u2", "Heartbeat", {}]')
+                assert before[:3] == [4, "u2", "SecurityError"]
+                invalid_boot = '[2, "u3", "BootNotification", {"chargePointVendor": "V"}]'
+                answer = await exchange(ws, invalid_boot)
+                assert answer[:3] == [4, "u3", "OccurenceConstraintViolation"]
+                assert "chargePointModel" in answer[3]
+                boot = '[2, "u4", "BootNotification", {"chargePointVendor": "V", '
+                assert (await exchange(ws, boot + '"chargePointModel": "M"}]'))[0] == 3
+                wrong_type = '[2, "u5", "StatusNotification", {"connectorId": "one", '
+                answer = await exchange(
+                    ws, wrong_type + '"errorCode": "NoError", "status": "Available"}]'
+                )
+                assert answer[:3] == [4, "u5", "TypeConstraintViolation"]
+                assert "connectorId" in answer[3]
+                bad_enum = '[2, "u6", "StatusNotification", {"connectorId": 1, '
+                answer = await exchange(ws, bad_enum + '"errorCode": "NoError", "status": "X"}]')
+                assert answer[:3] == [4, "u6", "PropertyConstraintViolation"]
+                assert (await exchange(ws, '[2, "u7", "Fly", {}]'))[2] == "NotImplemented"
+                assert (await exchange(ws, '[2, "u8", "Reset", {}]'))[2] == "NotSupported"
+                await ws.send("x" * 5000)
+                with pytest.raises(ConnectionClosed):
+                    await asyncio.wait_for(ws.recv(), 5)
+                assert ws.close_code == 1009
+
+                ws = await raw(cs, "RAW2")
+                await ws.send(b"\x00binary")
+                with pytest.raises(ConnectionClosed):
+                    await asyncio.wait_for(ws.recv(), 5)
+                assert ws.close_code == 1003
+
+                ws = await raw(cs, "RAW3", subprotocols=("ocpp2.0.1",))
+                assert ws.subprotocol is None
+                with pytest.raises(ConnectionClosed):
+                    await asyncio.wait_for(ws.recv(), 5)
+                assert ws.close_code == 1002
+
+                assert (await good.call(call.Heartbeat())).current_time  # unaffected
+            log = await setup(cs, storage.search_messages, "RAW", None, None, "{not json")
+            assert len(log) == 1 and log[0]["direction"] == "in"
+
+    run(scenario())
+
+
+def test_basic_auth_keys_are_checked_and_stored_hashed(sqlite_url):
+    async def scenario():
+        async with central_system(sqlite_url) as cs:
+            key = "0123456789abcdef0123"
+            await setup(cs, storage.add_station, "SECURE")
+            await setup(cs, storage.set_station, "SECURE", security_profile=1, auth_key=key)
+            row = await setup(cs, storage.get_station, "SECURE")
+            assert key not in json.dumps(row)
+            for wrong in (None, "not-the-key-at-all"):
+                with pytest.raises(InvalidStatus) as refused:
+                    async with station(cs, "SECURE", auth_key=wrong):
+                        pass
+                assert refused.value.response.status_code == 401
+            async with station(cs, "SECURE", auth_key=key) as cp:
+                assert (await cp.call(BOOT)).status == "Accepted"
+            await setup(cs, storage.set_station, "SECURE", security_profile=2)
+            with pytest.raises(InvalidStatus) as plain:
+                async with station(cs, "SECURE", auth_key=key):
+                    pass
+            assert plain.value.response.status_code == 403  # profile 2 needs TLS
+
+    run(scenario())
+
+
+def test_a_vanished_station_shows_offline_within_two_ping_intervals(sqlite_url):
+    async def scenario():
+        async with central_system(sqlite_url, unknown="accept", ping_interval_s=0.5) as cs:
+            async with station(cs, "GHOST") as cp:
+                await cp.call(BOOT)
+
+                async def online():
+                    return (await setup(cs, storage.get_station, "GHOST"))["online"] == 1
+
+                await wait_for(online)
+                cp._connection.transport.pause_reading()  # stops answering pings
+                start = asyncio.get_running_loop().time()
+
+                async def offline():
+                    return (await setup(cs, storage.get_station, "GHOST"))["online"] == 0
+
+                await wait_for(offline, timeout=3)
+                assert asyncio.get_running_loop().time() - start < 2 * 0.5 + 0.5
+                assert "GHOST" not in cs.sessions
+
+    run(scenario())
+
+
+def test_restart_keeps_everything(db_url):
+    async def first_run():
+        async with central_system(db_url, unknown="accept") as cs:
+            await setup(cs, storage.set_id_tag, "TAG1")
+            async with station(cs, "CP1") as cp:
+                await cp.call(BOOT)
+                start = await cp.call(call.StartTransaction(1, "TAG1", 10, T0))
+                values = [{"timestamp": T0, "sampledValue": sampled(3)}]
+                await cp.call(call.MeterValues(1, values, start.transaction_id))
+            await setup(cs, storage.enqueue_command, "CP1", "Reset", {"type": "Hard"}, 60)
+            return start.transaction_id
+
+    async def second_run(transaction_id):
+        async with central_system(db_url, unknown="reject") as cs:
+            assert [t["id"] for t in await setup(cs, storage.list_transactions)] == [transaction_id]
+            assert len(await setup(cs, storage.list_meter_values)) == 3
+            assert [t["id_tag"] for t in await setup(cs, storage.list_id_tags)] == ["TAG1"]
+            assert len(await setup(cs, storage.search_messages, "CP1")) >= 6
+            async with station(cs, "CP1") as cp:
+                # Accepted before the restart: no new BootNotification needed.
+                assert (await cp.call(call.Heartbeat())).current_time
+                await wait_for(lambda: cp.received)
+                assert cp.received == [("Reset", {"type": "Hard"})]
+                stop = await cp.call(call.StopTransaction(20, T0, transaction_id, id_tag="TAG1"))
+                assert stop.id_tag_info["status"] == "Accepted"
+
+    transaction_id = run(first_run())
+    run(second_run(transaction_id))
