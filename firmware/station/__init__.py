@@ -158,4 +158,5 @@ class Station:
             self.thermal_a10 = limits.max_a10 - span * over // (limits.overtemp_c - limits.derate_c)
         else:
             self.thermal_a10 = pilot.MAX_A10
-        self.set_fault(self._f_derating, self.thermal_a10 < limits.max_a10, now)
+        derating = not self._f_overtemp.active and self.thermal_a10 < limits.max_a10
+        self.set_fault(self._f_derating, derating, now)

@@ -1,0 +1,156 @@
+"""Runs under `micropython`: plays scenarios through the real station on the simulated board.
+
+One scenario per stdin line (JSON), one result per stdout line (JSON):
+  {"config": board.json dict, "script": [[op, args...], ...], "trace": bool}
+Ops: ["run", ms] steps the station every 10 ms of a manual clock; ["heap_lock", ms] does so
+with the heap locked around every step (a MemoryError is reported as the result's "error");
+["ev", n, state] / ["power", n, w] / ["diode", n, 0|1] / ["vent", n, 0|1] / ["obey", n, 0|1];
+["leak", n, ma] / ["rcddead", n, 0|1] / ["weld", n, 0|1] / ["temp", c] / ["meter", n, fault];
+["noise", n, mv] / ["pilot_mv", n, high|null, low]; ["proximity", n, ohms];
+["permit", n, 0|1] / ["available", n, 0|1] / ["limit", n, amps|null] / ["clear", n];
+["snap", label] records the status under `label`.
+Result: {"snaps": {...}, "trace": [[t, n, ev, out, duty, pilot, faults, permitted, available,
+rcd_input], ...], "events": [[kind, n, value], ...], "error": null | text}.
+"""
+
+import json
+import sys
+
+import micropython
+from board import sim
+from station import Station
+
+PERIOD_MS = 10
+
+
+def fault_text(faults):
+    return ",".join(f.code + ("!" if f.latched else "") for f in faults)
+
+
+def snapshot(board, station):
+    return {
+        "faults": fault_text(station.faults()),
+        "thermal": station.thermal_a10,
+        "connectors": [
+            {
+                "pilot": c.pilot_state,
+                "duty": c.duty,
+                "contactor": c.contactor_closed,
+                "out": board.connectors[c.id - 1].contactor,
+                "limit": c.limit_a,
+                "faults": fault_text(c.faults()),
+                "energy": c.reading.energy_wh if c.reading else None,
+                "rcd_test": board.connectors[c.id - 1].rcd_test,
+            }
+            for c in station.connectors
+        ],
+    }
+
+
+def play(scenario):
+    config = scenario["config"]
+    board = sim.Board("/tmp", speed=None, config=config)
+    station = Station(board, config)
+    events = []
+    station.listener = lambda kind, n, value: events.append(
+        [kind, n, value.code if kind.startswith("fault") else value]
+    )
+    trace = [] if scenario.get("trace") else None
+    snaps = {}
+
+    def run(ms, locked):
+        for _ in range(ms // PERIOD_MS):
+            board.advance(PERIOD_MS)
+            now = board.ticks_ms()
+            if locked:
+                micropython.heap_lock()
+                try:
+                    station.step(now)
+                finally:
+                    micropython.heap_unlock()
+            else:
+                station.step(now)
+            station.service(now)
+            if trace is not None:
+                station_faults = fault_text(station.faults())
+                for c in station.connectors:
+                    hw = board.connectors[c.id - 1]
+                    faults = fault_text(c.faults())
+                    trace.append(
+                        [
+                            now,
+                            c.id,
+                            hw.ev.presented(),
+                            hw.contactor,
+                            c.duty,
+                            c.pilot_state,
+                            station_faults + "|" + faults,
+                            c.permitted,
+                            c.available,
+                            hw.rcd_tripped(),
+                        ]
+                    )
+
+    for op in scenario["script"]:
+        name, args = op[0], op[1:]
+        if name == "run":
+            run(args[0], False)
+        elif name == "heap_lock":
+            run(args[0], True)
+        elif name == "snap":
+            snaps[args[0]] = snapshot(board, station)
+        elif name == "ev":
+            board.ev(args[0]).set_state(args[1])
+        elif name == "power":
+            board.ev(args[0]).set_power(args[1])
+        elif name == "diode":
+            board.ev(args[0]).set_diode_fault(args[1])
+        elif name == "vent":
+            board.ev(args[0]).set_ventilation(args[1])
+        elif name == "obey":
+            board.ev(args[0]).set_obey_limit(args[1])
+        elif name == "leak":
+            board.set_rcd_leak(args[0], args[1])
+        elif name == "rcddead":
+            board.set_rcd_dead(args[0], args[1])
+        elif name == "weld":
+            board.set_weld(args[0], args[1])
+        elif name == "temp":
+            board.set_temperature(args[0])
+        elif name == "meter":
+            board.meter_fault(args[0], args[1])
+        elif name == "noise":
+            board.set_pilot_noise(args[0], args[1])
+        elif name == "pilot_mv":
+            board.set_pilot_mv(args[0], args[1], args[2])
+        elif name == "proximity":
+            board.set_proximity(args[0], args[1])
+        elif name == "permit":
+            station.connectors[args[0] - 1].permit(args[1])
+        elif name == "available":
+            station.connectors[args[0] - 1].available = bool(args[1])
+        elif name == "limit":
+            station.connectors[args[0] - 1].external_limit_a = args[1]
+        elif name == "clear":
+            station.clear(args[0])
+        else:
+            raise ValueError("unknown op " + name)
+    return {"snaps": snaps, "trace": trace, "events": events}
+
+
+def main():
+    while True:
+        line = sys.stdin.readline()
+        if not line:
+            return
+        if not line.strip():
+            continue
+        try:
+            result = play(json.loads(line))
+            result["error"] = None
+        except Exception as error:
+            result = {"error": "%s: %s" % (type(error).__name__, error)}
+        print(json.dumps(result))
+
+
+main()
