@@ -11,6 +11,7 @@ import base64
 import binascii
 import logging
 import ssl
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
@@ -115,6 +116,9 @@ class CentralSystem:
         self.sessions: dict[str, Session] = {}
         self.commands = CommandQueue(self, timeout_s=command_timeout_s, poll_s=poll_s)
         self.server: Server | None = None
+        # Observers (the web dashboard): fn(kind, station_id, frame_text_or_None) with kind
+        # "connected", "disconnected", "in" or "out"; they must be quick and never raise.
+        self.listeners: list[Callable[[str, str, str | None], None]] = []
 
     async def start(self, host: str = "127.0.0.1", port: int = 9000) -> Server:
         await self.store.call(_all_offline)
@@ -204,6 +208,7 @@ class CentralSystem:
         self.store.write(
             "UPDATE stations SET online = 1, last_seen = ? WHERE id = ?", (now_iso(), station_id)
         )
+        self._notify("connected", station_id, None)
         self.commands.wake(session)
         try:
             async for message in ws:
@@ -223,9 +228,11 @@ class CentralSystem:
                     "UPDATE stations SET online = 0, last_seen = ? WHERE id = ?",
                     (now_iso(), station_id),
                 )
+                self._notify("disconnected", station_id, None)
 
     async def _on_frame(self, session: Session, text: str) -> None:
         self.store.write(LOG_SQL, (session.station_id, now_iso(), "in", text))
+        self._notify("in", session.station_id, text)
         try:
             message = orjson.loads(text)
         except orjson.JSONDecodeError:
@@ -283,7 +290,12 @@ class CentralSystem:
 
     async def send(self, session: Session, text: str) -> None:
         self.store.write(LOG_SQL, (session.station_id, now_iso(), "out", text))
+        self._notify("out", session.station_id, text)
         await session.ws.send(text)
+
+    def _notify(self, kind: str, station_id: str, text: str | None) -> None:
+        for listener in self.listeners:
+            listener(kind, station_id, text)
 
 
 def _select_subprotocol(connection: ServerConnection, offered: Any) -> Subprotocol | None:
