@@ -167,10 +167,12 @@ class Console:
             self.event("meter", words)
 
     def flush(self):
-        while self.outbox:
-            if not self.port.write((self.outbox[0] + "\n").encode()):
+        if self.outbox:  # one write for all: each system call can cost the loop a slice
+            self.outbox.append("")
+            if not self.port.write("\n".join(self.outbox).encode()):
+                self.outbox.pop()
                 return
-            self.outbox.pop(0)
+            self.outbox.clear()
         if self.dropped:
             line = proto.format_event(self._ms, "dropped", (self.dropped,))
             if self.port.write((line + "\n").encode()):

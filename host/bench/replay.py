@@ -1,0 +1,549 @@
+"""Replaying a session against a station (the simulated one or a board on a serial port) and
+the central system behind the bench's relay, then judging every expectation.
+
+Threads: the console link reads station lines on its own thread; the relay and the embedded
+central system run on an asyncio loop thread; the session's steps are played here. Everything
+seen lands on one timeline in session time (station ms since the session started), which the
+expectations are judged against once the run is over.
+"""
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from host.bench import network
+from host.bench.link import CommandFailed, ConsoleLink, Line, StationSilent
+from host.bench.session import Session, Step, format_duration
+from host.bench.target import Target
+
+VOLTAGE_V = 230.0
+SILENCE_S = 10.0  # real seconds without a line from the station: it stopped answering
+CONNECT_S = 20.0  # real seconds for the station to answer its console after start
+OPERATOR_TIMEOUT_S = 10.0
+DEFAULT_EV_POWER_W = 7400.0
+
+
+@dataclass
+class Event:
+    ms: int  # session time (station ms since the session started)
+    source: str  # station, ocpp, bench
+    kind: str  # station: pilot, contactor, limit, meter, fault, ...; ocpp: station|cs
+    connector: int
+    value: Any
+
+
+@dataclass
+class Verdict:
+    name: str
+    line: int | None
+    outcome: str  # pass, fail, skip, error
+    detail: str = ""
+
+
+@dataclass
+class Result:
+    session: Session
+    target: str
+    verdicts: list[Verdict] = field(default_factory=list)
+    timeline: list[Event] = field(default_factory=list)
+    wall_s: float = 0.0
+    session_ms: int = 0
+    aborted: str = ""
+    log: list[str] = field(default_factory=list)  # non-protocol station lines
+
+    @property
+    def passed(self) -> bool:
+        return not self.aborted and all(v.outcome in ("pass", "skip") for v in self.verdicts)
+
+    @property
+    def skipped(self) -> bool:
+        return bool(self.verdicts) and all(v.outcome == "skip" for v in self.verdicts)
+
+    @property
+    def speedup(self) -> float:
+        return self.session_ms / 1000 / self.wall_s if self.wall_s else 0.0
+
+
+def skip(session: Session, target: str, reason: str) -> Result:
+    return Result(session, target, [Verdict(session.name, None, "skip", reason)])
+
+
+class Replay:
+    def __init__(
+        self,
+        session: Session,
+        target: Target,
+        cs_url: str | None = None,
+        progress: Callable[[str], None] = print,
+    ):
+        self.session = session
+        self.target = target
+        self.cs_url = cs_url
+        self.progress = progress
+        self.speed = target.speed
+        self.connector = session.connector
+        self.result = Result(session, target.name)
+        self._lock = threading.Lock()
+        self._t0: int | None = None  # station ms at session time 0
+        self._last_evt = (time.monotonic(), 0)  # (wall, station ms) of the newest event
+        self._ev = {"state": "A", "power": DEFAULT_EV_POWER_W}
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self.link: ConsoleLink | None = None
+        self.net: network.Network | None = None
+        self.phases = 3
+
+    # ---- timeline ----------------------------------------------------------------------
+
+    def _station_ms(self) -> int:
+        """The station's clock now, estimated from its newest event."""
+        wall, ms = self._last_evt
+        return ms + int((time.monotonic() - wall) * self.speed * 1000)
+
+    def _add(self, station_ms: int, source: str, kind: str, connector: int, value: Any) -> None:
+        with self._lock:
+            t0 = self._t0 if self._t0 is not None else station_ms
+            self.result.timeline.append(Event(station_ms - t0, source, kind, connector, value))
+
+    def _on_line(self, line: Line) -> None:
+        if line.kind == "log":
+            self.result.log.append(line.parsed[1])
+            return
+        if line.kind != "evt":
+            return
+        _, ms, kind, words = line.parsed
+        self._last_evt = (line.wall, ms)
+        connector = int(words[0]) if words and words[0].isdigit() else 0
+        if kind == "state" and connector:
+            fields = dict(w.split("=", 1) for w in words[1:] if "=" in w)
+            self._add(ms, "station", "pilot", connector, fields.get("pilot"))
+            self._add(ms, "station", "contactor", connector, fields.get("contactor"))
+            self._add(ms, "station", "limit", connector, _float(fields.get("limit")))
+            return
+        value: Any = words[1:]
+        if kind in ("pilot", "contactor") and len(words) > 1:
+            value = words[1]
+        elif kind == "limit" and len(words) > 1:
+            value = _float(words[1])
+        self._add(ms, "station", kind, connector, value)
+
+    def _on_frame(self, frame: network.Frame) -> None:
+        self._add(self._station_ms(), "ocpp", frame.direction, 0, frame.message)
+
+    # ---- running -----------------------------------------------------------------------
+
+    def run(self) -> Result:
+        session, result = self.session, self.result
+        if session.pending:
+            return skip(session, self.target.name, "pending: " + session.pending)
+        missing = [r for r in session.requires if r not in self.target.features]
+        if missing:
+            return skip(session, self.target.name, f"needs the {'/'.join(missing)} target")
+        started = time.monotonic()
+        self._thread.start()
+        cs = None
+        try:
+            upstream = self.cs_url
+            if upstream is None:
+                from host.bench.centralsystem import EmbeddedCentralSystem
+
+                cs = EmbeddedCentralSystem(_tags(session))
+                upstream = self._async(cs.start(), 30)
+            self.net = network.Network(upstream, self._on_frame, session.tag_status)
+            self._async(self.net.start(), 10)
+            port = self.target.start(self.net.url)
+            self.link = ConsoleLink(port, self._on_line)
+            self._play()
+        except (StationSilent, OSError) as e:
+            result.aborted = f"{e}"
+        finally:
+            self._teardown()
+            if self.net is not None:
+                self._async(self.net.stop(), 10, quiet=True)
+            if cs is not None:
+                self._async(cs.stop(), 10, quiet=True)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+            result.wall_s = time.monotonic() - started
+        if result.aborted:
+            result.verdicts.append(Verdict("station answering", None, "error", result.aborted))
+        result.verdicts[:0] = judge(session, result.timeline, self.phases)
+        return result
+
+    def _async(self, coro: Any, timeout: float, quiet: bool = False) -> Any:
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result(timeout)
+        except Exception:
+            if quiet:
+                return None
+            raise
+
+    def _sync(self) -> None:
+        """Wait until the console answers: input sent before it starts is lost."""
+        assert self.link is not None
+        deadline = time.monotonic() + CONNECT_S
+        while True:
+            try:
+                self.link.command("time", timeout=0.5)
+                return
+            except StationSilent:
+                if time.monotonic() > deadline:
+                    raise StationSilent(f"station console silent for {CONNECT_S:g} s") from None
+
+    def _setup(self) -> None:
+        link = self.link
+        assert link is not None
+        self._sync()
+        info = dict(w.split("=", 1) for w in link.command("info") if "=" in w)
+        self.phases = int(info.get("phases", 3))
+        # Meter lines double as the station's clock for the bench: a few per real second.
+        link.command("report", max(1000, int(self.speed * 50)))
+        if "ev" in self.target.features:
+            self._ev_apply()
+        link.command("status")
+
+    def _ev_apply(self) -> None:
+        assert self.link is not None
+        self.link.command("ev", self.connector, "power", self._ev["power"])
+        self.link.command("ev", self.connector, "state", self._ev["state"])
+
+    def _play(self) -> None:
+        link = self.link
+        assert link is not None
+        self._setup()
+        self._t0 = link.station_ms
+        with self._lock:  # events before the start keep their place, before 0
+            for event in self.result.timeline:
+                event.ms -= self._t0
+        self._add(self._t0, "bench", "ev_power", self.connector, self._ev["power"])
+        for step in self.session.steps:
+            self._wait(step.at_ms)
+            if step.actor != "expect":
+                self._do(step)
+        self._wait(self.session.end_ms)
+        self.result.session_ms = self.session.end_ms
+
+    def _wait(self, session_ms: int) -> None:
+        assert self.link is not None and self._t0 is not None
+        self.link.wait_station_ms(self._t0 + session_ms, SILENCE_S, lambda: False)
+
+    def _do(self, step: Step) -> None:
+        self.progress(f"  {format_duration(step.at_ms):>9}  {step.text}")
+        try:
+            answer = self._action(step)
+        except CommandFailed as e:
+            self.result.verdicts.append(Verdict(step.text, step.line, "error", str(e)))
+            return
+        except (TimeoutError, ConnectionError) as e:
+            detail = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+            self.result.verdicts.append(Verdict(step.text, step.line, "error", detail))
+            return
+        self._add(self._station_ms(), "bench", step.actor, self.connector, (step.text, answer))
+
+    def _action(self, step: Step) -> Any:
+        link, net, c = self.link, self.net, self.connector
+        assert link is not None and net is not None
+        verb, args = step.verb, step.args
+        if step.actor == "ev":
+            if verb in ("plug", "unplug", "state"):
+                self._ev["state"] = {"plug": "B", "unplug": "A"}.get(verb) or args[0]
+                return link.command("ev", c, "state", self._ev["state"])
+            if verb == "power":
+                self._ev["power"] = args[0]
+                self._add(self._station_ms(), "bench", "ev_power", c, args[0])
+            return link.command("ev", c, verb, args[0])
+        if step.actor == "user":
+            return link.command("tag", c, args[0]) if verb == "tag" else link.command("stop", c)
+        if step.actor == "hw":
+            if verb == "power-cut":
+                return self._power_cut(args[0])
+            if verb == "selftest":
+                return link.command("selftest", "rcd", c)
+            if verb == "temp":
+                return link.command("temp", args[0])
+            return link.command(verb, c, args[0])
+        if step.actor == "net":
+            if verb == "latency":
+                net.latency_s = args[0] / 1000
+                return None
+            coro = {"drop": net.drop, "cs-down": net.down, "cs-up": net.up}[verb]()
+            return self._async(coro, 10)
+        # operator
+        if verb == "limit":
+            return link.command("limit", c, args[0])
+        if verb == "clear":
+            return link.command("clear", c)
+        action, payload = self._operator_call(verb, args)
+        return self._async(net.call(action, payload, OPERATOR_TIMEOUT_S), OPERATOR_TIMEOUT_S + 1)
+
+    def _operator_call(self, verb: str, args: tuple) -> tuple[str, dict]:
+        c = self.connector
+        if verb == "remote-start":
+            return "RemoteStartTransaction", {"connectorId": c, "idTag": args[0]}
+        if verb == "remote-stop":
+            return "RemoteStopTransaction", {"transactionId": self._transaction_id()}
+        if verb == "config":
+            return "ChangeConfiguration", {"key": args[0], "value": args[1]}
+        kind = "Operative" if args[0] else "Inoperative"
+        return "ChangeAvailability", {"connectorId": c, "type": kind}
+
+    def _transaction_id(self) -> int:
+        """The id the central system gave the latest StartTransaction."""
+        with self._lock:
+            events = list(self.result.timeline)
+        starts = {
+            e.value[1] for e in events if e.kind == "station" and _call(e.value, "StartTransaction")
+        }
+        for e in reversed(events):
+            m = e.value
+            if e.kind == "cs" and m and m[0] == 3 and m[1] in starts and isinstance(m[2], dict):
+                return int(m[2].get("transactionId", 0))
+        raise ConnectionError("no transaction to stop")
+
+    def _power_cut(self, off_ms: int) -> None:
+        link = self.link
+        assert link is not None
+        cut_at = self._station_ms()
+        self.target.kill()
+        time.sleep(off_ms / 1000 / self.speed)  # the power stays off this long
+        port = self.target.start(self.target.cs_url)
+        link.reopen(port, cut_at + off_ms)
+        self._last_evt = (time.monotonic(), cut_at + off_ms)
+        self._sync()
+        link.command("report", max(1000, int(self.speed * 50)))
+        self._ev_apply()  # the EV stayed plugged in through the cut
+
+    def _teardown(self) -> None:
+        """Leave the station safe: EV gone, charge stopped, contactor open — and check it."""
+        link = self.link
+        if link is None or (self.result.aborted and self.target.alive() is False):
+            self.result.verdicts.append(
+                Verdict("contactor open after the run", None, "skip", "station not running")
+            )
+            self._close()
+            return
+        state = "unknown"
+        try:
+            if "ev" in self.target.features:
+                link.command("ev", self.connector, "state", "A", timeout=2)
+            link.command("stop", self.connector, timeout=2)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                state = self._contactor_now()
+                if state == "open":
+                    break
+                time.sleep(0.05)
+        except (StationSilent, CommandFailed, OSError) as e:
+            state = f"unknown ({e})"
+        outcome = "pass" if state == "open" else "fail"
+        detail = "" if state == "open" else f"contactor is {state}"
+        self.result.verdicts.append(Verdict("contactor open after the run", None, outcome, detail))
+        self._close()
+
+    def _contactor_now(self) -> str:
+        assert self.link is not None
+        self.link.command("status", timeout=2)
+        with self._lock:
+            for e in reversed(self.result.timeline):
+                if e.kind == "contactor" and e.connector == self.connector:
+                    return str(e.value)
+        return "unknown"
+
+    def _close(self) -> None:
+        if self.link is not None:
+            self.link.close()
+        self.target.stop()
+
+
+def _float(word: str | None) -> float | None:
+    try:
+        return float(word) if word not in (None, "-") else None
+    except ValueError:
+        return None
+
+
+def _call(message: list, action: str | None = None) -> bool:
+    return bool(message) and message[0] == 2 and (action is None or message[2] == action)
+
+
+def _tags(session: Session) -> set[str]:
+    return {
+        s.args[0]
+        for s in session.steps
+        if (s.actor, s.verb) in (("user", "tag"), ("op", "remote-start"))
+    }
+
+
+# ---- judging ---------------------------------------------------------------------------------
+
+
+def judge(session: Session, timeline: list[Event], phases: int) -> list[Verdict]:
+    verdicts = []
+    for step in session.steps:
+        if step.actor != "expect":
+            continue
+        ok, detail = _check(step, session, timeline, phases)
+        verdicts.append(Verdict(step.text, step.line, "pass" if ok else "fail", detail))
+    return verdicts
+
+
+def _check(step: Step, session: Session, timeline: list[Event], phases: int) -> tuple[bool, str]:
+    c = session.connector
+    start, end = step.at_ms, step.at_ms + (step.within_ms or 0)
+    if step.verb in ("contactor", "pilot", "limit"):
+        wanted = step.args[0]
+        seen = None
+        values = []
+        for e in timeline:
+            if e.kind != step.verb or e.connector != c or e.ms > end:
+                continue
+            if e.ms <= start:
+                seen = e.value
+            else:
+                values.append(e.value)
+        candidates = [seen, *values]
+        if any(_same(v, wanted) for v in candidates):
+            return True, ""
+        return False, f"{step.verb} was {_describe(candidates)} from {format_duration(start)} on"
+    if step.verb == "fault":
+        for e in timeline:
+            if e.kind == "fault" and e.connector in (0, c) and start <= e.ms <= end:
+                if e.value and e.value[0] == step.args[0]:
+                    return True, ""
+        return False, f"no {step.args[0]} fault by {format_duration(end)}"
+    if step.verb == "ocpp":
+        return _check_ocpp(step, timeline, start, end)
+    if step.verb == "status":
+        observed = statuses(timeline, c)
+        it = iter(observed)
+        if all(any(s == o for o in it) for s in step.args):
+            return True, ""
+        return False, "observed " + (" ".join(observed) or "no StatusNotification")
+    return _check_energy(step, timeline, c, phases)
+
+
+def _same(value: Any, wanted: Any) -> bool:
+    if isinstance(wanted, float):
+        return isinstance(value, float) and abs(value - wanted) < 0.5
+    return value == wanted
+
+
+def _describe(values: list) -> str:
+    out: list = []
+    for v in values:
+        if not out or out[-1] != v:
+            out.append(v)
+    return " then ".join(str(v) for v in out[-6:]) if out else "never reported"
+
+
+def _check_ocpp(step: Step, timeline: list[Event], start: int, end: int) -> tuple[bool, str]:
+    action = step.args[0]
+    near = []
+    for e in timeline:
+        if e.kind == "station" and _call(e.value, action):
+            if start <= e.ms <= end:
+                mismatch = _mismatch(e.value[3], step.fields)
+                if not mismatch:
+                    return True, ""
+                near.append(mismatch)
+            else:
+                near.append(f"one at {format_duration(max(e.ms, 0))}")
+    detail = f"no {action} between {format_duration(start)} and {format_duration(end)}"
+    return False, detail + (f" ({'; '.join(near[:3])})" if near else "")
+
+
+def _mismatch(payload: Any, fields: tuple) -> str:
+    for path, wanted in fields:
+        value = payload
+        for key in path.split("."):
+            if isinstance(value, list) and key.isdigit() and int(key) < len(value):
+                value = value[int(key)]
+            elif isinstance(value, dict) and key in value:
+                value = value[key]
+            else:
+                return f"{path} missing"
+        if _text(value) != wanted:
+            return f"{path}={_text(value)}"
+    return ""
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def statuses(timeline: list[Event], connector: int) -> list[str]:
+    out: list[str] = []
+    for e in timeline:
+        if e.kind == "station" and _call(e.value, "StatusNotification"):
+            payload = e.value[3]
+            if isinstance(payload, dict) and payload.get("connectorId") == connector:
+                status = payload.get("status")
+                if not out or out[-1] != status:
+                    out.append(str(status))
+    return out
+
+
+def drawn_wh(timeline: list[Event], connector: int, phases: int) -> float:
+    """Energy the EV drew by the bench's own account: its power, capped by the limit the
+    station advertised, while the contactor was closed and the EV asked for charge."""
+    state = {"contactor": "open", "pilot": "A", "limit": 0.0, "ev_power": DEFAULT_EV_POWER_W}
+    total = 0.0
+    last_ms = 0
+    for e in sorted(timeline, key=lambda e: e.ms):
+        if e.connector != connector or e.kind not in state:
+            continue
+        if e.ms > last_ms:
+            total += _power(state, phases) * (e.ms - last_ms) / 3_600_000
+            last_ms = e.ms
+        state[e.kind] = e.value
+    return total
+
+
+def _power(state: dict, phases: int) -> float:
+    if state["contactor"] != "closed" or state["pilot"] not in ("C", "D"):
+        return 0.0
+    cap = (state["limit"] or 0.0) * VOLTAGE_V * phases
+    return min(float(state["ev_power"] or 0.0), cap)
+
+
+def measured_wh(timeline: list[Event], connector: int) -> tuple[float | None, str]:
+    """The station's own account: its last transaction's meterStop - meterStart, else the
+    change of its meter register over the session."""
+    start = stop = None
+    for e in timeline:
+        if e.kind == "station" and _call(e.value) and isinstance(e.value[3], dict):
+            payload = e.value[3]
+            if e.value[2] == "StartTransaction" and payload.get("connectorId") == connector:
+                start, stop = payload.get("meterStart"), None
+            elif e.value[2] == "StopTransaction" and start is not None:
+                stop = payload.get("meterStop")
+    if isinstance(start, int | float) and isinstance(stop, int | float):
+        return float(stop - start), "transaction"
+    readings = [
+        float(fields["wh"])
+        for e in timeline
+        if e.kind == "meter" and e.connector == connector and e.ms >= 0
+        for fields in [dict(w.split("=", 1) for w in e.value if "=" in w)]
+        if fields.get("wh") not in (None, "-")
+    ]
+    if len(readings) >= 2:
+        return readings[-1] - readings[0], "meter register"
+    return None, "no meter readings"
+
+
+def _check_energy(step: Step, timeline: list[Event], c: int, phases: int) -> tuple[bool, str]:
+    tolerance = step.args[0] / 100
+    drawn = drawn_wh(timeline, c, phases)
+    measured, source = measured_wh(timeline, c)
+    if measured is None:
+        return False, source
+    ok = abs(measured - drawn) <= max(tolerance * drawn, 1.0)  # meterStop counts whole Wh
+    return ok, f"{source} {measured:.0f} Wh, EV drew {drawn:.0f} Wh"

@@ -1,0 +1,123 @@
+"""What a replay runs against: the simulated station (micropython, console on a
+pseudo-terminal) or a board on a serial port. Both are reached the same way, with pyserial."""
+
+import json
+import os
+import signal
+import subprocess
+import tempfile
+from pathlib import Path
+
+from host import mpy
+from host.bench.link import CONSOLE_FD_ENV, open_pty
+
+STATION_ID = "BENCH1"
+
+
+class Target:
+    name = "target"
+    speed = 1.0
+    features: frozenset = frozenset()  # "sim": power cuts; "ev": EV and fault controls
+    cs_url = ""
+
+    def start(self, cs_url: str) -> str:
+        """Bring the station up (if the bench can) with its OCPP link pointed at cs_url; the
+        path of its console port."""
+        raise NotImplementedError
+
+    def kill(self) -> None:
+        raise NotImplementedError(f"{self.name} cannot cut the power")
+
+    def alive(self) -> bool | None:
+        return None
+
+    def stop(self) -> None:
+        pass
+
+
+class SerialTarget(Target):
+    """A board on a serial port. Its OCPP link must already point at the bench's relay
+    (`--listen`); `fixture=True` when an EV-simulator fixture answers the `ev` commands."""
+
+    def __init__(self, port: str, fixture: bool = False):
+        self.port = port
+        self.name = f"serial:{port}"
+        self.features = frozenset({"ev"} if fixture else ())
+
+    def start(self, cs_url: str) -> str:
+        self.cs_url = cs_url
+        return self.port
+
+
+class SimTarget(Target):
+    """The firmware under micropython with the simulated board, in a fresh data directory."""
+
+    def __init__(self, speed: float = 100.0, data_dir: str | None = None, stderr=None):
+        self.speed = speed
+        self.name = "sim"
+        self.features = frozenset({"sim", "ev"})
+        self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix="evse-bench-sim-")
+        self.data_dir = Path(data_dir or self._tmp.name)  # type: ignore[union-attr]
+        self.stderr = stderr
+        self.proc: subprocess.Popen | None = None
+
+    def _write_config(self, cs_url: str) -> None:
+        board = self.data_dir / "board.json"
+        if not board.exists():
+            config = {
+                "board": "sim",
+                "max_current_a": 32,
+                "phases": 3,
+                "meter": {"model": "SDM630"},
+            }
+            board.write_text(json.dumps(config))
+        station = {"id": STATION_ID, "url": cs_url}
+        (self.data_dir / "station.json").write_text(json.dumps(station))
+
+    def start(self, cs_url: str) -> str:
+        self.cs_url = cs_url
+        self._write_config(cs_url)
+        master, path = open_pty()
+        program = (
+            "import app\nfrom board import read_config, sim\n"
+            f"d = {str(self.data_dir)!r}\n"
+            f"app.run(d, sim.Board(d, config=read_config(d), speed={float(self.speed)!r}))\n"
+        )
+        env = dict(mpy.environ(), **{CONSOLE_FD_ENV: str(master)})
+        try:
+            self.proc = subprocess.Popen(
+                [mpy.executable(), "-c", program],
+                env=env,
+                pass_fds=[master],
+                stdin=subprocess.PIPE,  # the sim's stdin control stays quiet
+                stdout=subprocess.DEVNULL,
+                stderr=self.stderr,
+                cwd=self.data_dir,
+            )
+        finally:
+            os.close(master)
+        return path
+
+    def kill(self) -> None:
+        """Power cut: the process dies at once, whatever it was doing."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(5)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait(5)
+            if self.proc.stdin:
+                self.proc.stdin.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
