@@ -10,6 +10,7 @@ import importlib
 import sys
 
 COMMANDS: tuple[str, ...] = (
+    "host.bench.cli",
     "host.cs.cli",
     "host.tools.build",
     "host.tools.deploy",
