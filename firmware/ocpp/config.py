@@ -6,7 +6,7 @@ import json
 import os
 
 BOOL, INT, LIST = 0, 1, 2
-RW, RO, REBOOT = 0, 1, 2  # REBOOT: writable, takes effect after a reboot
+RW, RO = 0, 1
 
 MEASURANDS = (
     "Energy.Active.Import.Register",
@@ -51,7 +51,7 @@ KEYS = {
     "TransactionMessageAttempts": (INT, RW, 3, 100),
     "TransactionMessageRetryInterval": (INT, RW, 60, 86400),
     "UnlockConnectorOnEVSideDisconnect": (BOOL, RW, True, 0),
-    "WebSocketPingInterval": (INT, REBOOT, 60, 86400),
+    "WebSocketPingInterval": (INT, RW, 60, 86400),
 }
 
 
@@ -120,7 +120,8 @@ class Config:
         return text.split(",") if text else ()
 
     def change(self, name, text):
-        """ChangeConfiguration: 'Accepted' | 'Rejected' | 'RebootRequired' | 'NotSupported'."""
+        """ChangeConfiguration: 'Accepted' | 'Rejected' | 'NotSupported'. Every key takes effect
+        at once, so 'RebootRequired' is never needed."""
         spec = KEYS.get(name)
         if spec is None:
             return "NotSupported"
@@ -131,7 +132,7 @@ class Config:
             return "Rejected"
         self.values[name] = value
         self.save()
-        return "RebootRequired" if spec[1] == REBOOT else "Accepted"
+        return "Accepted"
 
     def save(self):
         stored = {"inoperative": self.inoperative}

@@ -89,19 +89,23 @@ class Queue:
 
     def head(self):
         """(action, payload, local tx id) of the oldest message not yet answered."""
-        if self.cached is None:
-            seq, data = self.journal.first()
-            self.cached = seq, json.loads(data)
-        r = self.cached[1]
+        cached = self.cached
+        if cached is None:
+            first = self.journal.first()
+            if first is None:
+                raise IndexError("queue empty")
+            cached = self.cached = first[0], json.loads(first[1])
+        r = cached[1]
         return r["a"], r["p"], r["l"]
 
     def done(self, real_id):
         """The head was answered (or given up); `real_id`: the transactionId of a Start."""
         action, _, local = self.head()
+        seq = self.cached[0] if self.cached else 0
         if real_id is not None:
             self.real[local] = real_id
             self._save()  # before the ack: a cut in between resends the Start, nothing lost
-        self.journal.ack(self.cached[0])
+        self.journal.ack(seq)
         self.cached = None
         if action == "StopTransaction" and self.real.pop(local, None) is not None:
             self._save()

@@ -1,0 +1,506 @@
+# OCPP 1.6 Core profile: what the messages do to the station and what the station reports.
+#
+# ChargePoint holds one Session per connector. `tick()` (called a few times a second) follows the
+# station: starts and stops transactions, samples meter values and works out each connector's
+# status. `serve(rpc)` is the single sender while online: it sends, one CALL at a time and in this
+# order, Authorize requests, StatusNotifications, the offline queue (transaction messages) and
+# Heartbeats. Inbound CALLs are answered by the `on_*` handlers registered on the Rpc.
+from ocpp import inbound, isotime
+from ocpp.auth import Cache
+from ocpp.config import Config
+
+CALL_TIMEOUT_S = 30
+RESET_DRAIN_S = 10  # how long a Reset waits for the queue to reach the central system
+RESET_GRACE_S = 1  # lets the Reset answer leave before the restart
+VOLATILE_MAX = 4  # clock-aligned MeterValues outside transactions waiting to be sent
+TX_ACTIONS = ("StartTransaction", "StopTransaction", "MeterValues")
+
+# Station fault code -> OCPP ChargePointErrorCode. 'derating' is a warning, not a fault.
+ERRORS = {
+    "rcd": "GroundFailure",
+    "rcd_selftest": "GroundFailure",
+    "weld": "PowerSwitchFailure",
+    "overcurrent": "OverCurrentFailure",
+    "overtemp": "HighTemperature",
+    "derating": "HighTemperature",
+    "meter": "PowerMeterFailure",
+    "diode": "EVCommunicationError",
+    "pilot_e": "EVCommunicationError",
+    "pilot_f": "EVCommunicationError",
+    "proximity": "OtherError",
+    "hang": "InternalError",
+}
+# CS -> CP actions of the other 1.6 profiles: known, answered NotSupported.
+OTHER_ACTIONS = (
+    "CancelReservation",
+    "ClearChargingProfile",
+    "GetCompositeSchedule",
+    "GetDiagnostics",
+    "GetLocalListVersion",
+    "ReserveNow",
+    "SendLocalList",
+    "SetChargingProfile",
+    "TriggerMessage",
+    "UpdateFirmware",
+)
+
+
+def _error(faults):
+    """(errorCode, info, vendorErrorCode, faulted) of the first fault in `faults`."""
+    for fault in faults:
+        if fault.code != "derating":
+            return ERRORS.get(fault.code, "OtherError"), fault.message, fault.code, True
+    for fault in faults:
+        return ERRORS["derating"], fault.message, fault.code, False
+    return "NoError", "", "", False
+
+
+class Session:
+    """OCPP state of one connector; id 0 is the station as a whole (`connector` = the station,
+    for its faults)."""
+
+    def __init__(self, connector_id, connector):
+        self.id = connector_id
+        self.connector = connector
+        self.tx = None  # local transaction id (the queue maps it to the central system's)
+        self.tag = None  # idTag of the transaction
+        self.begin = None  # Transaction.Begin sampled values
+        self.ready = None  # idTag authorized, waiting for the EV to be plugged in
+        self.ready_until = 0
+        self.finished = False  # transaction over, EV still plugged in
+        self.status = None  # (status, errorCode, info, vendorErrorCode) now
+        self.since = 0  # board time when `status` began
+        self.reported = None  # what the central system was last told
+        self.next_sample = 0
+
+
+class ChargePoint:
+    def __init__(self, board, station, queue, phases=3):
+        self.board = board
+        self.station = station
+        self.queue = queue
+        self.phases = phases
+        self.config = Config(board.data_dir, len(station.connectors))
+        self.cache = Cache(board.data_dir)
+        self.sessions = [Session(0, station)] + [Session(c.id, c) for c in station.connectors]
+        self.link = None  # the Link, once there is one (for WebSocketPingInterval)
+        self.accepted = False  # BootNotification accepted since power-up
+        self.online = False
+        self.auth_requests = []  # [session, idTag] to send as Authorize
+        self.reset_at = None  # board time from which a requested Reset may happen
+        self.reset_by = 0  # board time by which it happens, delivered or not
+        self.volatile = []  # MeterValues outside transactions: sent when online, never stored
+        self.next_aligned = 0
+        self.retry_at = 0  # board time before which the queue head is not retried
+        self.attempts = 0  # failed attempts of the queue head
+        for s in self.sessions[1:]:
+            self._recover(s)
+
+    # ---- helpers
+
+    def now(self):
+        return self.board.time()
+
+    def _inoperative(self, s):
+        return 0 in self.config.inoperative or s.id in self.config.inoperative
+
+    def _find_tx(self, real_id):
+        for s in self.sessions[1:]:
+            if s.tx is not None and self.queue.real_tx(s.tx) == real_id:
+                return s
+        return None
+
+    def _recover(self, s):
+        """A transaction left open by a power cut ends now, reason PowerLoss, with the last
+        meter register and time that reached flash."""
+        open_tx = self.queue.open_tx(s.id)
+        if open_tx:
+            local, tag, meter, when = open_tx
+            self._push_stop(local, tag, meter, when, "PowerLoss", None)
+
+    def sample(self, s, measurands, context):
+        """sampledValue list of connector `s` for the configured `measurands`."""
+        r = s.connector.reading
+        values = []
+        if r is None:
+            return values
+        for m in measurands:
+            if m == "Energy.Active.Import.Register":
+                values.append(_value("%d" % r.energy_wh, context, m, "Wh", None))
+            elif m == "Energy.Active.Export.Register":
+                values.append(_value("%d" % r.energy_export_wh, context, m, "Wh", None))
+            elif m == "Power.Active.Import":
+                values.append(_value("%.1f" % r.power_w, context, m, "W", None))
+            elif m == "Frequency":
+                values.append(_value("%.2f" % r.frequency_hz, context, m, None, None))
+            else:
+                unit, phases, data = (
+                    ("A", ("L1", "L2", "L3"), r.current_a)
+                    if m == "Current.Import"
+                    else ("V", ("L1-N", "L2-N", "L3-N"), r.voltage_v)
+                )
+                for i in range(self.phases):
+                    values.append(_value("%.1f" % data[i], context, m, unit, phases[i]))
+        return values
+
+    # ---- transactions
+
+    def _start(self, s, tag):
+        now = self.now()
+        meter = _energy(s)
+        payload = {"connectorId": s.id, "idTag": tag, "meterStart": meter}
+        payload["timestamp"] = isotime.format(now)
+        s.ready = None
+        s.tx = self.queue.start(payload, meter, now)
+        if s.tx is None:
+            return  # storage full: no new transaction until the backlog drains
+        s.tag = tag
+        s.begin = self.sample(s, self.config.measurands("StopTxnSampledData"), "Transaction.Begin")
+        s.next_sample = now + self.config.get("MeterValueSampleInterval")
+        s.connector.permit(True)
+
+    def stop(self, s, reason):
+        if s.tx is None:
+            return
+        now = self.now()
+        meter = _energy(s)
+        end = self.sample(s, self.config.measurands("StopTxnSampledData"), "Transaction.End")
+        data = None
+        if s.begin is not None:
+            data = [
+                {"timestamp": isotime.format(now), "sampledValue": s.begin},
+                {"timestamp": isotime.format(now), "sampledValue": end},
+            ]
+        self._push_stop(s.tx, s.tag, meter, now, reason, data)
+        s.connector.permit(False)
+        s.tx = s.tag = s.begin = None
+        s.finished = True
+
+    def _push_stop(self, local, tag, meter, when, reason, data):
+        payload = {"meterStop": meter, "timestamp": isotime.format(when), "reason": reason}
+        if tag:
+            payload["idTag"] = tag
+        if data and data[0]["sampledValue"]:
+            payload["transactionData"] = data
+        self.queue.push("StopTransaction", payload, local, meter, when)
+
+    def _meter_values(self, s, measurands, context, now):
+        values = self.sample(s, measurands, context)
+        if not values:
+            return
+        value = {"timestamp": isotime.format(now), "sampledValue": values}
+        payload = {"connectorId": s.id, "meterValue": [value]}
+        if s.tx is not None:
+            self.queue.push("MeterValues", payload, s.tx, _energy(s), now)
+        elif self.online and len(self.volatile) < VOLATILE_MAX:
+            self.volatile.append(payload)
+
+    def authorize(self, s, tag, remote=False):
+        """An idTag presented at connector `s` (RFID, console, or remote start)."""
+        if s.tx is not None:
+            if tag == s.tag and not remote:
+                self.stop(s, "Local")
+            return
+        use_cache = self.config.get("AuthorizationCacheEnabled")
+        cached = use_cache and self.cache.accepted(tag, self.now())
+        if remote and not self.config.get("AuthorizeRemoteTxRequests"):
+            self._ready(s, tag)
+        elif cached and (self.config.get("LocalPreAuthorize") or not self.online):
+            self._ready(s, tag)
+        elif self.online:
+            self.auth_requests.append([s, tag])
+        elif self._offline_allowed(tag):
+            self._ready(s, tag)
+
+    def _offline_allowed(self, tag):
+        if self.config.get("LocalAuthorizeOffline") and self.config.get(
+            "AuthorizationCacheEnabled"
+        ):
+            if self.cache.accepted(tag, self.now()):
+                return True
+        return self.config.get("AllowOfflineTxForUnknownId")
+
+    def _ready(self, s, tag):
+        s.ready = tag
+        s.ready_until = self.now() + self.config.get("ConnectionTimeOut")
+
+    # ---- the station, a few times a second
+
+    def tick(self):
+        now = self.now()
+        if self.reset_at is not None and now >= self.reset_at:
+            if not self.queue.pending() or now >= self.reset_by:
+                self.board.reset()
+        aligned = self.config.get("ClockAlignedDataInterval")
+        clock_due = False
+        if not aligned:
+            self.next_aligned = 0
+        elif now >= self.next_aligned:
+            clock_due = self.next_aligned != 0
+            self.next_aligned = (now // aligned + 1) * aligned
+        for s in self.sessions[1:]:
+            c = s.connector
+            plugged = c.pilot_state in ("B", "C", "D")
+            if s.tx is None:
+                c.available = not self._inoperative(s)
+                if not plugged:
+                    s.finished = False
+                if s.ready is not None:
+                    if plugged and c.available:
+                        self._start(s, s.ready)
+                    elif now >= s.ready_until:
+                        s.ready = None
+            elif not plugged and self.config.get("StopTransactionOnEVSideDisconnect"):
+                self.stop(s, "EVDisconnected")
+            else:
+                interval = self.config.get("MeterValueSampleInterval")
+                if interval and now >= s.next_sample:
+                    s.next_sample = now + interval
+                    measurands = self.config.measurands("MeterValuesSampledData")
+                    self._meter_values(s, measurands, "Sample.Periodic", now)
+            if clock_due:
+                measurands = self.config.measurands("MeterValuesAlignedData")
+                self._meter_values(s, measurands, "Sample.Clock", now)
+        for s in self.sessions:
+            self._update_status(s, now)
+
+    def _update_status(self, s, now):
+        c = s.connector
+        code, info, vendor, faulted = _error(c.faults())
+        if self._inoperative(s) and s.tx is None:
+            status = "Unavailable"
+        elif faulted:
+            status = "Faulted"
+        elif s.id == 0:
+            status = "Available"
+        elif s.tx is not None:
+            if c.contactor_closed:
+                status = "Charging"
+            else:
+                status = "SuspendedEV" if c.limit_a else "SuspendedEVSE"
+        elif c.pilot_state in ("B", "C", "D"):
+            status = "Finishing" if s.finished else "Preparing"
+        else:
+            status = "Preparing" if s.ready is not None else "Available"
+        current = s.status
+        if (
+            current is None
+            or current[0] != status
+            or current[1] != code
+            or current[2] != info
+        ):
+            s.status = (status, code, info, vendor)
+            s.since = now
+
+    def _status_due(self, now):
+        wait = self.config.get("MinimumStatusDuration")
+        for s in self.sessions:
+            if s.status is not None and s.status != s.reported and now - s.since >= wait:
+                return s
+        return None
+
+    # ---- online: the single sender
+
+    async def serve(self, rpc):
+        """Send what is due until the link fails (the Rpc's exception propagates)."""
+        self.online = True
+        for s in self.sessions:
+            s.reported = None  # tell the central system every status again
+        next_heartbeat = self.now()
+        try:
+            while True:
+                now = self.now()
+                s = self._status_due(now)
+                if self.auth_requests:
+                    await self._send_authorize(rpc, *self.auth_requests.pop(0))
+                elif s is not None:
+                    await self._send_status(rpc, s)
+                elif self.volatile:
+                    await rpc.call("MeterValues", self.volatile.pop(0), CALL_TIMEOUT_S)
+                elif self.queue.pending() and now >= self.retry_at:
+                    await self._deliver(rpc)
+                elif now >= next_heartbeat:
+                    await rpc.call("Heartbeat", {}, CALL_TIMEOUT_S)
+                    next_heartbeat = now + (self.config.get("HeartbeatInterval") or 86400)
+                else:
+                    await self.board.sleep_ms(100)
+        finally:
+            self.online = False
+
+    async def _send_status(self, rpc, s):
+        status, code, info, vendor = s.status
+        payload = {"connectorId": s.id, "status": status, "errorCode": code}
+        payload["timestamp"] = isotime.format(s.since)
+        if info:
+            payload["info"] = info[:50]
+        if vendor:
+            payload["vendorErrorCode"] = vendor
+        await rpc.call("StatusNotification", payload, CALL_TIMEOUT_S)
+        s.reported = (status, code, info, vendor)
+
+    async def _send_authorize(self, rpc, s, tag):
+        try:
+            reply = await rpc.call("Authorize", {"idTag": tag}, CALL_TIMEOUT_S)
+        except Exception:
+            if self._offline_allowed(tag):  # no answer: as if offline
+                self._ready(s, tag)
+            raise
+        info = reply["idTagInfo"]
+        if self.config.get("AuthorizationCacheEnabled"):
+            self.cache.update(tag, info)
+        if info["status"] == "Accepted" and s.tx is None:
+            self._ready(s, tag)
+
+    async def _deliver(self, rpc):
+        from ocpp.rpc import CallError
+
+        action, payload, local = self.queue.head()
+        if action != "StartTransaction":
+            real = self.queue.real_tx(local)
+            if real is None:  # its StartTransaction was given up: nothing to attach it to
+                self.queue.done(None)
+                return
+            payload["transactionId"] = real
+        try:
+            reply = await rpc.call(action, payload, CALL_TIMEOUT_S)
+            real = reply["transactionId"] if action == "StartTransaction" else None
+            if real is not None and type(real) is not int:
+                raise CallError("FormationViolation")
+        except (CallError, KeyError, TypeError):
+            self.attempts += 1
+            if self.attempts >= self.config.get("TransactionMessageAttempts"):
+                self.attempts = 0
+                self.queue.done(None)  # given up, per TransactionMessageAttempts
+            else:
+                interval = self.config.get("TransactionMessageRetryInterval")
+                self.retry_at = self.now() + interval * self.attempts
+            return
+        self.attempts = 0
+        info = reply.get("idTagInfo")
+        self.queue.done(real)
+        if real is not None:
+            self._check_start(local, payload["idTag"], info)
+        if info and "idTag" in payload and self.config.get("AuthorizationCacheEnabled"):
+            self.cache.update(payload["idTag"], info)
+
+    def _check_start(self, local, tag, info):
+        """The central system's verdict on a running transaction's idTag."""
+        if info["status"] == "Accepted":
+            return
+        for s in self.sessions[1:]:
+            if s.tx == local:
+                if self.config.get("StopTransactionOnInvalidId"):
+                    self.stop(s, "DeAuthorized")
+                else:
+                    s.connector.permit(False)
+
+    # ---- central system -> charge point
+
+    def register(self, rpc):
+        for action in inbound.SHAPES:
+            rpc.handle(action, self._checked(action, getattr(self, "on_" + action)))
+        for action in OTHER_ACTIONS:
+            rpc.handle(action, _not_supported)
+
+    def _checked(self, action, handler):
+        def checked(payload):
+            inbound.check(action, payload)
+            return handler(payload)
+
+        return checked
+
+    def _session(self, connector_id):
+        if 0 <= connector_id < len(self.sessions):
+            return self.sessions[connector_id]
+        return None
+
+    def on_ChangeAvailability(self, p):
+        s = self._session(p["connectorId"])
+        if s is None:
+            return {"status": "Rejected"}
+        inop = self.config.inoperative
+        if p["type"] == "Operative":
+            while s.id in inop:
+                inop.remove(s.id)
+        elif s.id not in inop:
+            inop.append(s.id)
+        self.config.save()
+        targets = self.sessions[1:] if s.id == 0 else [s]
+        busy = any(t.tx is not None for t in targets)
+        return {"status": "Scheduled" if busy and p["type"] == "Inoperative" else "Accepted"}
+
+    def on_ChangeConfiguration(self, p):
+        status = self.config.change(p["key"], p["value"])
+        if self.link is not None:
+            self.link.ping_interval_s = self.config.get("WebSocketPingInterval")
+        return {"status": status}
+
+    def on_GetConfiguration(self, p):
+        return self.config.report(p.get("key"))
+
+    def on_ClearCache(self, p):
+        self.cache.clear()
+        return {"status": "Accepted"}
+
+    def on_DataTransfer(self, p):
+        return {"status": "UnknownVendorId"}
+
+    def on_RemoteStartTransaction(self, p):
+        connector_id = p.get("connectorId")
+        if connector_id is None:
+            s = self._free_session()
+        else:
+            s = self._session(connector_id) if connector_id > 0 else None
+        if s is None or s.tx is not None or s.ready is not None or self._inoperative(s):
+            return {"status": "Rejected"}
+        self.authorize(s, p["idTag"], remote=True)
+        return {"status": "Accepted"}
+
+    def _free_session(self):
+        """The connector with an EV waiting, else the first one free."""
+        best = None
+        for s in self.sessions[1:]:
+            if s.tx is None and s.ready is None and not self._inoperative(s):
+                if s.connector.pilot_state in ("B", "C"):
+                    return s
+                best = best or s
+        return best
+
+    def on_RemoteStopTransaction(self, p):
+        s = self._find_tx(p["transactionId"])
+        if s is None:
+            return {"status": "Rejected"}
+        self.stop(s, "Remote")
+        return {"status": "Accepted"}
+
+    def on_Reset(self, p):
+        for s in self.sessions[1:]:
+            self.stop(s, p["type"] + "Reset")
+        # The Stops are queued; serve() restarts once they are delivered (time-bounded).
+        self.reset_at = self.now() + RESET_GRACE_S
+        self.reset_by = self.reset_at + RESET_DRAIN_S
+        return {"status": "Accepted"}
+
+    def on_UnlockConnector(self, p):
+        # The supported boards have no connector lock actuator.
+        return {"status": "NotSupported"}
+
+
+def _not_supported(payload):
+    from protocol.ocppj import RpcError
+
+    raise RpcError("NotSupported", None, "profile not supported")
+
+
+def _energy(s):
+    r = s.connector.reading
+    return int(r.energy_wh) if r is not None else 0
+
+
+def _value(value, context, measurand, unit, phase):
+    v = {"value": value, "context": context, "measurand": measurand}
+    if unit:
+        v["unit"] = unit
+    if phase:
+        v["phase"] = phase
+    return v

@@ -1,0 +1,202 @@
+"""The firmware's charge point against a central system built on the `ocpp` package, over real
+WebSockets on 127.0.0.1, the firmware running under micropython with the simulated board.
+Every frame both ways is validated against the official OCPP 1.6 JSON schemas (see
+cp_centralsystem.Wire)."""
+
+import asyncio
+
+from ocpp.v16 import call
+
+from tests.cp_centralsystem import CentralSystem
+from tests.cp_station import RESET_EXIT, Firmware
+
+
+def run(coro, timeout: float = 90):
+    asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+async def booted(tmp_path, **station) -> tuple[CentralSystem, Firmware]:
+    cs = await CentralSystem().start()
+    fw = Firmware(tmp_path / "flash", cs.url(), **station)
+    await fw.start()
+    await cs.wait(lambda: len(cs.status) == 3, what="status of connectors 0, 1, 2")
+    return cs, fw
+
+
+async def configure(cs: CentralSystem, **keys) -> None:
+    for key, value in keys.items():
+        reply = await cs.call(call.ChangeConfiguration(key=key, value=str(value)))
+        assert reply.status == "Accepted", (key, reply)
+
+
+def test_boot_authorize_remote_start_meter_values_remote_stop(tmp_path):
+    async def scenario():
+        cs, fw = await booted(tmp_path)
+        try:
+            assert cs.paths == ["/ocpp/CP1"]
+            assert [m[2] for who, m in cs.frames if who == "cp"][0] == "BootNotification"
+            assert cs.status == {0: ("Available", "NoError"), 1: ("Available", "NoError"),
+                                 2: ("Available", "NoError")}  # fmt: skip
+            await configure(cs, AuthorizeRemoteTxRequests="true", MeterValueSampleInterval=1)
+            reply = await cs.call(call.RemoteStartTransaction(id_tag="TAG1", connector_id=1))
+            assert reply.status == "Accepted"
+            await cs.wait(lambda: cs.calls("Authorize"), what="Authorize")
+            assert cs.calls("Authorize") == [{"idTag": "TAG1"}]
+            await cs.wait(lambda: cs.status[1][0] == "Preparing", what="Preparing")
+            await fw.command("ev 1 C")
+            start = (await cs.wait(lambda: cs.calls("StartTransaction")))[0]
+            assert start["connectorId"] == 1 and start["idTag"] == "TAG1"
+            await cs.wait(lambda: cs.status[1][0] == "Charging", what="Charging")
+            await fw.wait_contactor(1, True)
+            tx = cs.log[0][1]
+            meter = await cs.wait(lambda: len(cs.calls("MeterValues")) >= 2, what="MeterValues")
+            values = cs.calls("MeterValues")
+            assert all(v["transactionId"] == tx and v["connectorId"] == 1 for v in values)
+            sampled = values[-1]["meterValue"][0]["sampledValue"][0]
+            assert sampled["measurand"] == "Energy.Active.Import.Register"
+            assert sampled["context"] == "Sample.Periodic" and sampled["unit"] == "Wh"
+            assert meter
+
+            reply = await cs.call(call.RemoteStopTransaction(transaction_id=tx))
+            assert reply.status == "Accepted"
+            stop = (await cs.wait(lambda: cs.calls("StopTransaction")))[0]
+            assert stop["transactionId"] == tx and stop["reason"] == "Remote"
+            assert stop["meterStop"] >= start["meterStart"]
+            assert stop["transactionData"][0]["sampledValue"][0]["context"] == "Transaction.Begin"
+            await cs.wait(lambda: cs.status[1][0] == "Finishing", what="Finishing")
+            await fw.wait_contactor(1, False)
+            await fw.command("ev 1 A")
+            await cs.wait(lambda: cs.status[1][0] == "Available", what="Available again")
+            # A remote stop of an unknown transaction is rejected.
+            reply = await cs.call(call.RemoteStopTransaction(transaction_id=tx + 999))
+            assert reply.status == "Rejected"
+            assert [e[0] for e in cs.log] == ["StartTransaction"] + ["MeterValues"] * (
+                len(cs.log) - 2
+            ) + ["StopTransaction"]
+        finally:
+            await fw.kill()
+            await cs.stop()
+
+    run(scenario())
+
+
+def test_configuration_get_change_persist(tmp_path):
+    async def scenario():
+        cs, fw = await booted(tmp_path)
+        try:
+            reply = await cs.call(call.GetConfiguration(key=["MeterValueSampleInterval", "Bogus"]))
+            assert reply.unknown_key == ["Bogus"]
+            assert reply.configuration_key[0]["value"] == "60"
+            for key, value, status in [
+                ("MeterValueSampleInterval", "17", "Accepted"),
+                ("MeterValueSampleInterval", "-5", "Rejected"),
+                ("NumberOfConnectors", "3", "Rejected"),
+                ("MeterValuesSampledData", "Voltage,Current.Import", "Accepted"),
+                ("MeterValuesSampledData", "Energy.Bogus", "Rejected"),
+                ("NoSuchKey", "1", "NotSupported"),
+            ]:
+                reply = await cs.call(call.ChangeConfiguration(key=key, value=value))
+                assert reply.status == status, (key, value)
+            await fw.kill()
+            await fw.start()
+            await cs.wait(lambda: cs.connections == 2, what="reconnect")
+            reply = await cs.call(call.GetConfiguration())
+            keys = {k["key"]: k for k in reply.configuration_key}
+            assert keys["MeterValueSampleInterval"]["value"] == "17"
+            assert keys["MeterValuesSampledData"]["value"] == "Voltage,Current.Import"
+            assert keys["NumberOfConnectors"] == {
+                "key": "NumberOfConnectors",
+                "readonly": True,
+                "value": "2",
+            }
+            reply = await cs.call(call.ClearCache())
+            assert reply.status == "Accepted"
+            reply = await cs.call(call.DataTransfer(vendor_id="acme", message_id="x"))
+            assert reply.status == "UnknownVendorId"
+            reply = await cs.call(call.UnlockConnector(connector_id=1))
+            assert reply.status == "NotSupported"
+        finally:
+            await fw.kill()
+            await cs.stop()
+
+    run(scenario())
+
+
+def test_boot_pending_then_accepted_sends_nothing_else_before(tmp_path):
+    async def scenario():
+        cs = await CentralSystem().start()
+        cs.boot_replies = [("Pending", 1), ("Rejected", 1), ("Accepted", 300)]
+        fw = Firmware(tmp_path / "flash", cs.url())
+        try:
+            await fw.start()
+            # While Pending, the central system may still ask things.
+            await cs.wait(lambda: cs.calls("BootNotification"), what="boot")
+            reply = await cs.call(call.GetConfiguration(key=["HeartbeatInterval"]))
+            assert reply.configuration_key[0]["key"] == "HeartbeatInterval"
+            await cs.wait(lambda: len(cs.status) == 3, what="statuses after Accepted")
+            sent = [m[2] for who, m in cs.frames if who == "cp" and m[0] == 2]
+            assert sent[:3] == ["BootNotification"] * 3
+            assert "BootNotification" not in sent[3:]
+            reply = await cs.call(call.GetConfiguration(key=["HeartbeatInterval"]))
+            assert reply.configuration_key[0]["value"] == "300"  # the interval of the boot reply
+        finally:
+            await fw.kill()
+            await cs.stop()
+
+    run(scenario())
+
+
+def test_reset_stops_the_transaction_first_then_restarts(tmp_path):
+    async def scenario():
+        cs, fw = await booted(tmp_path)
+        try:
+            await fw.command("ev 2 C")
+            await cs.wait(lambda: cs.status[2][0] == "Preparing", what="EV plugged in at 2")
+            reply = await cs.call(call.RemoteStartTransaction(id_tag="TAG2"))
+            assert reply.status == "Accepted"
+            await cs.wait(lambda: cs.calls("StartTransaction"), what="start")
+            assert cs.calls("StartTransaction")[0]["connectorId"] == 2  # where the EV waits
+            reply = await cs.call(call.Reset(type="Soft"))
+            assert reply.status == "Accepted"
+            assert await fw.wait_exit() == RESET_EXIT
+            stop = cs.calls("StopTransaction")
+            assert len(stop) == 1 and stop[0]["reason"] == "SoftReset"
+            await fw.start()
+            await cs.wait(lambda: len(cs.calls("BootNotification")) == 2, what="second boot")
+        finally:
+            await fw.kill()
+            await cs.stop()
+
+    run(scenario())
+
+
+def test_offline_session_is_delivered_in_order_when_the_link_is_back(tmp_path):
+    async def scenario():
+        cs, fw = await booted(tmp_path)
+        port = cs.port
+        try:
+            await configure(cs, MeterValueSampleInterval=1)
+            await fw.command("ev 1 C")
+            await cs.call(call.RemoteStartTransaction(id_tag="OFF1", connector_id=1))
+            await cs.wait(lambda: cs.calls("StartTransaction"), what="start")
+            await cs.stop()  # closes the connection too
+            # Offline: the session goes on, meter values and the stop are queued on flash.
+            await asyncio.sleep(3)  # lets a few sampling intervals pass offline
+            await fw.command("ev 1 A")
+            await fw.wait_permitted(1, False)  # the stop is queued
+            cs2 = CentralSystem()
+            cs2.starts, cs2.next_tx = cs.starts, cs.next_tx
+            await cs2.start(port=port)
+            await cs2.wait(lambda: cs2.calls("StopTransaction"), timeout=40, what="stop")
+            offline = cs2.log
+            assert len(offline) >= 3 and offline[-1][0] == "StopTransaction"
+            assert offline[-1][2]["reason"] == "EVDisconnected"
+            tx = cs.log[0][1]
+            assert all(entry[1] == tx for entry in offline)
+            times = [e[2]["meterValue"][0]["timestamp"] for e in offline[:-1]]
+            assert times == sorted(times)
+            await cs2.stop()
+        finally:
+            await fw.kill()
+
+    run(scenario())
