@@ -16,5 +16,6 @@ def under_micropython(script, cases, heapsize=None, timeout=120):
         capture_output=True,
         timeout=timeout,
     )
-    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    # micropython prints uncaught tracebacks on stdout
+    assert done.returncode == 0, (done.stdout + done.stderr).decode()[-2000:]
     return [json.loads(line) for line in done.stdout.decode().splitlines()]
