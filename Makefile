@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml
 	@python3 -c 'import ensurepip, venv' 2>/dev/null || (apt-get update && apt-get install -y python3-venv)
 	@command -v node >/dev/null || (apt-get update && apt-get install -y nodejs npm)
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update && apt-get install -y postgresql)
+	@command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium chromium-driver)
 	python3 -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
 	touch $@

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from host.cli import UserError
+from host.web import cli as web_cli
 
 LISTINGS = ("stations", "connectors", "transactions", "tags", "commands", "log", "events")
 
@@ -33,6 +34,7 @@ def add_parser(subparsers: Any) -> None:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--ocpp-port", type=int, default=9000)
     serve.add_argument("--http-port", type=int, default=9001, help="firmware/diagnostics files")
+    serve.add_argument("--web-port", type=int, default=9002, help="dashboard and REST API")
     serve.add_argument(
         "--unknown",
         choices=("reject", "accept", "pending"),
@@ -128,6 +130,8 @@ def add_parser(subparsers: Any) -> None:
     export.add_argument("--transaction", type=int)
     export.add_argument("--out", metavar="FILE", help="default: standard output")
     export.set_defaults(func=export_command)
+
+    web_cli.add_parsers(commands, db_options)  # `evse cs user ...`
 
 
 def _open(args: argparse.Namespace) -> Any:
@@ -330,12 +334,13 @@ def serve_command(args: argparse.Namespace) -> int:
     import logging
 
     from host.cs import files, server, storage
+    from host.web import api as web_api
 
     if (args.tls_cert is None) != (args.tls_key is None):
         raise UserError("--tls-cert and --tls-key go together")
     if args.tls_client_ca and not args.tls_cert:
         raise UserError("--tls-client-ca needs --tls-cert and --tls-key")
-    for option in ("ocpp_port", "http_port"):
+    for option in ("ocpp_port", "http_port", "web_port"):
         if not 0 <= getattr(args, option) <= 65535:
             raise UserError(f"--{option.replace('_', '-')} must be 0..65535")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -380,8 +385,15 @@ def serve_command(args: argparse.Namespace) -> int:
             flush=True,
         )
         try:
+            web = await web_api.start(cs, args.host, args.web_port)
+        except OSError as error:
+            raise UserError(f"cannot listen on port {args.web_port}: {error}") from None
+        web_port = web.addresses[0][1]
+        print(f"dashboard and REST API: http://{args.host}:{web_port}/", flush=True)
+        try:
             await asyncio.Event().wait()
         finally:
+            await web.cleanup()
             http.shutdown()
             await cs.stop()
             await store.close()

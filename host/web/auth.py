@@ -1,0 +1,131 @@
+"""Operators: users with a role, API tokens and dashboard login sessions.
+
+Tokens and session ids are random secrets stored only as SHA-256 hashes; passwords are salted
+scrypt hashes. Everything is a plain function of a `storage.Db`, like the rest of the storage.
+"""
+
+import hashlib
+import hmac
+import secrets
+import time
+from typing import Any
+
+from host.cs.storage import Db, now_iso
+
+ROLES = ("read-only", "operator")
+SESSION_TTL_S = 12 * 3600
+TOKEN_PREFIX = "evse_"
+
+# The web tables are versioned on their own, beside the central system's migrations.
+WEB_MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE web_users (
+            name TEXT PRIMARY KEY, role TEXT NOT NULL, password TEXT, created TEXT NOT NULL)""",
+        """CREATE TABLE web_tokens (
+            hash TEXT PRIMARY KEY, name TEXT NOT NULL, created TEXT NOT NULL)""",
+        """CREATE TABLE web_sessions (
+            hash TEXT PRIMARY KEY, name TEXT NOT NULL, expires TEXT NOT NULL)""",
+    ],
+]
+
+
+def migrate(db: Db) -> None:
+    db.execute("CREATE TABLE IF NOT EXISTS web_schema_version (version INTEGER NOT NULL)")
+    row = db.one("SELECT MAX(version) AS v FROM web_schema_version")
+    current = (row or {}).get("v") or 0
+    for version, statements in enumerate(WEB_MIGRATIONS, start=1):
+        if version > current:
+            for statement in statements:
+                db.execute(statement)
+            db.execute("INSERT INTO web_schema_version (version) VALUES (?)", (version,))
+    db.commit()
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def hash_password(password: str) -> str:
+    salt = secrets.token_hex(16)
+    key = hashlib.scrypt(password.encode(), salt=salt.encode(), n=2**14, r=8, p=1).hex()
+    return f"scrypt${salt}${key}"
+
+
+def password_matches(stored: str | None, password: str) -> bool:
+    if not stored or not stored.startswith("scrypt$"):
+        return False
+    _, salt, key = stored.split("$")
+    candidate = hashlib.scrypt(password.encode(), salt=salt.encode(), n=2**14, r=8, p=1).hex()
+    return hmac.compare_digest(candidate, key)
+
+
+def add_user(db: Db, name: str, role: str, password: str | None = None) -> None:
+    """Create or update a user (its tokens stay valid)."""
+    hashed = hash_password(password) if password else None
+    db.execute(
+        "INSERT INTO web_users (name, role, password, created) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (name) DO UPDATE SET role = excluded.role,"
+        " password = COALESCE(excluded.password, web_users.password)",
+        (name, role, hashed, now_iso()),
+    )
+
+
+def get_user(db: Db, name: str) -> dict[str, Any] | None:
+    return db.one("SELECT name, role, password FROM web_users WHERE name = ?", (name,))
+
+
+def list_users(db: Db) -> list[dict[str, Any]]:
+    return db.all(
+        "SELECT u.name, u.role, u.created, u.password IS NOT NULL AS has_password,"
+        " (SELECT COUNT(*) FROM web_tokens t WHERE t.name = u.name) AS tokens"
+        " FROM web_users u ORDER BY u.name"
+    )
+
+
+def remove_user(db: Db, name: str) -> bool:
+    db.execute("DELETE FROM web_tokens WHERE name = ?", (name,))
+    db.execute("DELETE FROM web_sessions WHERE name = ?", (name,))
+    return db.execute("DELETE FROM web_users WHERE name = ?", (name,)).rowcount > 0
+
+
+def new_token(db: Db, name: str) -> str:
+    token = TOKEN_PREFIX + secrets.token_urlsafe(24)
+    db.execute(
+        "INSERT INTO web_tokens (hash, name, created) VALUES (?, ?, ?)",
+        (_digest(token), name, now_iso()),
+    )
+    return token
+
+
+def revoke_tokens(db: Db, name: str) -> int:
+    return db.execute("DELETE FROM web_tokens WHERE name = ?", (name,)).rowcount
+
+
+def user_by_token(db: Db, token: str) -> dict[str, Any] | None:
+    return db.one(
+        "SELECT u.name, u.role FROM web_tokens t JOIN web_users u ON u.name = t.name"
+        " WHERE t.hash = ?",
+        (_digest(token),),
+    )
+
+
+def new_session(db: Db, name: str) -> str:
+    session = secrets.token_urlsafe(32)
+    db.execute("DELETE FROM web_sessions WHERE expires < ?", (now_iso(),))
+    db.execute(
+        "INSERT INTO web_sessions (hash, name, expires) VALUES (?, ?, ?)",
+        (_digest(session), name, now_iso(time.time() + SESSION_TTL_S)),
+    )
+    return session
+
+
+def user_by_session(db: Db, session: str) -> dict[str, Any] | None:
+    return db.one(
+        "SELECT u.name, u.role FROM web_sessions s JOIN web_users u ON u.name = s.name"
+        " WHERE s.hash = ? AND s.expires > ?",
+        (_digest(session), now_iso()),
+    )
+
+
+def end_session(db: Db, session: str) -> None:
+    db.execute("DELETE FROM web_sessions WHERE hash = ?", (_digest(session),))

@@ -1,0 +1,295 @@
+"""Read queries for the API: paginated lists and detail views, as functions of a `Db`.
+
+Pages are `{"items", "limit", "offset", "next_offset"}` (plus `"total"` where counting is
+cheap): `next_offset` is null on the last page. Every query is plain SQL that SQLite and
+PostgreSQL both run.
+"""
+
+import json
+from typing import Any
+
+from host.cs.storage import Db
+
+STATION_COLUMNS = (
+    "id, approval, registration, online, security_profile, vendor, model, serial, firmware,"
+    " meter_type, meter_serial, boot_at, last_seen, created"
+)
+# A connector has a fault when it says so or reports any error code.
+FAULTED = "(c.status = 'Faulted' OR (c.error_code IS NOT NULL AND c.error_code <> 'NoError'))"
+ENERGY = "Energy.Active.Import.Register"
+POWER = "Power.Active.Import"
+
+
+def _where(clauses: list[str]) -> str:
+    return ("WHERE " + " AND ".join(clauses)) if clauses else ""
+
+
+def _page(
+    db: Db,
+    select: str,
+    where: str,
+    params: list[Any],
+    order: str,
+    limit: int,
+    offset: int,
+    count: bool = True,
+) -> dict[str, Any]:
+    rows = db.all(
+        f"{select} {where} ORDER BY {order} LIMIT ? OFFSET ?", [*params, limit + 1, offset]
+    )
+    page: dict[str, Any] = {
+        "items": rows[:limit],
+        "limit": limit,
+        "offset": offset,
+        "next_offset": offset + limit if len(rows) > limit else None,
+    }
+    if count:
+        from_where = select[select.index(" FROM ") :] + " " + where
+        page["total"] = db.one(f"SELECT COUNT(*) AS n {from_where}", params)["n"]  # type: ignore[index]
+    return page
+
+
+def _bools(row: dict[str, Any], *names: str) -> dict[str, Any]:
+    for name in names:
+        row[name] = bool(row[name])
+    return row
+
+
+def _connectors(db: Db, station_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    by_station: dict[str, list[dict[str, Any]]] = {s: [] for s in station_ids}
+    if station_ids:
+        marks = ", ".join("?" * len(station_ids))
+        for row in db.all(
+            f"SELECT c.*, {FAULTED} AS faulted FROM connectors c WHERE c.station IN ({marks})"
+            " ORDER BY c.station, c.connector_id",
+            station_ids,
+        ):
+            by_station[row.pop("station")].append(_bools(row, "faulted"))
+    return by_station
+
+
+def list_stations(
+    db: Db, q: str | None, online: bool | None, problems: bool, limit: int, offset: int
+) -> dict[str, Any]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if q:
+        clauses.append("s.id LIKE ?")
+        params.append(f"%{q}%")
+    if online is not None:
+        clauses.append("s.online = ?")
+        params.append(int(online))
+    if problems:
+        clauses.append(
+            f"(s.online = 0 OR EXISTS (SELECT 1 FROM connectors c WHERE c.station = s.id"
+            f" AND {FAULTED}))"
+        )
+    columns = ", ".join("s." + c.strip() for c in STATION_COLUMNS.split(","))
+    page = _page(
+        db, f"SELECT {columns} FROM stations s", _where(clauses), params, "s.id", limit, offset
+    )
+    connectors = _connectors(db, [row["id"] for row in page["items"]])
+    for row in page["items"]:
+        _bools(row, "online")
+        row["connectors"] = connectors[row["id"]]
+    return page
+
+
+def get_station(db: Db, station_id: str) -> dict[str, Any] | None:
+    row = db.one(f"SELECT {STATION_COLUMNS} FROM stations WHERE id = ?", (station_id,))
+    if row is None:
+        return None
+    _bools(row, "online")
+    row["connectors"] = _connectors(db, [station_id])[station_id]
+    return row
+
+
+def station_exists(db: Db, station_id: str) -> bool:
+    return db.one("SELECT 1 AS x FROM stations WHERE id = ?", (station_id,)) is not None
+
+
+def summary(db: Db) -> dict[str, Any]:
+    stations = db.one(
+        "SELECT COUNT(*) AS total, COALESCE(SUM(online), 0) AS online FROM stations"
+    ) or {"total": 0, "online": 0}
+    faulted = db.one(f"SELECT COUNT(*) AS n FROM connectors c WHERE {FAULTED}") or {"n": 0}
+    active = db.one("SELECT COUNT(*) AS n FROM transactions WHERE stop_time IS NULL") or {"n": 0}
+    queued = db.one("SELECT COUNT(*) AS n FROM commands WHERE state = 'queued'") or {"n": 0}
+    return {
+        "stations": stations["total"],
+        "online": stations["online"],
+        "offline": stations["total"] - stations["online"],
+        "faulted_connectors": faulted["n"],
+        "active_transactions": active["n"],
+        "queued_commands": queued["n"],
+    }
+
+
+def list_transactions(
+    db: Db,
+    station: str | None,
+    id_tag: str | None,
+    active: bool | None,
+    limit: int,
+    offset: int,
+) -> dict[str, Any]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    for clause, value in (("station = ?", station), ("id_tag = ?", id_tag)):
+        if value is not None:
+            clauses.append(clause)
+            params.append(value)
+    if active is not None:
+        clauses.append("stop_time IS NULL" if active else "stop_time IS NOT NULL")
+    page = _page(
+        db, "SELECT * FROM transactions", _where(clauses), params, "id DESC", limit, offset
+    )
+    for row in page["items"]:
+        _energy(row)
+    return page
+
+
+def _energy(tx: dict[str, Any]) -> dict[str, Any]:
+    tx["energy_wh"] = tx["meter_stop"] - tx["meter_start"] if tx["meter_stop"] is not None else None
+    return tx
+
+
+def get_transaction(db: Db, transaction_id: int) -> dict[str, Any] | None:
+    tx = db.one("SELECT * FROM transactions WHERE id = ?", (transaction_id,))
+    if tx is None:
+        return None
+    _energy(tx)
+    tx["series"] = series(db, tx)
+    return tx
+
+
+def _number(row: dict[str, Any]) -> float | None:
+    try:
+        value = float(row["value"])
+    except ValueError:
+        return None
+    return value * 1000 if row["unit"] in ("kW", "kWh") else value
+
+
+def series(db: Db, tx: dict[str, Any]) -> list[dict[str, Any]]:
+    """Power (W) and energy delivered so far (Wh) per sample time, for the chart. Power is the
+    total when the station reports one, otherwise the sum of its phases."""
+    rows = db.all(
+        "SELECT timestamp, measurand, phase, unit, value FROM meter_values"
+        " WHERE transaction_id = ? AND measurand IN (?, ?) AND location = 'Outlet'"
+        " ORDER BY timestamp",
+        (tx["id"], ENERGY, POWER),
+    )
+    points: dict[str, dict[str, Any]] = {}
+    phase_sums: dict[str, float] = {}
+    for row in rows:
+        value = _number(row)
+        if value is None:
+            continue
+        ts = row["timestamp"]
+        point = points.setdefault(ts, {"timestamp": ts})
+        if row["measurand"] == ENERGY:
+            point["energy_wh"] = value - tx["meter_start"]
+        elif row["phase"] in ("", "N"):
+            point["power_w"] = value
+        elif row["phase"] in ("L1", "L2", "L3"):
+            phase_sums[ts] = phase_sums.get(ts, 0.0) + value
+    for ts, total in phase_sums.items():
+        points[ts].setdefault("power_w", total)
+    return list(points.values())
+
+
+def list_meter_values(db: Db, transaction_id: int, limit: int, offset: int) -> dict[str, Any]:
+    return _page(
+        db,
+        "SELECT connector_id, timestamp, measurand, phase, location, context, unit, format, value"
+        " FROM meter_values",
+        "WHERE transaction_id = ?",
+        [transaction_id],
+        "timestamp, measurand, phase",
+        limit,
+        offset,
+    )
+
+
+def list_id_tags(db: Db, q: str | None, limit: int, offset: int) -> dict[str, Any]:
+    where, params = ("WHERE id_tag LIKE ?", [f"%{q}%"]) if q else ("", [])
+    page = _page(db, "SELECT * FROM id_tags", where, params, "id_tag", limit, offset)
+    for row in page["items"]:
+        _bools(row, "blocked")
+    return page
+
+
+def get_id_tag(db: Db, id_tag: str) -> dict[str, Any] | None:
+    row = db.one("SELECT * FROM id_tags WHERE id_tag = ?", (id_tag,))
+    return _bools(row, "blocked") if row else None
+
+
+def list_messages(
+    db: Db,
+    station: str | None,
+    direction: str | None,
+    action: str | None,
+    since: str | None,
+    until: str | None,
+    contains: str | None,
+    limit: int,
+    offset: int,
+) -> dict[str, Any]:
+    """Newest first. `action` matches CALLs of that action (the answers carry no action)."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    for clause, value in (
+        ("station = ?", station),
+        ("direction = ?", direction),
+        ("text LIKE ?", f'[2,"%","{action}",%' if action else None),
+        ("ts >= ?", since),
+        ("ts < ?", until),
+        ("text LIKE ?", f"%{contains}%" if contains else None),
+    ):
+        if value is not None:
+            clauses.append(clause)
+            params.append(value)
+    page = _page(
+        db, "SELECT * FROM messages", _where(clauses), params, "id DESC", limit, offset, count=False
+    )
+    for row in page["items"]:
+        row.update(_frame_summary(row["text"]))
+    return page
+
+
+def _frame_summary(text: str) -> dict[str, Any]:
+    try:
+        message = json.loads(text)
+        kind = {2: "CALL", 3: "CALLRESULT", 4: "CALLERROR"}[message[0]]
+        uid = message[1]
+    except (ValueError, LookupError, TypeError):
+        return {"kind": "invalid", "uid": None, "action": None}
+    return {"kind": kind, "uid": uid, "action": message[2] if kind == "CALL" else None}
+
+
+def list_commands(
+    db: Db, station: str | None, state: str | None, limit: int, offset: int
+) -> dict[str, Any]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    for clause, value in (("station = ?", station), ("state = ?", state)):
+        if value is not None:
+            clauses.append(clause)
+            params.append(value)
+    page = _page(db, "SELECT * FROM commands", _where(clauses), params, "id DESC", limit, offset)
+    page["items"] = [command_view(row) for row in page["items"]]
+    return page
+
+
+def command_view(row: dict[str, Any]) -> dict[str, Any]:
+    """A command with its payload and the station's answer as JSON values, not text."""
+    for name in ("payload", "response"):
+        if row[name] is not None:
+            row[name] = json.loads(row[name])
+    return row
+
+
+def get_command(db: Db, command_id: int) -> dict[str, Any] | None:
+    row = db.one("SELECT * FROM commands WHERE id = ?", (command_id,))
+    return command_view(row) if row else None
