@@ -187,19 +187,20 @@ class CentralSystem:
                 return response
         if profile == 3 and _peer_common_name(connection) != station_id:
             return connection.respond(401, "Client certificate does not name this station\n")
-        connection.station = station  # type: ignore[attr-defined]
+        # Only what the session needs: the connection lives as long as the station stays.
+        registration = station["registration"] if station["approval"] == "accepted" else None
+        connection.station = (station_id, registration)  # type: ignore[attr-defined]
         return None
 
     # ---- connection ---------------------------------------------------------------------
 
     async def _connection(self, ws: ServerConnection) -> None:
-        station: dict[str, Any] = ws.station  # type: ignore[attr-defined]
-        station_id = station["id"]
+        station_id, registration = ws.station  # type: ignore[attr-defined]
+        del ws.station  # type: ignore[attr-defined]
         if ws.subprotocol != SUBPROTOCOL:
             # OCPP-J: finish the handshake without a subprotocol, then close at once.
             await ws.close(CloseCode.PROTOCOL_ERROR, "subprotocol ocpp1.6 required")
             return
-        registration = station["registration"] if station["approval"] == "accepted" else None
         session = Session(station_id, ws, registration)
         previous = self.sessions.get(station_id)
         self.sessions[station_id] = session

@@ -301,6 +301,7 @@ def test_a_vanished_station_shows_offline_within_two_ping_intervals(sqlite_url):
                 await wait_for(offline, timeout=3)
                 assert asyncio.get_running_loop().time() - start < 2 * 0.5 + 0.5
                 assert "GHOST" not in cs.sessions
+                cp._connection.transport.abort()  # the client side would wait to close
 
     run(scenario())
 
