@@ -59,6 +59,9 @@ class App:
 
             chargepoint.start(self)
         # console:
+        from console import start as start_console  # does nothing unless a console is set up
+
+        start_console(self)
         if self.board.simulated:
             from station import simctl
 
