@@ -228,7 +228,7 @@ class Console:
             "connectors=%d" % len(self.station.connectors),
             "phases=%s" % cfg.get("phases", 3),
             "max_current_a=%s" % cfg.get("max_current_a"),
-            "ocpp=%s" % _onoff(hasattr(self.app, "authorize")),
+            "ocpp=%s" % _onoff(self._charge_point() is not None),
         )
 
     def _cmd_status(self):
@@ -248,22 +248,25 @@ class Console:
         self.report_ms = int(ms)
         self._next_report = self._ms
 
+    def _charge_point(self):
+        """The OCPP charge point (firmware/ocpp/core.ChargePoint), when the app runs one."""
+        return getattr(self.app, "chargepoint", None)
+
     def _cmd_tag(self, n, id_tag):
         c = self._need(n)
-        authorize = getattr(self.app, "authorize", None)
-        if authorize:
-            authorize(n, id_tag)
-        else:  # no OCPP: the tag is a local start
+        cp = self._charge_point()
+        if cp is None:  # no OCPP: the tag is a local start
             c.permit(True)
             return ("local",)
+        cp.authorize(cp.sessions[n], id_tag)
 
     def _cmd_stop(self, n):
         c = self._need(n)
-        stop = getattr(self.app, "stop", None)
-        if stop:
-            stop(n)
-        else:
+        cp = self._charge_point()
+        if cp is None:
             c.permit(False)
+        else:
+            cp.stop(cp.sessions[n], "Local")
 
     def _cmd_limit(self, n, amps):
         self._need(n).external_limit_a = amps
@@ -283,7 +286,8 @@ class Console:
         selftest(n)
 
     def _cmd_config(self, op, *rest):
-        ocpp = getattr(self.app, "ocpp_config", None)
+        cp = self._charge_point()
+        ocpp = cp.config if cp is not None else None
         if op == "set":
             if ocpp is None:
                 raise proto.ConsoleError(proto.UNSUPPORTED, "no OCPP configuration")

@@ -78,8 +78,10 @@ class Replay:
         target: Target,
         cs_url: str | None = None,
         progress: Callable[[str], None] = print,
+        listen: int = 0,
     ):
         self.session = session
+        self.listen = listen
         self.target = target
         self.cs_url = cs_url
         self.progress = progress
@@ -153,7 +155,7 @@ class Replay:
                 cs = EmbeddedCentralSystem(_tags(session))
                 upstream = self._async(cs.start(), 30)
             self.net = network.Network(upstream, self._on_frame, session.tag_status)
-            self._async(self.net.start(), 10)
+            self._async(self.net.start(self.listen), 10)
             port = self.target.start(self.net.url)
             self.link = ConsoleLink(port, self._on_line)
             self._play()
