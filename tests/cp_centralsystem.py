@@ -41,6 +41,7 @@ class Wire:
         self.ws = ws
         self.cs = cs
         self.pending: dict[str, str] = {}  # uid of a CALL -> action
+        self.raw: dict[str, asyncio.Future] = {}  # uid of a raw frame -> its answer
 
     def _check(self, text: str, outgoing: bool) -> None:
         message = json.loads(text)
@@ -55,9 +56,14 @@ class Wire:
             self.pending.pop(uid, None)
 
     async def recv(self) -> str:
-        text = await self.ws.recv()
-        self._check(text, outgoing=False)
-        return text
+        while True:
+            text = await self.ws.recv()
+            message = json.loads(text)
+            if message[0] in (3, 4) and message[1] in self.raw:
+                self.raw.pop(message[1]).set_result(message)
+                continue
+            self._check(text, outgoing=False)
+            return text
 
     async def send(self, text: str) -> None:
         self._check(text, outgoing=True)
@@ -133,6 +139,7 @@ class CentralSystem:
         self.paths: list[str] = []
         self._changed = asyncio.Event()
         self._server = None
+        self._poker: asyncio.Task | None = None
         self.port = 0
 
     def tag_status(self, tag: str) -> str:
@@ -154,7 +161,7 @@ class CentralSystem:
             self._connected, "127.0.0.1", port, subprotocols=["ocpp1.6"], ssl=ssl
         )
         self.port = self._server.sockets[0].getsockname()[1]
-        asyncio.get_running_loop().create_task(self._poke())
+        self._poker = asyncio.get_running_loop().create_task(self._poke())
         return self
 
     async def _poke(self) -> None:
@@ -164,6 +171,7 @@ class CentralSystem:
             self._changed.set()
 
     async def stop(self) -> None:
+        self._poker.cancel()
         self._server.close()
         await self._server.wait_closed()
 
@@ -199,6 +207,15 @@ class CentralSystem:
     def calls(self, action: str) -> list[dict]:
         """Payloads of every CALL `action` the charge point sent, repeats included."""
         return [m[3] for who, m in self.frames if who == "cp" and m[0] == 2 and m[2] == action]
+
+    async def send_raw(self, text: str, uid: str, timeout: float = 10.0) -> list:
+        """Send any text frame to the charge point; its answer to message id `uid`."""
+        station = await self.wait(lambda: self.station, timeout, "a charge point")
+        wire = station._connection
+        answer = asyncio.get_running_loop().create_future()
+        wire.raw[uid] = answer
+        await wire.ws.send(text)
+        return await asyncio.wait_for(answer, timeout)
 
     async def call(self, payload, timeout: float = 20.0):
         """Send a CALL to the connected charge point (schema-validated both ways)."""

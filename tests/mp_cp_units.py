@@ -5,6 +5,7 @@ import sys
 
 from ocpp import inbound, isotime
 from ocpp.config import Config
+
 from protocol.ocppj import RpcError
 
 data_dir = sys.argv[1]
