@@ -7,8 +7,10 @@ are de-duplicated the way a real central system recognises retransmissions.
 """
 
 import asyncio
+import ipaddress
 import json
-from datetime import UTC, datetime
+import ssl
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import jsonschema
@@ -28,6 +30,61 @@ def validate(name: str, payload: dict) -> None:
         schema = json.loads((SCHEMAS / f"{name}.json").read_text())
         _validators[name] = jsonschema.validators.validator_for(schema)(schema)
     _validators[name].validate(payload)
+
+
+def make_tls(data_dir: Path) -> ssl.SSLContext:
+    """A test CA and a server certificate for 127.0.0.1: the CA goes to data_dir/ca.der (for
+    the firmware), the server context is returned (for the central system)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def name(text):
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
+
+    now = datetime.now(UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name("evse test CA"))
+        .issuer_name(name("evse test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name("127.0.0.1"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=30))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "ca.der").write_bytes(ca.public_bytes(serialization.Encoding.DER))
+    pem = data_dir.parent / "server.pem"
+    pem.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        + cert.public_bytes(serialization.Encoding.PEM)
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pem)
+    return context
 
 
 def now_iso() -> str:
@@ -137,6 +194,7 @@ class CentralSystem:
         self.station: Station | None = None
         self.connections = 0
         self.paths: list[str] = []
+        self.headers: list = []  # HTTP headers of each connection's handshake
         self._changed = asyncio.Event()
         self._server = None
         self._poker: asyncio.Task | None = None
@@ -180,6 +238,7 @@ class CentralSystem:
 
     async def _connected(self, ws) -> None:
         self.paths.append(ws.request.path)
+        self.headers.append(ws.request.headers)
         station = Station(ws.request.path.rsplit("/", 1)[-1], Wire(ws, self))
         station.cs = self
         self.station = station

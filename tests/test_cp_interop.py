@@ -4,10 +4,11 @@ Every frame both ways is validated against the official OCPP 1.6 JSON schemas (s
 cp_centralsystem.Wire)."""
 
 import asyncio
+import base64
 
 from ocpp.v16 import call
 
-from tests.cp_centralsystem import CentralSystem
+from tests.cp_centralsystem import CentralSystem, make_tls
 from tests.cp_station import RESET_EXIT, Firmware
 
 
@@ -198,5 +199,29 @@ def test_offline_session_is_delivered_in_order_when_the_link_is_back(tmp_path):
             await cs2.stop()
         finally:
             await fw.kill()
+
+    run(scenario())
+
+
+def test_wss_with_basic_auth_security_profile_2(tmp_path):
+    async def scenario():
+        flash = tmp_path / "flash"
+        cs = await CentralSystem().start(ssl=make_tls(flash))
+        fw = Firmware(
+            flash, cs.url("wss"), cp_id="CP9", security_profile=2, auth_key="s3cret", ca="ca.der"
+        )
+        try:
+            await fw.start()
+            await cs.wait(lambda: len(cs.status) == 3, what="boot over TLS")
+            assert cs.paths == ["/ocpp/CP9"]
+            expected = "Basic " + base64.b64encode(b"CP9:s3cret").decode()
+            assert cs.headers[0]["Authorization"] == expected
+            reply = await cs.call(call.RemoteStartTransaction(id_tag="TLS", connector_id=2))
+            assert reply.status == "Accepted"
+            await fw.command("ev 2 C")
+            await cs.wait(lambda: cs.calls("StartTransaction"), what="start over TLS")
+        finally:
+            await fw.kill()
+            await cs.stop()
 
     run(scenario())

@@ -21,6 +21,7 @@ BOOT_RETRY_S = 30  # when the central system returns interval 0
 def start(app):
     board = app.board
     cp = ChargePoint(board, app.station, Queue(board.data_dir), app.config.get("phases", 3))
+    app.chargepoint = cp  # for the console
     asyncio.create_task(_follow(cp))
     asyncio.create_task(_connect(cp, app.station_config))
     return cp
