@@ -1,0 +1,108 @@
+"""Test-only driver, run under micropython: firmware/ocpp/link.py + rpc.py against a server
+started by the test. The first line of stdin is a JSON config with the link settings and a
+list of steps (not argv: this micropython build crashes creating an SSLContext when argv is
+a few hundred bytes long); each step prints one JSON line. Inbound CALLs of "Echo",
+"Refuse" and "Crash" are handled."""
+
+import asyncio
+import json
+import sys
+import time
+
+from ocpp.link import Link
+from ocpp.rpc import Rpc
+
+from protocol import ocppj
+
+
+class Board:
+    """The part of the board interface the link uses, on real time."""
+
+    def ticks_ms(self):
+        return time.ticks_ms()
+
+    def ticks_diff(self, a, b):
+        return time.ticks_diff(a, b)
+
+    def time(self):
+        return int(time.time())
+
+    async def sleep_ms(self, ms):
+        await asyncio.sleep_ms(ms)
+
+
+def out(**fields):
+    print(json.dumps(fields))
+
+
+def error(e):
+    return {
+        "type": type(e).__name__,
+        "code": getattr(e, "code", None),
+        "status": getattr(e, "status", None),
+    }
+
+
+def read(path):
+    if not path:
+        return None
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def refuse(payload):
+    raise ocppj.RpcError(ocppj.NOT_SUPPORTED, None, "refused")
+
+
+def crash(payload):
+    raise ValueError("a bug")
+
+
+async def main(config):
+    board = Board()
+    link = Link(
+        config["url"],
+        "CP1",
+        config.get("profile", 0),
+        config.get("auth_key"),
+        read(config.get("ca")),
+        read(config.get("cert")),
+        read(config.get("key")),
+        board,
+        config.get("max_size", 16384),
+    )
+    link.ping_interval_s = config.get("ping_interval_s", 0)
+    link.backoff_base_ms = 50
+    rpc = Rpc(link, board)
+    rpc.handle("Echo", lambda payload: payload)
+    rpc.handle("Refuse", refuse)
+    rpc.handle("Crash", crash)
+    for step in config["steps"]:
+        name = step[0]
+        try:
+            if name == "connect":  # up to step[1] attempts, with back-off between them
+                for attempt in range(step[1]):
+                    try:
+                        await link.connect()
+                        break
+                    except Exception as e:
+                        if attempt == step[1] - 1:
+                            raise
+                        out(step=name, retry=error(e))
+                        await link.backoff()
+                out(step=name, ok=True)
+            elif name == "call":
+                out(step=name, result=await rpc.call(step[1], step[2], step[3]))
+            elif name == "wait_down":  # until the link is down, at most step[1] ms
+                start = board.ticks_ms()
+                while link.connected and board.ticks_diff(board.ticks_ms(), start) < step[1]:
+                    await board.sleep_ms(10)
+                out(step=name, ok=not link.connected)
+            elif name == "close":
+                await link.close()
+                out(step=name, ok=True)
+        except Exception as e:
+            out(step=name, error=error(e))
+
+
+asyncio.run(main(json.loads(sys.stdin.readline())))
