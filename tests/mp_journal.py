@@ -96,7 +96,7 @@ def batch():
 
 
 def payload(nonce, length):
-    return bytes(nonce[i % 4] for i in range(length))
+    return (nonce * (length // 4 + 1))[:length]
 
 
 def crash(path, max_bytes, seed):
