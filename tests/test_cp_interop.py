@@ -123,10 +123,10 @@ def test_configuration_get_change_persist(tmp_path):
     run(scenario())
 
 
-def test_boot_pending_then_accepted_sends_nothing_else_before(tmp_path):
+def test_boot_pending_rejected_then_accepted_then_heartbeats(tmp_path):
     async def scenario():
         cs = await CentralSystem().start()
-        cs.boot_replies = [("Pending", 1), ("Rejected", 1), ("Accepted", 300)]
+        cs.boot_replies = [("Pending", 1), ("Rejected", 1), ("Accepted", 1)]
         fw = Firmware(tmp_path / "flash", cs.url())
         try:
             await fw.start()
@@ -139,7 +139,8 @@ def test_boot_pending_then_accepted_sends_nothing_else_before(tmp_path):
             assert sent[:3] == ["BootNotification"] * 3
             assert "BootNotification" not in sent[3:]
             reply = await cs.call(call.GetConfiguration(key=["HeartbeatInterval"]))
-            assert reply.configuration_key[0]["value"] == "300"  # the interval of the boot reply
+            assert reply.configuration_key[0]["value"] == "1"  # the interval of the boot reply
+            await cs.wait(lambda: len(cs.calls("Heartbeat")) >= 2, what="heartbeats")
         finally:
             await fw.kill()
             await cs.stop()
@@ -220,6 +221,67 @@ def test_wss_with_basic_auth_security_profile_2(tmp_path):
             assert reply.status == "Accepted"
             await fw.command("ev 2 C")
             await cs.wait(lambda: cs.calls("StartTransaction"), what="start over TLS")
+        finally:
+            await fw.kill()
+            await cs.stop()
+
+    run(scenario())
+
+
+def test_availability_timeouts_invalid_ids_and_faults(tmp_path):
+    async def scenario():
+        cs, fw = await booted(tmp_path)
+        cs.tags["BAD"] = "Invalid"
+        try:
+            await configure(cs, ConnectionTimeOut=1, ClockAlignedDataInterval=1)
+            # Connector 2 out of service: no remote start there.
+            reply = await cs.call(call.ChangeAvailability(connector_id=2, type="Inoperative"))
+            assert reply.status == "Accepted"
+            await cs.wait(lambda: cs.status[2][0] == "Unavailable", what="2 Unavailable")
+            reply = await cs.call(call.RemoteStartTransaction(id_tag="T", connector_id=2))
+            assert reply.status == "Rejected"
+            # Authorized but no EV within ConnectionTimeOut: back to Available.
+            reply = await cs.call(call.RemoteStartTransaction(id_tag="LATE", connector_id=1))
+            assert reply.status == "Accepted"
+            await cs.wait(lambda: cs.status[1][0] == "Preparing", what="Preparing")
+            await cs.wait(lambda: cs.status[1][0] == "Available", what="timed out")
+            # The central system says the idTag is invalid: StopTransactionOnInvalidId.
+            await fw.command("ev 1 C")
+            await cs.wait(lambda: cs.status[1][0] == "Preparing", what="plugged")
+            await cs.call(call.RemoteStartTransaction(id_tag="BAD", connector_id=1))
+            stop = (await cs.wait(lambda: cs.calls("StopTransaction"), what="stop"))[0]
+            assert stop["reason"] == "DeAuthorized"
+            await fw.wait_contactor(1, False)
+            await cs.wait(lambda: cs.status[1][0] == "Finishing", what="Finishing")
+            # Inoperative while charging: Scheduled, applied when the transaction ends.
+            await fw.command("ev 1 A")
+            await cs.wait(lambda: cs.status[1][0] == "Available", what="unplugged")
+            await fw.command("ev 1 C")
+            await cs.wait(lambda: cs.status[1][0] == "Preparing", what="plugged again")
+            await cs.call(call.RemoteStartTransaction(id_tag="GOOD", connector_id=1))
+            await cs.wait(lambda: cs.status[1][0] == "Charging", what="Charging")
+            clock = await cs.wait(
+                lambda: [
+                    m
+                    for m in cs.calls("MeterValues")
+                    if m["meterValue"][0]["sampledValue"][0]["context"] == "Sample.Clock"
+                ],
+                what="clock-aligned meter values",
+            )
+            assert clock[0]["meterValue"][0]["timestamp"].endswith("Z")
+            reply = await cs.call(call.ChangeAvailability(connector_id=1, type="Inoperative"))
+            assert reply.status == "Scheduled"
+            tx = [e[1] for e in cs.log if e[0] == "StartTransaction"][-1]
+            await cs.call(call.RemoteStopTransaction(transaction_id=tx))
+            await cs.wait(lambda: cs.status[1][0] == "Unavailable", what="1 Unavailable")
+            for n in (1, 2):
+                await cs.call(call.ChangeAvailability(connector_id=n, type="Operative"))
+            await cs.wait(lambda: cs.status[2][0] == "Available", what="2 back")
+            # A welded contactor: the connector is Faulted with the mapped error code.
+            await fw.command("weld 2 1")
+            await cs.wait(
+                lambda: cs.status[2] == ("Faulted", "PowerSwitchFailure"), what="weld reported"
+            )
         finally:
             await fw.kill()
             await cs.stop()
