@@ -778,9 +778,20 @@ def _error(status: int, message: str, field_name: str | None = None) -> web.Resp
 
 
 def _body_error(error: fastjsonschema.JsonSchemaValueException) -> ApiError:
-    name = (error.name or "data").removeprefix("data").lstrip(".") or "body"
+    """A 400 naming the offending field, also for missing and unexpected ones."""
+    name = (error.name or "data").removeprefix("data").lstrip(".")
+    value = error.value if isinstance(error.value, dict) else {}
+    if error.rule == "required":
+        missing = [p for p in error.rule_definition if p not in value]
+        field = ".".join(filter(None, [name, missing[0]]))
+        return ApiError(400, f"{field}: is required", field)
+    if error.rule == "additionalProperties":
+        known = (error.definition or {}).get("properties", {})
+        extra = [p for p in value if p not in known]
+        field = ".".join(filter(None, [name, extra[0]]))
+        return ApiError(400, f"{field}: unknown field", field)
     message = error.message.removeprefix(error.name or "").strip()
-    return ApiError(400, f"{name}: {message}", name)
+    return ApiError(400, f"{name or 'body'}: {message}", name or "body")
 
 
 def _endpoint(api: Api, route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
