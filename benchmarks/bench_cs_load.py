@@ -105,6 +105,9 @@ def serve_baseline(port: int) -> None:
     asyncio.run(main())
 
 
+BOOT = '{"chargePointVendor":"Bench","chargePointModel":"Load"}'
+
+
 def rss_kib(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -214,10 +217,9 @@ class Client(asyncio.Protocol):
                 self.transport.write(bytes([0x8A, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
             elif opcode == 0x1 and self.reply is not None and not self.reply.done():
                 self.reply.set_result(payload)
-            elif opcode == 0x8:
-                self.gen.closed += 1
 
     def connection_lost(self, exc):  # type: ignore[override]
+        self.gen.closed += self.open
         if self.reply is not None and not self.reply.done():
             self.reply.set_exception(ConnectionError("closed"))
         if not self.handshake_done.done():
@@ -283,21 +285,28 @@ class Generator:
         self.clients: list[Client] = []
         self.errors = 0
         self.closed = 0
+        self.failed = 0
+        self.failure = ""
         self.samples = sampled_values()
 
     async def connect_and_boot(self, n: int, prefix: str) -> float:
+        """Connect and boot `n` stations, at most 1,000 handshakes in flight; a station
+        that fails is counted in `failed` and left out."""
         loop = asyncio.get_running_loop()
-        limit = asyncio.Semaphore(1000)  # concurrent handshakes in flight
+        limit = asyncio.Semaphore(1000)
 
         async def one(i: int) -> None:
             async with limit:
-                _, client = await loop.create_connection(
-                    lambda: Client(self, f"{prefix}{i:05d}"), "127.0.0.1", self.port
-                )
-                await client.handshake_done
-                await client.call(
-                    "BootNotification", '{"chargePointVendor":"Bench","chargePointModel":"Load"}'
-                )
+                try:
+                    _, client = await loop.create_connection(
+                        lambda: Client(self, f"{prefix}{i:05d}"), "127.0.0.1", self.port
+                    )
+                    await client.handshake_done
+                    await client.call("BootNotification", BOOT)
+                except (OSError, RuntimeError) as error:
+                    self.failed += 1
+                    self.failure = repr(error)
+                    return
                 self.clients.append(client)
 
         t0 = time.perf_counter()
@@ -310,7 +319,10 @@ class Generator:
 
         async def run(client: Client) -> None:
             while time.perf_counter() < stop:
-                latencies.append(await client.send_next())
+                try:
+                    latencies.append(await client.send_next())
+                except ConnectionError:
+                    return  # counted in `closed`
 
         await asyncio.gather(*(run(c) for c in self.clients))
         return len(latencies), latencies
@@ -326,6 +338,8 @@ class Generator:
             busy.add(client)
             try:
                 latencies.append(await client.send_next())
+            except ConnectionError:
+                pass  # counted in `closed`
             finally:
                 busy.discard(client)
 
@@ -386,12 +400,14 @@ async def measure(kind: str, args: argparse.Namespace, port: int, data_dir: str)
         stations = args.stations if kind == "evse" else args.baseline_stations
         boot_s = await gen.connect_and_boot(stations, "CP")
         await asyncio.sleep(1)  # let the server settle (garbage, batched writes)
-        per_connection = (rss_kib(server.pid) - rss0) * 1024 / stations
+        per_connection = (rss_kib(server.pid) - rss0) * 1024 / max(1, len(gen.clients))
         cpu0 = cpu_seconds(server.pid)
         count, latencies = await gen.closed_loop(args.duration)
         cpu = cpu_seconds(server.pid) - cpu0
         result = {
-            "stations": stations,
+            "stations": len(gen.clients),
+            "failed": gen.failed,
+            "failure": gen.failure,
             "boot_s": boot_s,
             "bytes_per_connection": per_connection,
             "msgs_per_s": count / args.duration,

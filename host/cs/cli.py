@@ -144,14 +144,14 @@ def _open(args: argparse.Namespace) -> Any:
 
 
 def _iso(text: str | None, option: str) -> str | None:
+    from host.cs import storage
+
     if text is None:
         return None
-    from datetime import datetime
-
     try:
-        datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise UserError(f"{option} {text!r} is not an ISO-8601 time") from None
+        storage.normalize_time(text)
+    except ValueError as error:
+        raise UserError(f"{option}: {error}") from None
     return text
 
 

@@ -7,6 +7,7 @@ and applies queued work in batches: one transaction per batch, many messages per
 
 import asyncio
 import concurrent.futures
+import datetime
 import functools
 import hashlib
 import hmac
@@ -36,6 +37,18 @@ def now_iso(seconds: float | None = None) -> str:
     if whole != _second_text[0]:
         _second_text[:] = [whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))]
     return f"{_second_text[1]}.{int((t - whole) * 1000):03d}Z"
+
+
+def normalize_time(text: str) -> str:
+    """Any ISO-8601 time (naive = UTC) in the stored format, so text comparison is time
+    order. Raises ValueError naming the text when it is not a time."""
+    try:
+        parsed = datetime.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{text!r} is not an ISO-8601 time") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=datetime.UTC)
+    return now_iso(parsed.timestamp())
 
 
 # Each migration is a list of statements; `{id}` becomes the dialect's auto-increment key.
@@ -412,8 +425,8 @@ def search_messages(
     clauses, params = [], []
     for clause, value in (
         ("station = ?", station),
-        ("ts >= ?", since),
-        ("ts < ?", until),
+        ("ts >= ?", since and normalize_time(since)),
+        ("ts < ?", until and normalize_time(until)),
         ("text LIKE ?", f"%{contains}%" if contains else None),
     ):
         if value is not None:
