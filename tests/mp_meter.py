@@ -9,6 +9,7 @@ A scenario: {"meters": [[model, address], ...] (sim meters on the wire),
              "timeout_ms", "retries", "interval_ms",
              "phases": [[duration_ms, {sim index: fault or null}], ...]}.
 Result: per phase, per polled meter, the Reading's fields, plus whether `step` ever raised.
+With "dead_locked_ms", the line goes dead instead and the bus runs with the heap locked.
 """
 
 import json
@@ -91,6 +92,8 @@ def run(case):
     readings = [bus.add(model, address) for model, address in case.get("polled", case["meters"])]
     raised = None
     phases = []
+    if case.get("dead_locked_ms"):  # a dead line, polled with the heap locked
+        return dead_line_under_heap_lock(bus, readings, uart, now, case["dead_locked_ms"])
     for duration, faults in case["phases"]:
         for index, fault in faults.items():
             sims[int(index)].fault = fault
@@ -104,6 +107,22 @@ def run(case):
                 raised = repr(error)
         phases.append({"now": now, "readings": [reading_json(r) for r in readings]})
     return {"phases": phases, "raised": raised, "sims": [sim.energy_wh for sim in sims]}
+
+
+def dead_line_under_heap_lock(bus, readings, uart, now, duration):
+    """Poll a bus where nothing answers with allocation forbidden: requests are prebuilt and
+    time-outs use constant codes, so no step may fail with MemoryError ('garbage')."""
+    import micropython
+
+    uart.meters = []  # nothing answers, and the loopback itself allocates nothing
+    micropython.heap_lock()
+    try:
+        for _ in range(duration // STEP_MS):
+            now += STEP_MS
+            bus.step(now)
+    finally:
+        micropython.heap_unlock()
+    return {"readings": [reading_json(r) for r in readings]}
 
 
 def main():

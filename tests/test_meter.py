@@ -121,6 +121,14 @@ def test_a_failing_uart_never_raises_and_is_reported():
     assert reading["error"] is not None and reading["ok_ms"] is None
 
 
+def test_polling_a_dead_line_allocates_nothing():
+    case = {"meters": [["SDM630", 1], ["B23", 3]], "dead_locked_ms": 3500, "phases": []}
+    [result] = run(case)
+    for reading in result["readings"]:
+        assert reading["error"] == "timeout"  # a MemoryError inside step would say 'garbage'
+        assert reading["failures"] >= 3
+
+
 FAULTS = st.sampled_from([None, "silent", "garbage", "crc", "exception"])
 
 
