@@ -1,0 +1,188 @@
+"""`evse cs` commands: listings, id tags, sending operations through a running server, CSV
+export, file service, and clear errors for bad input."""
+
+import asyncio
+import csv
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+from ocpp.v16 import call
+
+from host.cli import main
+from tests.cs.conftest import run, station, wait_for
+
+T0 = "2026-11-26T10:00:00Z"
+
+
+def evse(capsys, *argv):
+    code = main(["cs", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["tag", "T1", "--expiry", "tomorrow"], "--expiry: 'tomorrow' is not an ISO-8601 time"),
+        (["tag", "X" * 21], "id tag must be 1 to 20 characters"),
+        (["tag", "T1", "--max-active", "0"], "--max-active must be at least 1"),
+        (["tag", "NOPE", "--delete"], "no id tag 'NOPE'"),
+        (["send", "CP1", "Reset", "{type: Soft}"], "payload is not JSON"),
+        (["send", "CP1", "Fly", "{}"], "'Fly' is not a central-system operation"),
+        (
+            ["send", "CP1", "Reset", '{"type": "Gentle"}'],
+            "invalid payload: Reset: type must be one of",
+        ),
+        (["send", "CP1", "Reset", "{}"], "invalid payload: Reset: payload must contain ['type']"),
+        (["send", "CP1", "Reset", '{"type": "Soft"}'], "unknown station 'CP1'"),
+        (["log", "--since", "yesterday"], "--since: 'yesterday' is not an ISO-8601 time"),
+        (["station", "CP1", "--auth-key", "short"], "--auth-key must be 8 to 40 characters"),
+        (["serve", "--tls-cert", "c.pem"], "--tls-cert and --tls-key go together"),
+    ],
+)
+def test_bad_input_is_named(tmp_path, capsys, argv, message):
+    code, out, err = evse(capsys, *argv, "--data", str(tmp_path))
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_unknown_subcommand_is_refused_by_argparse(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["cs", "fly"])
+    assert exit_.value.code == 2
+    assert "invalid choice: 'fly'" in capsys.readouterr().err
+
+
+def test_tags_and_stations_listings_with_json(tmp_path, capsys):
+    data = str(tmp_path)
+    assert evse(capsys, "tag", "T1", "--parent", "FLEET", "--data", data)[0] == 0
+    assert evse(capsys, "tag", "T2", "--blocked", "--data", data)[0] == 0
+    assert (
+        evse(capsys, "station", "CP1", "--profile", "1", "--auth-key", "k" * 16, "--data", data)[0]
+        == 0
+    )
+    code, out, _ = evse(capsys, "tags", "--json", "--data", data)
+    tags = {t["id_tag"]: t for t in json.loads(out)}
+    assert tags["T1"]["parent"] == "FLEET" and tags["T2"]["blocked"] == 1
+    code, out, _ = evse(capsys, "tags", "--data", data)
+    assert out.splitlines()[0].split() == ["id_tag", "parent", "expiry", "blocked", "max_active"]
+    (cp,) = json.loads(evse(capsys, "stations", "--json", "--data", data)[1])
+    assert (cp["id"], cp["security_profile"], cp["online"]) == ("CP1", 1, 0)
+    for listing in ("connectors", "transactions", "commands", "log", "events"):
+        code, out, _ = evse(capsys, listing, "--json", "--data", data)
+        assert (code, json.loads(out)) == (0, [])
+
+
+def test_serve_send_and_export_end_to_end(tmp_path, capsys):
+    data = str(tmp_path / "cs")
+    ocpp_port, http_port = free_port(), free_port()
+    os.makedirs(f"{data}/firmware")
+    with open(f"{data}/firmware/fw-1.2.bin", "wb") as f:
+        f.write(b"\x01firmware")
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "host",
+            "cs",
+            "serve",
+            "--data",
+            data,
+            "--ocpp-port",
+            str(ocpp_port),
+            "--http-port",
+            str(http_port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        assert "central system: ws://127.0.0.1:" in server.stdout.readline()
+        assert evse(capsys, "tag", "TAG1", "--data", data)[0] == 0
+
+        class Running:
+            port = ocpp_port
+
+        async def scenario():
+            async with station(Running, "CP1") as cp:  # type: ignore[arg-type]
+                await cp.call(call.BootNotification("M", "V"))
+                start = await cp.call(call.StartTransaction(1, "TAG1", 100, T0))
+                values = [{"timestamp": T0, "sampledValue": [{"value": "150"}]}]
+                await cp.call(call.MeterValues(1, values, start.transaction_id))
+                await cp.call(call.StopTransaction(200, T0, start.transaction_id))
+                result = await asyncio.to_thread(
+                    main,
+                    [
+                        "cs",
+                        "send",
+                        "CP1",
+                        "Reset",
+                        '{"type": "Soft"}',
+                        "--wait",
+                        "20",
+                        "--data",
+                        data,
+                    ],
+                )
+                await wait_for(lambda: cp.received)
+                return result, start.transaction_id
+
+        code, transaction_id = run(scenario(), timeout=60)
+        out = capsys.readouterr().out
+        assert code == 0
+        assert "Reset -> CP1: answered" in out and '"status": "Accepted"' in out
+        _, out, _ = evse(capsys, "export", "transactions", "--data", data)
+        (row,) = list(csv.DictReader(io.StringIO(out)))
+        assert (row["id"], row["meter_start"], row["meter_stop"]) == (
+            str(transaction_id),
+            "100",
+            "200",
+        )
+        _, out, _ = evse(
+            capsys, "export", "meter-values", "--transaction", str(transaction_id), "--data", data
+        )
+        assert [r["value"] for r in csv.DictReader(io.StringIO(out))] == ["150"]
+        _, out, _ = evse(
+            capsys, "log", "--station", "CP1", "--contains", "Reset", "--json", "--data", data
+        )
+        (reset,) = json.loads(out)
+        assert reset["direction"] == "out" and '"Reset"' in reset["text"]
+        _, out, _ = evse(capsys, "log", "--station", "CP1", "--json", "--data", data)
+        assert len(json.loads(out)) == 10  # 4 calls + 4 answers, Reset + its answer
+
+        base = f"http://127.0.0.1:{http_port}"
+        assert urllib.request.urlopen(f"{base}/firmware/fw-1.2.bin").read() == b"\x01firmware"
+        upload = urllib.request.Request(f"{base}/diagnostics/cp1.log", data=b"log", method="PUT")
+        assert urllib.request.urlopen(upload).status == 201
+        with open(f"{data}/diagnostics/cp1.log", "rb") as f:
+            assert f.read() == b"log"
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(f"{base}/firmware/..%2Fcs.sqlite3")
+        assert missing.value.code == 404
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_send_to_an_offline_station_waits_then_reports_queued(tmp_path, capsys):
+    data = str(tmp_path)
+    evse(capsys, "station", "CP1", "--data", data)
+    code, out, _ = evse(capsys, "send", "CP1", "ClearCache", "--wait", "0", "--data", data)
+    assert code == 0 and "ClearCache -> CP1: queued" in out
+    (command,) = json.loads(evse(capsys, "commands", "--json", "--data", data)[1])
+    assert (command["action"], command["state"]) == ("ClearCache", "queued")
