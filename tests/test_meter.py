@@ -71,6 +71,25 @@ def test_readings_match_the_simulated_meters(chunk, noise, lag):
         lag_wh = power * 3 * interval / 3_600_000
         assert sim_energy - lag_wh - resolution <= reading["energy_wh"] <= sim_energy + resolution
         assert reading["energy_wh"] > 0 and reading["energy_export_wh"] == 0.0
+        assert sim_energy == pytest.approx(power * 6000 / 3_600_000)  # the sim integrates power
+
+
+@pytest.mark.parametrize("model", ["SDM630", "SDM120", "B23"])
+def test_power_fed_back_counts_as_export(model):
+    voltages, currents = THREE_PHASE
+    case = {
+        "meters": [[model, 5]],
+        "measure": [[voltages, [-i for i in currents]]],
+        "phases": [[3600, {}]],
+    }
+    [result] = run(case)
+    [reading] = result["phases"][0]["readings"]
+    _, _, power = expected_values(model)
+    assert reading["power_w"] == pytest.approx(-power, abs=0.01)
+    assert reading["current_a"] == pytest.approx(expected_values(model)[1], abs=0.01)
+    assert reading["energy_wh"] == 0.0
+    assert 0 < reading["energy_export_wh"] <= result["sims"][0] + 10
+    assert reading["energy_export_wh"] == pytest.approx(power * 3 / 3600, abs=power / 3600 + 10)
 
 
 @pytest.mark.parametrize("fault", sorted(CODES))

@@ -27,11 +27,12 @@ class SimMeter:
 
     def measure(self, voltage_v3, current_a3):
         """Set the instantaneous per-phase voltages and currents; power follows (a single-phase
-        meter sees phase 1 only)."""
+        meter sees phase 1 only). A negative current is power fed back: meters show current as
+        a magnitude and the direction in the sign of power."""
         power = 0.0
         for phase in range(self.phases):
             self.voltage_v[phase] = voltage_v3[phase]
-            self.current_a[phase] = current_a3[phase]
+            self.current_a[phase] = abs(current_a3[phase])
             power += voltage_v3[phase] * current_a3[phase]
         self.power_w = power
 
