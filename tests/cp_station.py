@@ -21,14 +21,17 @@ class Firmware:
         self.stderr = b""
         self._lines: asyncio.Queue[dict] = asyncio.Queue()
 
-    async def start(self, heapsize: int | None = None, timeout: float = 20) -> None:
+    async def start(
+        self, heapsize: int | None = None, timeout: float = 20, env: dict | None = None
+    ) -> None:
+        """Start the firmware; `env`: another module layout (default: sources, mpy.environ())."""
         argv = mpy.command(MAIN, str(self.data_dir), heapsize=heapsize)
         self.proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            env=mpy.environ(),
+            env=env or mpy.environ(),
         )
         self._lines = asyncio.Queue()
         loop = asyncio.get_running_loop()
