@@ -230,6 +230,13 @@ def encode(buf, offset, kind, value, swapped=False):
 
 PHASES = {"SDM630": 3, "SDM120": 1, "B23": 3}
 
+
+def register_map(model):
+    """The register map of a supported meter model; ValueError names the supported ones."""
+    if model not in MAPS:
+        raise ValueError("unknown meter model %r (supported: SDM630, SDM120, B23)" % (model,))
+    return MAPS[model]
+
 _SDM_FREQUENCY_AND_ENERGY = (
     READ_INPUT,
     0x0046,

@@ -335,6 +335,11 @@ def test_register_maps_are_consistent(model):
     assert seen == expected
 
 
+def test_an_unknown_model_is_a_clear_error():
+    with pytest.raises(ValueError, match="SDM630"):
+        modbus.register_map("SDM72")
+
+
 def entry(model, field, phase=-1):
     for function, _start, _count, _swapped, entries in modbus.MAPS[model]:
         for name, p, register, kind, scale in entries:

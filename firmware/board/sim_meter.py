@@ -15,7 +15,7 @@ class SimMeter:
     def __init__(self, model, address):
         self.model = model
         self.address = address
-        self.blocks = modbus.MAPS[model]
+        self.blocks = modbus.register_map(model)
         self.phases = modbus.PHASES[model]
         self.fault = None
         self.voltage_v = [230.0, 230.0, 230.0]

@@ -40,7 +40,7 @@ class Reading:
 class _Meter:
     def __init__(self, model, address):
         self.address = address
-        self.blocks = modbus.MAPS[model]
+        self.blocks = modbus.register_map(model)
         self.requests = [modbus.read_request(address, b[0], b[1], b[2]) for b in self.blocks]
         self.reading = Reading()
 
