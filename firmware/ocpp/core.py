@@ -201,24 +201,25 @@ class ChargePoint:
             if tag == s.tag and not remote:
                 self.stop(s, "Local")
             return
-        use_cache = self.config.get("AuthorizationCacheEnabled")
-        cached = use_cache and self.cache.accepted(tag, self.now())
         if remote and not self.config.get("AuthorizeRemoteTxRequests"):
             self._ready(s, tag)
-        elif cached and (self.config.get("LocalPreAuthorize") or not self.online):
-            self._ready(s, tag)
         elif self.online:
-            self.auth_requests.append([s, tag])
+            if self.config.get("LocalPreAuthorize") and self._cached(tag):
+                self._ready(s, tag)
+            else:
+                self.auth_requests.append([s, tag])
         elif self._offline_allowed(tag):
             self._ready(s, tag)
 
+    def _cached(self, tag):
+        """An Accepted, unexpired entry in the enabled authorization cache."""
+        return self.config.get("AuthorizationCacheEnabled") and self.cache.accepted(tag, self.now())
+
     def _offline_allowed(self, tag):
-        if self.config.get("LocalAuthorizeOffline") and self.config.get(
-            "AuthorizationCacheEnabled"
-        ):
-            if self.cache.accepted(tag, self.now()):
-                return True
-        return self.config.get("AllowOfflineTxForUnknownId")
+        if self.config.get("LocalAuthorizeOffline") and self._cached(tag):
+            return True
+        known = self.config.get("AuthorizationCacheEnabled") and tag in self.cache.entries
+        return not known and self.config.get("AllowOfflineTxForUnknownId")
 
     def _ready(self, s, tag):
         s.ready = tag
