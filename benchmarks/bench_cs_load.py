@@ -313,19 +313,27 @@ class Generator:
         await asyncio.gather(*(one(i) for i in range(n)))
         return time.perf_counter() - t0
 
-    async def closed_loop(self, seconds: float) -> tuple[int, list[float]]:
+    async def closed_loop(self, seconds: float, on_stop) -> list[float]:
+        """Every station sends its next message as soon as the previous one is answered.
+        Returns the latencies of the messages answered within `seconds`; `on_stop` runs at
+        the end of the window, before waiting for the messages still in flight."""
         latencies: list[float] = []
         stop = time.perf_counter() + seconds
 
         async def run(client: Client) -> None:
             while time.perf_counter() < stop:
                 try:
-                    latencies.append(await client.send_next())
+                    latency = await client.send_next()
                 except ConnectionError:
                     return  # counted in `closed`
+                if time.perf_counter() <= stop:
+                    latencies.append(latency)
 
-        await asyncio.gather(*(run(c) for c in self.clients))
-        return len(latencies), latencies
+        tasks = [asyncio.create_task(run(c)) for c in self.clients]
+        await asyncio.sleep(seconds)
+        on_stop()
+        await asyncio.gather(*tasks)
+        return latencies
 
     async def open_loop(self, rate: float, seconds: float) -> tuple[int, list[float], int]:
         """Send at `rate` messages/s spread over the stations; a station still waiting for
@@ -398,20 +406,26 @@ async def measure(kind: str, args: argparse.Namespace, port: int, data_dir: str)
         gen = Generator(port)
         rss0 = rss_kib(server.pid)
         stations = args.stations if kind == "evse" else args.baseline_stations
+        cpu0 = cpu_seconds(server.pid)
         boot_s = await gen.connect_and_boot(stations, "CP")
+        boot_cpu = cpu_seconds(server.pid) - cpu0
         await asyncio.sleep(1)  # let the server settle (garbage, batched writes)
         per_connection = (rss_kib(server.pid) - rss0) * 1024 / max(1, len(gen.clients))
         cpu0 = cpu_seconds(server.pid)
-        count, latencies = await gen.closed_loop(args.duration)
-        cpu = cpu_seconds(server.pid) - cpu0
+        window_cpu = []
+        latencies = await gen.closed_loop(
+            args.duration, lambda: window_cpu.append(cpu_seconds(server.pid) - cpu0)
+        )
         result = {
             "stations": len(gen.clients),
             "failed": gen.failed,
             "failure": gen.failure,
             "boot_s": boot_s,
+            "boot_cpu_ms": boot_cpu * 1000 / max(1, len(gen.clients)),
             "bytes_per_connection": per_connection,
-            "msgs_per_s": count / args.duration,
-            "server_cpu": cpu / args.duration,
+            "msgs_per_s": len(latencies) / args.duration,
+            "server_cpu": window_cpu[0] / args.duration,
+            "cpu_us_per_msg": window_cpu[0] * 1e6 / max(1, len(latencies)),
             "closed_p50_ms": percentile(latencies, 50) * 1000,
             "closed_p99_ms": percentile(latencies, 99) * 1000,
         }
@@ -439,6 +453,11 @@ def report(kind: str, r: dict) -> None:
         f"server memory {r['bytes_per_connection'] / 1024:.1f} KiB per connection"
     )
     print(
+        f"{kind}: server CPU {r['boot_cpu_ms']:.2f} ms per connect-and-boot, "
+        f"{r['cpu_us_per_msg']:.0f} us per message: {1e6 / r['cpu_us_per_msg']:,.0f} msg/s "
+        "per core of this machine"
+    )
+    print(
         f"{kind}: closed loop {r['msgs_per_s']:,.0f} msg/s (server CPU {r['server_cpu']:.0%} "
         f"of a core), p50 {r['closed_p50_ms']:.1f} ms, p99 {r['closed_p99_ms']:.1f} ms"
     )
@@ -456,6 +475,10 @@ async def main(args: argparse.Namespace) -> None:
     needed = max(args.stations, args.baseline_stations) + 1000
     if soft < needed:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, needed), hard))
+    print(
+        f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} before the run "
+        "(other work on the machine lowers every wall-clock figure below)"
+    )
     data_dir = tempfile.mkdtemp(prefix="evse-bench-cs-")
     try:
         ours = await measure("evse", args, args.port, data_dir)
