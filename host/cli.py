@@ -15,6 +15,8 @@ COMMANDS: tuple[str, ...] = (
     "host.tools.build",
     "host.tools.deploy",
     "host.tools.flash",
+    "host.tools.provision",
+    "host.tools.console",
 )
 
 

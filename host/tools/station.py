@@ -75,7 +75,10 @@ class Station:
                 station[name] = config[name]
         for name in ("ca", "cert", "key"):
             if name in config:
-                files[f"{name}.der"] = der(self.path.parent / config[name], name)
+                try:
+                    files[f"{name}.der"] = der(self.path.parent / config[name], name)
+                except ValueError as error:  # changed since it was validated
+                    raise StationFileError(f"{self.path}: {name}: {error}") from None
                 station[name] = f"{name}.der"
         board = dict(config["board"])
         board["board"] = "sim" if self.chip == "sim" else "esp32"
@@ -133,7 +136,10 @@ def validate(config: dict, path: Path) -> None:
         check.fail("auth_key", f"required by security profile {profile}")
     for name in ("ca", "cert", "key"):
         if check.text(config, name) is not None:
-            der(path.parent / config[name], name)  # fails early on a bad or missing file
+            try:
+                der(path.parent / config[name], name)  # fails early on a bad or missing file
+            except ValueError as error:
+                check.fail(name, str(error))
     if profile >= 2 and "ca" not in config:
         check.fail("ca", f"required by security profile {profile} (verifies the central system)")
     for name in ("cert", "key"):
@@ -269,13 +275,13 @@ class Checker:
     def keys(self, table, prefix: str, required=(), optional=()) -> None:
         if not isinstance(table, dict):
             self.fail(prefix or "file", "must be a table")
-        for name in required:
-            if name not in table:
-                self.fail(join(prefix, name), "missing")
-        for name in table:
+        for name in table:  # first: a misspelt field also makes the right one missing
             if name not in required and name not in optional:
                 known = ", ".join(sorted((*required, *optional)))
                 self.fail(join(prefix, name), f"unknown field (known: {known})")
+        for name in required:
+            if name not in table:
+                self.fail(join(prefix, name), "missing")
 
     def value(self, table: dict, name: str, prefix: str, kind, what: str, secret=False):
         value = table.get(name)
@@ -339,19 +345,20 @@ LABELS = {
 
 
 def der(path: Path, field: str) -> bytes:
-    """The DER content of a PEM (or DER) certificate or key file: MicroPython's TLS takes DER."""
+    """The DER content of a PEM (or DER) certificate or key file: MicroPython's TLS takes DER.
+    `field` says what the file must hold; raises ValueError saying what is wrong with it."""
     try:
         data = path.read_bytes()
     except OSError as error:
-        raise StationFileError(f"{field}: cannot read {path}: {error.strerror}") from None
+        raise ValueError(f"cannot read {path}: {error.strerror}") from None
     blocks = PEM.findall(data)
     if not blocks:
         if data[:1] == b"\x30":  # an ASN.1 SEQUENCE: already DER
             return data
-        raise StationFileError(f"{field}: {path} is neither PEM nor DER")
+        raise ValueError(f"{path} is neither PEM nor DER")
     if len(blocks) > 1:
-        raise StationFileError(
-            f"{field}: {path} holds {len(blocks)} PEM blocks; give exactly one "
+        raise ValueError(
+            f"{path} holds {len(blocks)} PEM blocks; give exactly one "
             "(MicroPython loads a single DER certificate or key)"
         )
     label, body = blocks[0]
@@ -359,8 +366,8 @@ def der(path: Path, field: str) -> bytes:
     if label not in LABELS[field] or b"Proc-Type" in body:
         expected = " or ".join(LABELS[field])
         problem = "encrypted" if "ENCRYPTED" in label or b"Proc-Type" in body else label
-        raise StationFileError(f"{field}: {path} is {problem}; expected an unencrypted {expected}")
+        raise ValueError(f"{path} is {problem}; expected an unencrypted {expected}")
     try:
         return base64.b64decode(b"".join(body.split()), validate=True)
     except ValueError:
-        raise StationFileError(f"{field}: {path}: bad base64 in the PEM block") from None
+        raise ValueError(f"{path}: bad base64 in the PEM block") from None
