@@ -73,7 +73,7 @@ async def full_session(template: Path, heapsize: int) -> bool:
 
         try:
             await fw.start(heapsize=heapsize, env=ENV)
-            await wait(lambda: len(cs.log) >= BACKLOG, "backlog delivered")
+            await wait(lambda: len(cs.log) >= BACKLOG, "backlog delivered", timeout=180)
             await cs.call(call.ChangeConfiguration(key="MeterValueSampleInterval", value="1"))
             for n in (1, 2):
                 await fw.command(f"ev {n} C")
@@ -84,7 +84,8 @@ async def full_session(template: Path, heapsize: int) -> bool:
                 await cs.call(call.RemoteStopTransaction(transaction_id=tx))
             await wait(lambda: len(cs.calls("StopTransaction")) >= 3, "both stopped")
             return True
-        except (Failed, TimeoutError, AssertionError, OSError):
+        except (Failed, TimeoutError, AssertionError, OSError) as e:
+            print(f"  heapsize {heapsize}: {e!r}", file=sys.stderr)
             return False
         finally:
             await fw.kill()
@@ -154,7 +155,7 @@ async def heap_over_sessions() -> None:
         (flash / "station.json").write_text(json.dumps({"id": "CPH", "url": cs.url()}))
         argv = mpy.command(HERE / "mp_cp_sessions.py", str(flash), str(SESSIONS))
         proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE, env=ENV)
-        out, _ = await asyncio.wait_for(proc.communicate(), 900)
+        out, _ = await asyncio.wait_for(proc.communicate(), 1800)
     await cs.stop()
     heaps = [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
     first, last = heaps[0], heaps[-1]

@@ -1,4 +1,4 @@
-# Under micropython: the firmware (app + charge point, simulated board at 20x speed) runs argv[2]
+# Under micropython: the firmware (app + charge point, simulated board at 10x speed) runs argv[2]
 # sessions on both connectors against the central system of <argv[1]>/station.json, printing
 # {"session": n, "heap": bytes in use after a collection} after the first, every 100th and the
 # last session, once every message of that session reached the central system.
@@ -12,11 +12,11 @@ from board import sim
 from ocpp import chargepoint
 
 data_dir, count = sys.argv[1], int(sys.argv[2])
-board = sim.Board(data_dir, speed=20.0, config={"board": "sim", "watchdog_ms": 20000})
+board = sim.Board(data_dir, speed=10.0, config={"board": "sim", "watchdog_ms": 60000})
 app = firmware_app.App(data_dir, board)
 
 
-async def until(condition, what, limit_ms=120000):
+async def until(condition, what, limit_ms=600000):
     waited = 0
     while not condition():
         await board.sleep_ms(20)

@@ -8,6 +8,8 @@
 from ocpp import inbound, isotime
 from ocpp.auth import Cache
 from ocpp.config import Config
+from ocpp.rpc import CallError
+from protocol.ocppj import RpcError
 
 CALL_TIMEOUT_S = 30
 RESET_DRAIN_S = 10  # how long a Reset waits for the queue to reach the central system
@@ -312,7 +314,7 @@ class ChargePoint:
             while True:
                 now = self.now()
                 s = self._status_due(now)
-                if self.auth_requests:
+                if self.auth_requests:  # someone waits at the station
                     await self._send_authorize(rpc, *self.auth_requests.pop(0))
                 elif s is not None:
                     await self._send_status(rpc, s)
@@ -353,8 +355,6 @@ class ChargePoint:
             self._ready(s, tag)
 
     async def _deliver(self, rpc):
-        from ocpp.rpc import CallError
-
         action, payload, local = self.queue.head()
         if action != "StartTransaction":
             real = self.queue.real_tx(local)
@@ -488,8 +488,6 @@ class ChargePoint:
 
 
 def _not_supported(payload):
-    from protocol.ocppj import RpcError
-
     raise RpcError("NotSupported", None, "profile not supported")
 
 
