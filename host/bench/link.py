@@ -112,15 +112,6 @@ class ConsoleLink:
             raise CommandFailed(reply[2], reply[3])
         return reply[2]
 
-    def wait_station_ms(self, target_ms: int, silence_s: float, stop: Callable[[], bool]) -> None:
-        """Block until the station's clock reaches target_ms; StationSilent if it says nothing
-        for silence_s seconds. `stop()` ends the wait early (returns)."""
-        with self._cond:
-            while self.station_ms < target_ms and not stop():
-                self._cond.wait(0.05)
-                if time.monotonic() - self.last_heard > silence_s:
-                    raise StationSilent(f"station silent for {silence_s:g} s")
-
     def reopen(self, port: str, offset_ms: int) -> None:
         """Switch to another port (a restarted simulated station has a new terminal and a
         clock from 0: its events are shifted by offset_ms)."""

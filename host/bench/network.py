@@ -68,6 +68,7 @@ class Network:
             subprotocols=[SUBPROTOCOL],
             compression=None,
             ping_interval=None,
+            close_timeout=1,
         )
         self.port = self.server.sockets[0].getsockname()[1]
 
@@ -132,6 +133,7 @@ class Network:
                 compression=None,
                 ping_interval=None,
                 open_timeout=5,
+                close_timeout=1,
             )
         except (OSError, InvalidHandshake, TimeoutError):
             await station.close(1011, "central system unreachable")

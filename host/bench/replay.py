@@ -53,6 +53,7 @@ class Result:
     session_ms: int = 0
     aborted: str = ""
     log: list[str] = field(default_factory=list)  # non-protocol station lines
+    late_ms: dict[int, int] = field(default_factory=dict)  # step line -> how late it ran
 
     @property
     def passed(self) -> bool:
@@ -79,9 +80,11 @@ class Replay:
         cs_url: str | None = None,
         progress: Callable[[str], None] = print,
         listen: int = 0,
+        silence_s: float = SILENCE_S,
     ):
         self.session = session
         self.listen = listen
+        self.silence_s = silence_s
         self.target = target
         self.cs_url = cs_url
         self.progress = progress
@@ -156,8 +159,7 @@ class Replay:
                 upstream = self._async(cs.start(), 30)
             self.net = network.Network(upstream, self._on_frame, session.tag_status)
             self._async(self.net.start(self.listen), 10)
-            port = self.target.start(self.net.url)
-            self.link = ConsoleLink(port, self._on_line)
+            self._connect()
             self._play()
         except (StationSilent, OSError) as e:
             result.aborted = f"{e}"
@@ -170,9 +172,9 @@ class Replay:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(5)
             result.wall_s = time.monotonic() - started
-        if result.aborted:
+        if result.aborted:  # after _teardown, which adds what the station printed
             result.verdicts.append(Verdict("station answering", None, "error", result.aborted))
-        result.verdicts[:0] = judge(session, result.timeline, self.phases)
+        result.verdicts[:0] = judge(session, result.timeline, self.phases, result.late_ms)
         return result
 
     def _async(self, coro: Any, timeout: float, quiet: bool = False) -> Any:
@@ -196,10 +198,29 @@ class Replay:
                 if time.monotonic() > deadline:
                     raise StationSilent(f"station console silent for {CONNECT_S:g} s") from None
 
+    def _connect(self, offset_ms: int = 0, attempts: int = 3) -> None:
+        """Start the station and reach its console. A station that resets while starting
+        (the sim's watchdog on a loaded machine) starts again, as a board would reboot."""
+        assert self.net is not None
+        for _ in range(attempts):
+            port = self.target.start(self.net.url)
+            if self.link is None:
+                self.link = ConsoleLink(port, self._on_line)
+            else:
+                self.link.reopen(port, offset_ms)
+                self._last_evt = (time.monotonic(), offset_ms)
+            try:
+                self._sync()
+                return
+            except (StationSilent, OSError) as e:
+                if self.target.alive() is not False:
+                    raise
+                self.result.log.append(f"bench: the station reset while starting ({e})")
+        raise StationSilent(f"the station reset {attempts} times while starting")
+
     def _setup(self) -> None:
         link = self.link
         assert link is not None
-        self._sync()
         info = dict(w.split("=", 1) for w in link.command("info") if "=" in w)
         self.phases = int(info.get("phases", 3))
         # Meter lines double as the station's clock for the bench: a few per real second.
@@ -230,8 +251,16 @@ class Replay:
         self.result.session_ms = self.session.end_ms
 
     def _wait(self, session_ms: int) -> None:
-        assert self.link is not None and self._t0 is not None
-        self.link.wait_station_ms(self._t0 + session_ms, SILENCE_S, lambda: False)
+        """Until the station's clock reaches session_ms. The clock is estimated from the newest
+        event and the speed (the sim's clock is real time times its speed), so steps land on
+        time between the station's lines; a station that goes silent ends the run."""
+        link = self.link
+        assert link is not None and self._t0 is not None
+        target = self._t0 + session_ms
+        while (ahead := target - self._station_ms()) > 0:
+            if time.monotonic() - link.last_heard > self.silence_s:
+                raise StationSilent(f"station silent for {self.silence_s:g} s")
+            time.sleep(min(0.05, ahead / 1000 / self.speed))
 
     def _do(self, step: Step) -> None:
         self.progress(f"  {format_duration(step.at_ms):>9}  {step.text}")
@@ -245,6 +274,8 @@ class Replay:
             self.result.verdicts.append(Verdict(step.text, step.line, "error", detail))
             return
         self._add(self._station_ms(), "bench", step.actor, self.connector, (step.text, answer))
+        with self._lock:
+            self.result.late_ms[step.line] = self.result.timeline[-1].ms - step.at_ms
 
     def _action(self, step: Step) -> Any:
         link, net, c = self.link, self.net, self.connector
@@ -312,10 +343,7 @@ class Replay:
         cut_at = self._station_ms()
         self.target.kill()
         time.sleep(off_ms / 1000 / self.speed)  # the power stays off this long
-        port = self.target.start(self.target.cs_url)
-        link.reopen(port, cut_at + off_ms)
-        self._last_evt = (time.monotonic(), cut_at + off_ms)
-        self._sync()
+        self._connect(cut_at + off_ms)
         link.command("report", max(1000, int(self.speed * 50)))
         self._ev_apply()  # the EV stayed plugged in through the cut
 
@@ -329,6 +357,13 @@ class Replay:
             self._close()
             return
         state = "unknown"
+        if self.result.aborted:  # it did not answer: asking again only delays the verdict
+            detail = "contactor state unknown: the station stopped answering"
+            self.result.verdicts.append(
+                Verdict("contactor open after the run", None, "fail", detail)
+            )
+            self._close()
+            return
         try:
             if "ev" in self.target.features:
                 link.command("ev", self.connector, "state", "A", timeout=2)
@@ -358,6 +393,10 @@ class Replay:
     def _close(self) -> None:
         if self.link is not None:
             self.link.close()
+        output = self.target.output().splitlines()
+        self.result.log += output
+        if self.result.aborted and output and self.target.alive() is False:
+            self.result.aborted += f" (station's last words: {output[-1]})"
         self.target.stop()
 
 
@@ -383,19 +422,28 @@ def _tags(session: Session) -> set[str]:
 # ---- judging ---------------------------------------------------------------------------------
 
 
-def judge(session: Session, timeline: list[Event], phases: int) -> list[Verdict]:
+def judge(
+    session: Session, timeline: list[Event], phases: int, late_ms: dict[int, int]
+) -> list[Verdict]:
+    """Verdicts of the session's expectations. Each deadline counts from when the step
+    before it really ran (a step may run a little after its time)."""
     verdicts = []
+    late = 0
     for step in session.steps:
         if step.actor != "expect":
+            late = late_ms.get(step.line, late)
             continue
-        ok, detail = _check(step, session, timeline, phases)
+        ok, detail = _check(step, session, timeline, phases, late)
         verdicts.append(Verdict(step.text, step.line, "pass" if ok else "fail", detail))
     return verdicts
 
 
-def _check(step: Step, session: Session, timeline: list[Event], phases: int) -> tuple[bool, str]:
+def _check(
+    step: Step, session: Session, timeline: list[Event], phases: int, late: int
+) -> tuple[bool, str]:
     c = session.connector
-    start, end = step.at_ms, step.at_ms + (step.within_ms or 0)
+    start = step.at_ms + max(late, 0)
+    end = start + (step.within_ms or 0)
     if step.verb in ("contactor", "pilot", "limit"):
         wanted = step.args[0]
         seen = None

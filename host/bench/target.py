@@ -1,6 +1,7 @@
 """What a replay runs against: the simulated station (micropython, console on a
 pseudo-terminal) or a board on a serial port. Both are reached the same way, with pyserial."""
 
+import functools
 import json
 import os
 import signal
@@ -12,6 +13,18 @@ from host import mpy
 from host.bench.link import CONSOLE_FD_ENV, open_pty
 
 STATION_ID = "BENCH1"
+
+
+@functools.cache
+def firmware_path() -> Path:
+    """The firmware compiled to .mpy as for a board (`evse build --target unix`), once per
+    process: it imports many times faster than source, so the simulated station is up before
+    its watchdog, even at high speed on a busy machine."""
+    from host.tools.build import build
+
+    out = Path(tempfile.mkdtemp(prefix="evse-bench-fw-"))
+    build("unix", out)
+    return out / "fs"
 
 
 class Target:
@@ -30,6 +43,9 @@ class Target:
 
     def alive(self) -> bool | None:
         return None
+
+    def output(self) -> str:
+        return ""
 
     def stop(self) -> None:
         pass
@@ -52,13 +68,12 @@ class SerialTarget(Target):
 class SimTarget(Target):
     """The firmware under micropython with the simulated board, in a fresh data directory."""
 
-    def __init__(self, speed: float = 100.0, data_dir: str | None = None, stderr=None):
+    def __init__(self, speed: float = 100.0, data_dir: str | None = None):
         self.speed = speed
         self.name = "sim"
         self.features = frozenset({"sim", "ev"})
         self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix="evse-bench-sim-")
         self.data_dir = Path(data_dir or self._tmp.name)  # type: ignore[union-attr]
-        self.stderr = stderr
         self.proc: subprocess.Popen | None = None
 
     def _write_config(self, cs_url: str) -> None:
@@ -83,20 +98,30 @@ class SimTarget(Target):
             f"d = {str(self.data_dir)!r}\n"
             f"app.run(d, sim.Board(d, config=read_config(d), speed={float(self.speed)!r}))\n"
         )
-        env = dict(mpy.environ(), **{CONSOLE_FD_ENV: str(master)})
+        env = dict(os.environ, MICROPYPATH=f"{firmware_path()}:.frozen")
+        env[CONSOLE_FD_ENV] = str(master)
         try:
+            stderr = open(self.data_dir / "stderr.log", "ab")  # noqa: SIM115 (the child keeps it)
             self.proc = subprocess.Popen(
                 [mpy.executable(), "-c", program],
                 env=env,
                 pass_fds=[master],
                 stdin=subprocess.PIPE,  # the sim's stdin control stays quiet
-                stdout=subprocess.DEVNULL,
-                stderr=self.stderr,
+                stdout=stderr,
+                stderr=stderr,
                 cwd=self.data_dir,
             )
         finally:
             os.close(master)
+            stderr.close()
         return path
+
+    def output(self) -> str:
+        """What the station printed on stderr (tracebacks, resets)."""
+        try:
+            return (self.data_dir / "stderr.log").read_text(errors="replace")
+        except OSError:
+            return ""
 
     def kill(self) -> None:
         """Power cut: the process dies at once, whatever it was doing."""
@@ -112,7 +137,7 @@ class SimTarget(Target):
             if self.proc.poll() is None:
                 self.proc.terminate()
                 try:
-                    self.proc.wait(5)
+                    self.proc.wait(2)
                 except subprocess.TimeoutExpired:
                     self.proc.kill()
                     self.proc.wait(5)

@@ -1,0 +1,240 @@
+"""The bench: session files, replay against the simulated station (micropython, console on a
+pseudo-terminal, OCPP through the bench's relay to the embedded central system), reports,
+import of OCPP logs, and a station that stops answering."""
+
+import json
+import os
+import signal
+import threading
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from host.bench import record, report, session
+from host.bench.replay import Replay
+from host.bench.target import SimTarget
+
+ROOT = Path(__file__).resolve().parents[1]
+LIBRARY = sorted((ROOT / "sessions").glob("*.session"))
+
+
+# ---- session files ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "problem"),
+    [
+        ("0s ev plug\n0s ev flap", 2, "unknown action ev 'flap'"),
+        ("# comment\n\n0s ev plug\nspeed fast", 4, "speed: 'fast' is not a number"),
+        ("0s ev plug\n+5 ev unplug", 2, "bad time '5'"),
+        ("0s expect contactor closed", 1, "usage: expect contactor open|closed within"),
+        ("0s expect ocpp Boot x within 1s", 1, "expected field=value, got 'x'"),
+        ("0s expect status Charging Sleeping", 1, "usage: expect status"),
+        ("0s hw weld maybe", 1, "'maybe' is not on|off"),
+        ("0s robot dance", 1, "unknown actor 'robot'"),
+        ("0s ev plug\nfrobnicate 3", 2, "unknown statement 'frobnicate'"),
+        ("tag-status X Maybe\n0s ev plug", 1, "usage: tag-status"),
+    ],
+)
+def test_a_broken_session_names_the_line_and_the_problem(text, line, problem):
+    with pytest.raises(session.SessionError) as error:
+        session.parse(text, "broken.session")
+    assert str(error.value).startswith(f"broken.session:{line}: ")
+    assert problem in str(error.value)
+
+
+def test_times_relative_and_absolute():
+    s = session.parse("1:00:00 ev plug\n+90s user tag A\n+0s expect pilot B within 250ms")
+    assert [st.at_ms for st in s.steps] == [3_600_000, 3_690_000, 3_690_000]
+    assert s.steps[2].within_ms == 250
+    assert session.format_duration(3_690_000) == "1h1m30s"
+
+
+@pytest.mark.parametrize("path", LIBRARY, ids=lambda p: p.stem)
+def test_library_sessions_parse(path):
+    s = session.load(path)
+    assert s.steps and s.description
+
+
+# ---- replay against the simulated station -----------------------------------------------------
+
+
+def replay(s, **kwargs):
+    lines = []
+    result = Replay(s, SimTarget(s.speed), progress=lines.append, **kwargs).run()
+    return result, lines
+
+
+@pytest.mark.parametrize("path", LIBRARY, ids=lambda p: p.stem)
+def test_library_session_replays_on_the_sim(path):
+    s = session.load(path)
+    if s.pending:
+        pytest.skip(f"pending: {s.pending}")
+    result, _ = replay(s)
+    problems = [
+        f"line {v.line}: {v.name}: {v.detail}" for v in result.verdicts if v.outcome != "pass"
+    ]
+    assert result.passed, "\n".join(problems + result.log[-5:])
+
+
+QUICK = """
+name quick
+description A short local charge.
+speed 5
+0s  ev plug
++1s user tag 04A1B2C3
++0s expect ocpp StartTransaction idTag=04A1B2C3 within 10s
++1s ev state C
++0s expect contactor closed within 5s
++10s ev unplug
++0s expect contactor open within 1s
++0s expect pilot F within 1s
+"""
+
+
+def test_report_files_and_verdicts(tmp_path):
+    result, progress = replay(session.parse(QUICK, "quick.session"))
+    verdicts = {v.name: v.outcome for v in result.verdicts}
+    assert verdicts["expect contactor closed within 5s"] == "pass"
+    assert verdicts["expect contactor open within 1s"] == "pass"
+    assert verdicts["expect pilot F within 1s"] == "fail"  # the EV never shorts the pilot
+    assert verdicts["contactor open after the run"] == "pass"
+    assert any("user tag 04A1B2C3" in line for line in progress)
+    index = report.write([result], tmp_path)
+    assert index.exists() and (tmp_path / "quick.html").exists()
+    assert (tmp_path / "quick.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    suites = ET.parse(tmp_path / "junit.xml").getroot()
+    suite = suites.find("testsuite")
+    assert suite is not None and suite.get("failures") == "1"
+    failed = [c.get("name") for c in suite.iter("testcase") if c.find("failure") is not None]
+    assert failed == ["line 12: expect pilot F within 1s"]
+
+
+def test_a_station_that_stops_answering_ends_the_run_with_a_verdict():
+    s = session.parse("speed 5\n0s ev plug\n+1s ev state C\n+1m ev unplug", "frozen.session")
+    target = SimTarget(s.speed)
+    frozen = threading.Event()
+
+    def freeze_on_second_step(line):
+        if "ev state C" in line and target.proc is not None:
+            os.kill(target.proc.pid, signal.SIGSTOP)  # hung: alive, silent
+            frozen.set()
+
+    try:
+        result = Replay(s, target, progress=freeze_on_second_step, silence_s=2).run()
+    finally:
+        if target.proc is not None and target.proc.poll() is None:
+            os.kill(target.proc.pid, signal.SIGKILL)
+    assert frozen.is_set()
+    assert not result.passed
+    # Frozen before the step's command or between steps: either way a clear verdict, quickly.
+    assert "no reply to `ev`" in result.aborted or "station silent for 2 s" in result.aborted
+    assert result.wall_s < 30
+    last = {v.name: v for v in result.verdicts}["contactor open after the run"]
+    assert last.outcome == "fail" and "stopped answering" in last.detail
+
+
+def test_pending_sessions_are_skipped_with_their_reason():
+    s = session.parse("pending waiting for smart charging\n0s ev plug", "p.session")
+    result = Replay(s, SimTarget()).run()
+    assert result.skipped and result.verdicts[0].detail == "pending: waiting for smart charging"
+
+
+# ---- import -------------------------------------------------------------------------------------
+
+
+def frame(ts, direction, message):
+    return json.dumps(
+        {"station": "CP1", "ts": ts, "direction": direction, "text": json.dumps(message)}
+    )
+
+
+def test_import_turns_an_ocpp_log_into_a_session_that_parses():
+    status = "StatusNotification"
+    log = [
+        frame(
+            "2026-01-01T10:00:00Z",
+            "in",
+            [2, "1", status, {"connectorId": 1, "status": "Preparing", "errorCode": "NoError"}],
+        ),
+        frame("2026-01-01T10:00:01Z", "out", [3, "1", {}]),
+        frame("2026-01-01T10:00:05Z", "in", [2, "2", "Authorize", {"idTag": "T1"}]),
+        frame(
+            "2026-01-01T10:00:06Z",
+            "in",
+            [
+                2,
+                "3",
+                "StartTransaction",
+                {"connectorId": 1, "idTag": "T1", "meterStart": 0, "timestamp": "x"},
+            ],
+        ),
+        frame(
+            "2026-01-01T10:00:07Z",
+            "in",
+            [2, "4", status, {"connectorId": 1, "status": "Charging", "errorCode": "NoError"}],
+        ),
+        frame(
+            "2026-01-01T10:10:07Z",
+            "in",
+            [
+                2,
+                "5",
+                "MeterValues",
+                {
+                    "connectorId": 1,
+                    "meterValue": [
+                        {
+                            "timestamp": "x",
+                            "sampledValue": [
+                                {"value": "3.6", "measurand": "Power.Active.Import", "unit": "kW"}
+                            ],
+                        }
+                    ],
+                },
+            ],
+        ),
+        frame(
+            "2026-01-01T11:00:00Z",
+            "in",
+            [
+                2,
+                "6",
+                "StopTransaction",
+                {
+                    "transactionId": 1,
+                    "meterStop": 7000,
+                    "timestamp": "x",
+                    "reason": "EVDisconnected",
+                },
+            ],
+        ),
+        frame(
+            "2026-01-01T11:00:01Z",
+            "in",
+            [2, "7", status, {"connectorId": 1, "status": "Available", "errorCode": "NoError"}],
+        ),
+        frame(
+            "2026-01-01T11:00:01Z",
+            "in",
+            [2, "8", status, {"connectorId": 2, "status": "Faulted", "errorCode": "OtherError"}],
+        ),
+    ]
+    text = record.import_log(log, 1, "CP1", "cs.jsonl")
+    s = session.parse(text, "imported.session")
+    steps = [(st.at_ms, st.text) for st in s.steps]
+    assert (0, "ev plug") in steps
+    assert (5000, "user tag T1") in steps
+    assert (7000, "ev state C") in steps
+    assert (607_000, "ev power 3600") in steps
+    assert (3_601_000, "ev unplug") in steps
+    assert any(t == "expect status Charging Available" for _, t in steps)
+    assert any(t == "expect energy 5%" for _, t in steps)
+
+
+def test_import_names_the_bad_line():
+    with pytest.raises(record.LogError, match=r"cs.jsonl:2: "):
+        record.import_log(
+            [frame(0, "in", [2, "1", "Heartbeat", {}]), "{not json"], 1, None, "cs.jsonl"
+        )
