@@ -476,6 +476,61 @@ def test_reconnect_after_the_server_drops_the_connection():
     run(scenario())
 
 
+def test_connect_replaces_a_live_connection():
+    connections = []
+
+    async def handler(ws):
+        connections.append(ws)
+        if len(connections) == 1:
+            await recv_json(ws)  # never answered: the client times out and reconnects
+            return await hold(ws)
+        return await answer_calls(ws)
+
+    async def scenario():
+        async with Server(handler) as server:
+            steps = [["connect", 1], ["call", "X", {}, 0.3], ["connect", 1], ["call", "Y", {}, 5]]
+            async with Client({"url": server.url(), "steps": steps}) as client:
+                assert await client.line() == {"step": "connect", "ok": True}
+                assert (await client.line())["error"]["type"] == "CallTimeout"
+                assert await client.line() == {"step": "connect", "ok": True}
+                assert await client.line() == {"step": "call", "result": {"echo": {}}}
+                results = [await server.result(), await server.result()]
+                assert sorted(results, key=repr) == [("closed", 1001), ["Y"]]
+                await client.finish()
+
+    run(scenario())
+
+
+def test_silent_connection_is_dropped_after_two_ping_intervals():
+    connections = []
+
+    async def handler(ws):
+        connections.append(ws)
+        if len(connections) == 1:
+            ws.transport.pause_reading()  # pings go unanswered from now on
+            return await hold(ws)
+        return await answer_calls(ws)
+
+    async def scenario():
+        async with Server(handler) as server:
+            steps = [
+                ["connect", 1],
+                ["wait_down", STEP_TIMEOUT * 1000],
+                ["connect", 5],
+                ["call", "Again", {}, 10],
+            ]
+            config = {"url": server.url(), "ping_interval_s": 1, "steps": steps}
+            async with Client(config) as client:
+                assert await client.line() == {"step": "connect", "ok": True}
+                assert await client.line() == {"step": "wait_down", "ok": True}
+                assert await client.line() == {"step": "connect", "ok": True}
+                assert await client.line() == {"step": "call", "result": {"echo": {}}}
+                await client.finish()
+            assert len(connections) == 2
+
+    run(scenario())
+
+
 def test_connect_retries_with_back_off_until_the_server_is_up():
     async def scenario():
         async with Server(answer_calls) as server:

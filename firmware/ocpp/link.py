@@ -85,6 +85,8 @@ class Link:
         self._write_lock = asyncio.Lock()
         self._rx = bytearray(_RX_CHUNK)
         self._last_rx = 0
+        self._reading = None  # the connection the receiver is blocked reading, if any
+        self._read_task = None
 
     @property
     def connected(self):
@@ -170,19 +172,32 @@ class Link:
                     elif opcode == ws.OP_BINARY:  # OCPP-J is text only
                         await self._end(conn, ws.CLOSE_UNSUPPORTED_DATA)
                         raise LinkClosed(ws.CLOSE_UNSUPPORTED_DATA)
-                n = await conn.reader.readinto(self._rx)
             except ws.WebSocketError as e:
                 await self._end(conn, e.code)
                 raise LinkClosed(e.code, e.reason) from None
-            except OSError:
-                n = 0
+            n = await self._read(conn)
             if conn is not self._conn:
                 raise LinkClosed()
             if not n:
-                await self._end(conn, None)
+                self._drop(conn)
                 raise LinkClosed()
             self._last_rx = self.board.ticks_ms()
             conn.events = conn.frames.feed(memoryview(self._rx)[:n])
+
+    async def _read(self, conn):
+        """Bytes read from `conn` into self._rx; 0 when it ended or was dropped meanwhile."""
+        self._reading = conn
+        self._read_task = asyncio.current_task()
+        try:
+            return await conn.reader.readinto(self._rx)
+        except OSError:
+            return 0
+        except asyncio.CancelledError:
+            if self._reading is conn:  # cancelled from outside, not by _drop
+                raise
+            return 0
+        finally:
+            self._reading = None
 
     async def close(self, code=ws.CLOSE_NORMAL):
         conn = self._conn
@@ -190,15 +205,24 @@ class Link:
             await self._end(conn, code)
 
     async def _end(self, conn, code):
-        """Close `conn`, first sending a close frame with `code` unless that is None."""
-        if self._conn is not conn:
-            return
-        self._conn = None
-        if code is not None:
+        """Send a close frame with `code` on `conn`, then drop it."""
+        if self._conn is conn:
+            self._conn = None
             try:
                 await self._send_frame(conn, ws.OP_CLOSE, ws.close_payload(code))
             except LinkClosed:
                 pass
+        self._drop(conn)
+
+    def _drop(self, conn):
+        """Forget `conn` and close its socket. A receiver blocked reading it is cancelled:
+        closing alone does not wake it once the next connection reuses the descriptor."""
+        if self._conn is conn:
+            self._conn = None
+        task = self._read_task
+        if self._reading is conn and task is not None:
+            self._reading = None
+            task.cancel()
         conn.writer.close()
 
     async def _send_frame(self, conn, opcode, payload):
@@ -208,9 +232,7 @@ class Link:
                 conn.writer.write(frame)
                 await conn.writer.drain()
             except OSError:
-                if self._conn is conn:
-                    self._conn = None
-                conn.writer.close()
+                self._drop(conn)
                 raise LinkClosed() from None
 
     async def _keepalive(self, conn):
@@ -221,8 +243,7 @@ class Link:
             if self._conn is not conn or not interval_ms:
                 continue
             if self.board.ticks_diff(self.board.ticks_ms(), self._last_rx) > 2 * interval_ms:
-                self._conn = None
-                conn.writer.close()  # wakes the receiver, which reports LinkClosed
+                self._drop(conn)  # the receiver reports LinkClosed
                 return
             try:
                 await self._send_frame(conn, ws.OP_PING, b"")
