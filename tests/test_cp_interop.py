@@ -287,3 +287,24 @@ def test_availability_timeouts_invalid_ids_and_faults(tmp_path):
             await cs.stop()
 
     run(scenario())
+
+
+def test_minimum_status_duration_hides_short_lived_states(tmp_path):
+    async def scenario():
+        cs, fw = await booted(tmp_path)
+        try:
+            await configure(cs, MinimumStatusDuration=3)
+            sent = len(cs.calls("StatusNotification"))
+            await fw.command("ev 1 B")
+            await fw.wait_connector(1, "pilot", "B")
+            await fw.command("ev 1 A")  # plugged in for far less than 3 s
+            await fw.wait_connector(1, "pilot", "A")
+            await fw.command("ev 2 B")  # plugged in for good
+            await cs.wait(lambda: cs.status[2][0] == "Preparing", what="stable Preparing")
+            later = cs.calls("StatusNotification")[sent:]
+            assert [(p["connectorId"], p["status"]) for p in later] == [(2, "Preparing")]
+        finally:
+            await fw.kill()
+            await cs.stop()
+
+    run(scenario())
