@@ -1,0 +1,159 @@
+"""Network bring-up: Wi-Fi station mode kept connected, or Ethernet; the clock from NTP.
+
+`start(app, on_up)` runs a task that brings the network of station.json up, sets the clock,
+calls `on_up()` once (the app starts OCPP there) and then keeps the link up for the life of
+the station, reconnecting with back-off. On the simulated board the host's network is already
+up and its clock right: `up()` answers True at once and the clock is left alone.
+
+Nothing here may block the event loop for long (the control task must keep stepping):
+connecting is polled, NTP is a non-blocking UDP exchange. The one blocking call is the DNS
+lookup of the NTP server, done once per boot when the network first comes up (before any
+session can have started); give an IP address in "ntp" to avoid it.
+"""
+
+import asyncio
+import struct
+
+CONNECT_TIMEOUT_MS = 20000
+CHECK_MS = 5000  # how often the link is checked once up
+RETRY_FIRST_MS = 1000
+RETRY_MAX_MS = 60000
+NTP_PORT = 123
+NTP_WAIT_MS = 2000
+NTP_POLL_MS = 50
+NTP_RESYNC_MS = 3600000  # the ESP32's RTC drifts by seconds a day
+NTP_TO_UNIX = 2208988800  # seconds from 1900 (NTP) to 1970 (Unix)
+
+_nic = None
+
+
+def _interface(network_config):
+    """The network interface station.json asks for, created once and activated."""
+    global _nic
+    if _nic is None:
+        import network  # pyright: ignore[reportMissingImports]
+
+        if "ethernet" in network_config:
+            from machine import Pin  # pyright: ignore[reportMissingImports]
+
+            eth = network_config["ethernet"]
+            options = {
+                "mdc": Pin(eth["mdc"]),
+                "mdio": Pin(eth["mdio"]),
+                "phy_type": getattr(network, "PHY_" + eth["phy"]),
+                "phy_addr": eth.get("phy_addr", 0),
+            }
+            if "power" in eth:
+                options["power"] = Pin(eth["power"])
+            if "ref_clk" in eth:
+                options["ref_clk"] = Pin(eth["ref_clk"])
+            _nic = network.LAN(**options)
+        else:
+            _nic = network.WLAN(network.STA_IF)
+        hostname = network_config.get("ethernet", network_config.get("wifi", {})).get("hostname")
+        if hostname:
+            network.hostname(hostname)
+        _nic.active(True)
+    return _nic
+
+
+async def up(board, station_config, timeout_ms=CONNECT_TIMEOUT_MS):
+    """Bring the network up; True once the interface has an address, False on time-out."""
+    if board.simulated:
+        return True
+    network_config = station_config.get("network") or {}
+    nic = _interface(network_config)
+    if nic.isconnected():
+        return True
+    wifi = network_config.get("wifi")
+    if wifi is not None:
+        nic.disconnect()  # drop a half-open association before trying again
+        nic.connect(wifi["ssid"], wifi.get("password"))
+    started = board.ticks_ms()
+    while not nic.isconnected():
+        if board.ticks_diff(board.ticks_ms(), started) > timeout_ms:
+            return False
+        await board.sleep_ms(100)
+    return True
+
+
+def ntp_address(station_config):
+    """(host, port) of the NTP server, resolved (the blocking DNS lookup), or None."""
+    import socket
+
+    try:
+        return socket.getaddrinfo(station_config.get("ntp", "pool.ntp.org"), NTP_PORT)[0][-1]
+    except OSError:
+        return None
+
+
+async def ntp_time(board, address):
+    """Unix time from the NTP server at `address`, or None; never blocks the loop."""
+    import socket
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # pyright: ignore[reportAttributeAccessIssue]
+    try:
+        sock.setblocking(False)
+        query = bytearray(48)
+        query[0] = 0x1B  # version 3, client mode
+        sock.sendto(query, address)
+        for _ in range(NTP_WAIT_MS // NTP_POLL_MS):
+            await board.sleep_ms(NTP_POLL_MS)
+            try:
+                answer = sock.recv(48)
+            except OSError:  # nothing yet
+                continue
+            if len(answer) == 48 and answer[0] & 0x07 == 4:  # server mode
+                seconds = struct.unpack("!I", answer[40:44])[0]
+                if seconds:
+                    return seconds - NTP_TO_UNIX
+        return None
+    except OSError:
+        return None
+    finally:
+        sock.close()
+
+
+def set_clock(unix_seconds):
+    """Set the RTC from Unix time (the port's own epoch may be 2000)."""
+    import machine  # pyright: ignore[reportMissingImports]
+    import time  # pyright: ignore[reportMissingImports]
+
+    epoch = 946684800 if time.gmtime(0)[0] == 2000 else 0
+    tm = time.gmtime(unix_seconds - epoch)
+    machine.RTC().datetime((tm[0], tm[1], tm[2], tm[6] + 1, tm[3], tm[4], tm[5], 0))
+
+
+async def run(board, station_config, on_up):
+    """Keep the network up; call `on_up()` once, the first time it is up (clock set if NTP
+    answered: a station without NTP still charges and OCPP still connects)."""
+    retry_ms = RETRY_FIRST_MS
+    address = None
+    looked_up = False  # the DNS lookup blocks: once per boot
+    synced_ms = None
+    while True:
+        if not await up(board, station_config):
+            await board.sleep_ms(retry_ms)
+            retry_ms = min(retry_ms * 2, RETRY_MAX_MS)
+            continue
+        retry_ms = RETRY_FIRST_MS
+        now = board.ticks_ms()
+        if not board.simulated and (
+            synced_ms is None or board.ticks_diff(now, synced_ms) > NTP_RESYNC_MS
+        ):
+            if not looked_up:
+                address = ntp_address(station_config)
+                looked_up = True
+            seconds = await ntp_time(board, address) if address else None
+            if seconds is not None:
+                set_clock(seconds)
+                synced_ms = now
+        if on_up is not None:
+            on_up()
+            on_up = None
+        await board.sleep_ms(CHECK_MS)
+
+
+def start(app, on_up=None):
+    """Start the network task of the station app (the app's event loop must be running)."""
+    return asyncio.create_task(run(app.board, app.station_config, on_up))
