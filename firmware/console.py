@@ -55,7 +55,7 @@ class _PtyPort:
 
 class _UartPort:
     def __init__(self, spec):
-        from machine import UART
+        from machine import UART  # pyright: ignore[reportMissingImports]
 
         self._uart = UART(spec.get("uart", 1), spec.get("baud", 115200), timeout=0, txbuf=1024)
         if "tx" in spec:

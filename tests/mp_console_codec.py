@@ -8,7 +8,7 @@ from protocol import console as proto
 
 
 def _plain(value):
-    return "{:.6g}".format(value) if isinstance(value, float) else value
+    return f"{value:.6g}" if isinstance(value, float) else value
 
 
 def run(case):
