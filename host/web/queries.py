@@ -8,7 +8,9 @@ PostgreSQL both run.
 import json
 from typing import Any
 
-from host.cs.storage import Db
+import orjson
+
+from host.cs.storage import SAMPLE_DEFAULTS, Db
 
 STATION_COLUMNS = (
     "id, approval, registration, online, security_profile, vendor, model, serial, firmware,"
@@ -163,53 +165,60 @@ def get_transaction(db: Db, transaction_id: int) -> dict[str, Any] | None:
     return tx
 
 
-def _number(row: dict[str, Any]) -> float | None:
+def _samples(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """A stored MeterValue's sampled values, optional fields filled with their OCPP defaults."""
+    return [SAMPLE_DEFAULTS | sample for sample in orjson.loads(row["sampled"])]
+
+
+def _number(sample: dict[str, Any]) -> float | None:
     try:
-        value = float(row["value"])
+        value = float(sample["value"])
     except ValueError:
         return None
-    return value * 1000 if row["unit"] in ("kW", "kWh") else value
+    return value * 1000 if sample["unit"] in ("kW", "kWh") else value
 
 
 def series(db: Db, tx: dict[str, Any]) -> list[dict[str, Any]]:
-    """Power (W) and energy delivered so far (Wh) per sample time, for the chart. Power is the
-    total when the station reports one, otherwise the sum of its phases."""
-    rows = db.all(
-        "SELECT timestamp, measurand, phase, unit, value FROM meter_values"
-        " WHERE transaction_id = ? AND measurand IN (?, ?) AND location = 'Outlet'"
-        " ORDER BY timestamp",
-        (tx["id"], ENERGY, POWER),
-    )
-    points: dict[str, dict[str, Any]] = {}
-    phase_sums: dict[str, float] = {}
-    for row in rows:
-        value = _number(row)
-        if value is None:
-            continue
-        ts = row["timestamp"]
-        point = points.setdefault(ts, {"timestamp": ts})
-        if row["measurand"] == ENERGY:
-            point["energy_wh"] = value - tx["meter_start"]
-        elif row["phase"] in ("", "N"):
-            point["power_w"] = value
-        elif row["phase"] in ("L1", "L2", "L3"):
-            phase_sums[ts] = phase_sums.get(ts, 0.0) + value
-    for ts, total in phase_sums.items():
-        points[ts].setdefault("power_w", total)
-    return list(points.values())
+    """Power (W) and energy delivered so far (Wh) per sample time at the outlet, for the chart.
+    Power is the total when the station reports one, otherwise the sum of its phases."""
+    points = []
+    for row in db.all(
+        "SELECT timestamp, sampled FROM meter_values WHERE transaction_id = ? ORDER BY timestamp",
+        (tx["id"],),
+    ):
+        point: dict[str, Any] = {"timestamp": row["timestamp"]}
+        phase_sum = None
+        for sample in _samples(row):
+            value = _number(sample)
+            if value is None or sample["location"] != "Outlet":
+                continue
+            if sample["measurand"] == ENERGY and sample["phase"] == "":
+                point["energy_wh"] = value - tx["meter_start"]
+            elif sample["measurand"] == POWER and sample["phase"] in ("", "N"):
+                point["power_w"] = value
+            elif sample["measurand"] == POWER and sample["phase"] in ("L1", "L2", "L3"):
+                phase_sum = (phase_sum or 0.0) + value
+        if "power_w" not in point and phase_sum is not None:
+            point["power_w"] = phase_sum
+        if len(point) > 1:
+            points.append(point)
+    return points
 
 
 def list_meter_values(db: Db, transaction_id: int, limit: int, offset: int) -> dict[str, Any]:
-    return _page(
+    """A transaction's MeterValues in time order, each with its sampled values."""
+    page = _page(
         db,
-        "SELECT connector_id, timestamp, measurand, phase, location, context, unit, format, value"
-        " FROM meter_values",
+        "SELECT connector_id, timestamp, sampled FROM meter_values",
         "WHERE transaction_id = ?",
         [transaction_id],
-        "timestamp, measurand, phase",
+        "timestamp",
         limit,
         offset,
     )
+    for row in page["items"]:
+        row["sampled"] = _samples(row)
+    return page
 
 
 def list_id_tags(db: Db, q: str | None, limit: int, offset: int) -> dict[str, Any]:

@@ -65,6 +65,10 @@ class LiveCS:
         await self.runner.cleanup()
         await self.cs.stop()
         await self.store.close()
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
 
     def close(self) -> None:
         self.run(self._stop())

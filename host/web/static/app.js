@@ -10,7 +10,8 @@ const time = (iso) => (iso ? new Date(iso).toLocaleString() : '');
 const kwh = (wh) => (wh == null ? '' : (wh / 1000).toFixed(2));
 
 let me = null; // {name, role}
-let view = { onEvent: null }; // the current view's live-event handler
+// The current view's live-event handler; events that arrive while it loads wait in `missed`.
+let view = { onEvent: null, missed: [] };
 let events = null;
 
 class ApiFailure extends Error {
@@ -56,9 +57,13 @@ async function render() {
     a.classList.toggle('current', a.dataset.nav.replace(/s$/, '') === page.replace(/s$/, ''));
   });
   const main = $('#view');
-  view = { onEvent: null };
+  const current = { onEvent: null, missed: [] };
+  view = current;
   try {
     await (VIEWS[page] || VIEWS.stations)(main, arg, params);
+    // Replaying is safe: handlers apply state or refetch, and the data may predate the events.
+    if (current.onEvent) current.missed.forEach(current.onEvent);
+    current.missed = null;
   } catch (error) {
     if (error.status !== 401) main.innerHTML = `<p class="error">${esc(error.message)}</p>`;
   }
@@ -74,28 +79,30 @@ function showLogin() {
   $('#login').hidden = false;
 }
 
-async function started(user) {
+function started(user) {
   me = user;
   $('#login').hidden = true;
   $('#top').hidden = false;
   $('#who').textContent = `${me.name} (${me.role})`;
   document.body.classList.toggle('read-only', !operator());
-  connectEvents();
-  await render();
+  connectEvents(); // renders the view once the live stream is open
 }
 
 function connectEvents() {
   events = new EventSource('/api/events');
-  let wasDown = false;
+  const fallback = setTimeout(render, 2000); // show data even if the stream cannot open
   events.onopen = () => {
+    clearTimeout(fallback);
     $('#live').classList.add('on');
-    if (wasDown) render(); // events were missed: show the current state
-    wasDown = false;
+    // Render now, synchronously from here up to its first fetch, so that no event falls between
+    // the stream (re)opening and the view listening; on a reopen this shows what was missed.
+    render();
   };
-  events.onerror = () => { $('#live').classList.remove('on'); wasDown = true; };
+  events.onerror = () => $('#live').classList.remove('on');
   events.onmessage = (message) => {
     const event = JSON.parse(message.data);
-    if (view.onEvent) view.onEvent(event);
+    if (view.missed) view.missed.push(event);
+    else if (view.onEvent) view.onEvent(event);
   };
 }
 
@@ -499,9 +506,10 @@ VIEWS.transaction = async (main, id) => {
     }
     const values = await api('GET', `/api/transactions/${enc(id)}/meter-values?limit=100&offset=0`);
     $('#tx-values').innerHTML = table(['Time', 'Measurand', 'Phase', 'Value', 'Unit', '~Context'],
-      values.items.map((v) => `<tr><td>${esc(time(v.timestamp))}</td><td>${esc(v.measurand)}</td><td>${esc(v.phase)}</td>`
-        + `<td class="num">${esc(v.value)}</td><td>${esc(v.unit)}</td><td class="wide">${esc(v.context)}</td></tr>`))
-      + (values.next_offset != null ? '<p class="meta">First 100 values; all via the API.</p>' : '');
+      values.items.flatMap((m) => m.sampled.map((v) => `<tr><td>${esc(time(m.timestamp))}</td>`
+        + `<td>${esc(v.measurand)}</td><td>${esc(v.phase)}</td><td class="num">${esc(v.value)}</td>`
+        + `<td>${esc(v.unit)}</td><td class="wide">${esc(v.context)}</td></tr>`)))
+      + (values.next_offset != null ? '<p class="meta">The first 100 samples; all of them through the API.</p>' : '');
   };
   await show();
   const refresh = debounce(show, 250);
@@ -595,7 +603,7 @@ $('#login-form').onsubmit = async (e) => {
     const fields = Object.fromEntries(new FormData(form));
     const user = await api('POST', '/api/login', { name: fields.name, password: fields.password });
     form.elements.password.value = '';
-    await started(user);
+    started(user);
   } catch (error) {
     $('#login-error').textContent = error.message;
   }

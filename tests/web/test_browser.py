@@ -1,0 +1,134 @@
+"""The dashboard in real headless Chromium (Debian's, driven by Playwright): log in, watch a
+station come online, start a charge, see Charging and the chart grow, stop it, find it."""
+
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import BrowserContext, Page, expect, sync_playwright
+
+from tests.web.conftest import PASSWORD, LiveCS, wait_until
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TIMEOUT_MS = 15_000
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[BrowserContext]:
+    if not os.path.exists(CHROMIUM):
+        pytest.fail("Chromium is not installed (the Makefile installs it: run `make`)")
+    profile = tempfile.mkdtemp(prefix="evse-chromium-")
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            profile, executable_path=CHROMIUM, args=FLAGS, headless=True
+        )
+        context.set_default_timeout(TIMEOUT_MS)
+        expect.set_options(timeout=TIMEOUT_MS)
+        try:
+            yield context
+        finally:
+            context.close()
+            shutil.rmtree(profile, ignore_errors=True)
+
+
+def points(page: Page) -> int:
+    chart = page.locator("svg[data-points]")
+    return int(chart.get_attribute("data-points") or 0) if chart.count() else 0
+
+
+def test_charge_from_the_dashboard(live: LiveCS, browser: BrowserContext) -> None:
+    page = browser.new_page()
+    page.set_viewport_size({"width": 1280, "height": 800})
+    page.goto(live.base + "/")
+    expect(page.locator("#login")).to_be_visible()
+    assert page.locator("#view").inner_html() == ""  # nothing readable before logging in
+    page.fill("input[name=name]", "op")
+    page.fill("input[name=password]", "wrong password")
+    page.click("#login button[type=submit]")
+    expect(page.locator("#login-error")).to_contain_text("wrong user name or password")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("#login button[type=submit]")
+    expect(page.locator("#who")).to_have_text("op (operator)")
+    expect(page.locator("#live")).to_have_class(re.compile(r"\bon\b"))
+    page.evaluate("() => { window.notReloaded = true; }")
+
+    with live.station("WEB-1") as station:
+        card = page.locator("[data-station='WEB-1']")
+        expect(card.locator(".dot")).to_have_class(re.compile(r"\bonline\b"))
+        expect(card.locator("[data-connector='1']")).to_have_text("1: Available")
+        live.run(station.status(2, "Faulted", "GroundFailure"))
+        expect(card.locator("[data-connector='2']")).to_contain_text("Faulted GroundFailure")
+        expect(page.locator(".problems")).to_contain_text("WEB-1")
+        assert page.evaluate("() => window.notReloaded") is True  # pushed, not reloaded
+
+        card.locator("a.id").click()
+        form = page.locator("[data-op=remote-start]")
+        form.locator("input[name=idTag]").fill("WEBTAG")
+        form.locator("button").click()
+        link = form.locator(".result a")
+        expect(link).to_have_text(re.compile(r"Transaction \d+"))
+        transaction_id = int(link.inner_text().split()[-1])
+        status = page.locator("[data-connector-row='1'] [data-status]")
+        expect(status).to_have_text("Charging")
+
+        link.click()
+        expect(page.locator("main h1")).to_have_text(f"Transaction {transaction_id}")
+        wait_until(lambda: points(page) >= 2, what="chart drawn")
+        first = points(page)
+        wait_until(lambda: points(page) >= first + 2, what="chart grows")
+        page.click("#stop")
+        expect(page.locator("#tx-details")).to_contain_text("finished")
+        assert station.received[-1] == ("RemoteStopTransaction", {"transactionId": transaction_id})
+        assert page.evaluate("() => window.notReloaded") is True
+
+        page.click("[data-nav=transactions]")
+        page.fill("#filters input[name=station]", "WEB-1")
+        page.click("#filters button[type=submit]")
+        row = page.locator(f"[data-transaction='{transaction_id}']")
+        expect(row).to_contain_text("WEBTAG")
+        expect(row.locator("td.num")).to_have_text(re.compile(r"^\d+\.\d\d$"))
+
+        page.click("[data-nav=stations]")
+        expect(card.locator(".dot")).to_have_class(re.compile(r"\bonline\b"))
+    expect(card.locator(".dot")).not_to_have_class(re.compile(r"\bonline\b"))
+    expect(card).to_have_class(re.compile(r"\boffline\b"))
+
+    page.click("#logout")
+    expect(page.locator("#login")).to_be_visible()
+    assert live.request("GET", "/api/me", role=None).status == 401
+    page.close()
+
+
+def test_phone_width_and_read_only_role(live: LiveCS, browser: BrowserContext) -> None:
+    page = browser.new_page()
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(live.base + "/")
+    page.fill("input[name=name]", "viewer")
+    page.fill("input[name=password]", live.tokens["read-only"])  # a token works as well
+    page.click("#login button[type=submit]")
+    expect(page.locator("#who")).to_have_text("viewer (read-only)")
+    with live.station("WEB-2"):
+        card = page.locator("[data-station='WEB-2']")
+        expect(card.locator(".dot")).to_have_class(re.compile(r"\bonline\b"))
+        for view in ("#/stations", "#/station/WEB-2", "#/transactions", "#/log", "#/tags"):
+            page.goto(live.base + "/" + view)
+            expect(page.locator("main h1")).to_be_visible()
+            width = page.evaluate("() => document.documentElement.scrollWidth")
+            assert width <= 390, f"{view} is {width} px wide on a 390 px screen"
+        page.goto(live.base + "/#/station/WEB-2")
+        expect(page.locator("#st-ops")).to_contain_text("Read-only role")
+        assert page.locator("form[data-op]").count() == 0
+    page.close()
