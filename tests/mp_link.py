@@ -73,6 +73,7 @@ async def main(config):
     )
     link.ping_interval_s = config.get("ping_interval_s", 0)
     link.backoff_base_ms = 50
+    link.handshake_timeout_ms = 1000
     rpc = Rpc(link, board)
     rpc.handle("Echo", lambda payload: payload)
     rpc.handle("Refuse", refuse)

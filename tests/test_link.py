@@ -557,6 +557,30 @@ def test_connect_retries_with_back_off_until_the_server_is_up():
     run(scenario())
 
 
+def test_handshake_times_out_when_the_server_stays_silent():
+    accepted = asyncio.Event()
+
+    async def silent(reader, writer):
+        accepted.set()
+        await reader.read()  # until the client gives up and closes
+        writer.close()
+
+    async def scenario():
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            config = {"url": f"ws://127.0.0.1:{port}/ocpp", "steps": [["connect", 1]]}
+            async with Client(config) as client:
+                result = await client.line()
+                assert accepted.is_set()
+                assert result["error"]["type"] == "OSError"
+                await client.finish()
+        finally:
+            server.close()
+
+    run(scenario())
+
+
 def test_oversized_message_closes_with_1009():
     async def handler(ws):
         await ws.send(json.dumps([2, "big", "Echo", {"x": "y" * 5000}]))

@@ -78,6 +78,7 @@ class Link:
         self.max_size = max_size
         self.ping_interval_s = 0  # WebSocketPingInterval; 0 = no pings; read before each ping
         self.backoff_base_ms = BACKOFF_BASE_MS
+        self.handshake_timeout_ms = HANDSHAKE_TIMEOUT_MS
         self.attempt = 0  # failed connects since the last success
         _check_profile(self)
         self._conn = None
@@ -97,7 +98,7 @@ class Link:
         ws.HandshakeError when that fails."""
         await self.close(ws.CLOSE_GOING_AWAY)
         task = asyncio.create_task(self._open())
-        timer = asyncio.create_task(_cancel_after(self.board, task, HANDSHAKE_TIMEOUT_MS))
+        timer = asyncio.create_task(_cancel_after(self.board, task, self.handshake_timeout_ms))
         try:
             conn = await task
         except asyncio.CancelledError:
