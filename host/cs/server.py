@@ -206,9 +206,7 @@ class CentralSystem:
         self.sessions[station_id] = session
         if previous is not None:
             await previous.ws.close(CloseCode.GOING_AWAY, "replaced by a new connection")
-        self.store.write(
-            "UPDATE stations SET online = 1, last_seen = ? WHERE id = ?", (now_iso(), station_id)
-        )
+        self.store.write(storage.ONLINE_SQL, (1, now_iso(), station_id))
         self._notify("connected", station_id, None)
         self.commands.wake(session)
         try:
@@ -225,10 +223,7 @@ class CentralSystem:
                     future.set_exception(ConnectionError("connection closed before the answer"))
             if self.sessions.get(station_id) is session:
                 del self.sessions[station_id]
-                self.store.write(
-                    "UPDATE stations SET online = 0, last_seen = ? WHERE id = ?",
-                    (now_iso(), station_id),
-                )
+                self.store.write(storage.ONLINE_SQL, (0, now_iso(), station_id))
                 self._notify("disconnected", station_id, None)
 
     async def _on_frame(self, session: Session, text: str) -> None:

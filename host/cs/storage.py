@@ -415,6 +415,7 @@ def list_meter_values(
 
 # ---- message log and notifications --------------------------------------------------------
 
+ONLINE_SQL = "UPDATE stations SET online = ?, last_seen = ? WHERE id = ?"
 LOG_SQL = "INSERT INTO messages (station, ts, direction, text) VALUES (?, ?, ?, ?)"
 
 
@@ -502,10 +503,6 @@ def mark_command(db: Db, command_id: int, state: str, **fields: Any) -> None:
 # ---- the server's batching writer ---------------------------------------------------------
 
 
-def _nothing(db: Db) -> None:
-    return None
-
-
 class Store:
     """Applies database work in batches: everything queued while the previous batch ran goes
     into one transaction. `write` queues a statement; `call` queues a function of the Db and
@@ -567,7 +564,10 @@ class Store:
 
     async def flush(self) -> None:
         """Wait until everything queued so far is committed."""
-        await self.call(_nothing)
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append((None, None, future))
+        self._wake.set()
+        await future
 
     async def _writer(self) -> None:
         while True:
@@ -608,18 +608,19 @@ class Store:
 
     @staticmethod
     def _run(db: Db, batch: list) -> list[tuple[bool, Any]]:
-        results: list[tuple[bool, Any]] = []
-        i = 0
-        while i < len(batch):
-            what, args, _ = batch[i]
+        """Statements queued between two functions run as one executemany per statement
+        (rows of one statement keep their order); a function sees every write queued
+        before it. Flush markers (None) only wait for the commit."""
+        results: list[tuple[bool, Any]] = [(True, None)] * len(batch)
+        writes: dict[str, list[tuple]] = {}
+        for index, (what, args, _) in enumerate(batch):
             if isinstance(what, str):
-                j = i
-                while j < len(batch) and batch[j][0] == what:
-                    j += 1
-                db.executemany(what, [item[1] for item in batch[i:j]])
-                results.extend([(True, None)] * (j - i))
-                i = j
-            else:
-                results.append((True, what(db, *args)))
-                i += 1
+                writes.setdefault(what, []).append(args)
+            elif what is not None:
+                for sql, rows in writes.items():
+                    db.executemany(sql, rows)
+                writes = {}
+                results[index] = (True, what(db, *args))
+        for sql, rows in writes.items():
+            db.executemany(sql, rows)
         return results

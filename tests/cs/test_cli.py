@@ -88,7 +88,7 @@ def test_tags_and_stations_listings_with_json(tmp_path, capsys):
 
 def test_serve_send_and_export_end_to_end(tmp_path, capsys):
     data = str(tmp_path / "cs")
-    ocpp_port, http_port = free_port(), free_port()
+    ocpp_port, http_port, web_port = free_port(), free_port(), free_port()
     os.makedirs(f"{data}/firmware")
     with open(f"{data}/firmware/fw-1.2.bin", "wb") as f:
         f.write(b"\x01firmware")
@@ -105,6 +105,8 @@ def test_serve_send_and_export_end_to_end(tmp_path, capsys):
             str(ocpp_port),
             "--http-port",
             str(http_port),
+            "--web-port",
+            str(web_port),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
