@@ -264,6 +264,9 @@ class Replay:
 
     def _do(self, step: Step) -> None:
         self.progress(f"  {format_duration(step.at_ms):>9}  {step.text}")
+        started = self._station_ms()
+        with self._lock:
+            self.result.late_ms[step.line] = started - (self._t0 or 0) - step.at_ms
         try:
             answer = self._action(step)
         except CommandFailed as e:
@@ -273,9 +276,7 @@ class Replay:
             detail = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
             self.result.verdicts.append(Verdict(step.text, step.line, "error", detail))
             return
-        self._add(self._station_ms(), "bench", step.actor, self.connector, (step.text, answer))
-        with self._lock:
-            self.result.late_ms[step.line] = self.result.timeline[-1].ms - step.at_ms
+        self._add(started, "bench", step.actor, self.connector, (step.text, answer))
 
     def _action(self, step: Step) -> Any:
         link, net, c = self.link, self.net, self.connector
@@ -442,7 +443,8 @@ def _check(
     step: Step, session: Session, timeline: list[Event], phases: int, late: int
 ) -> tuple[bool, str]:
     c = session.connector
-    start = step.at_ms + max(late, 0)
+    # The station's clock between its lines is an estimate: allow it 20 ms of real time.
+    start = step.at_ms + max(late - int(session.speed * 20), 0)
     end = start + (step.within_ms or 0)
     if step.verb in ("contactor", "pilot", "limit"):
         wanted = step.args[0]
