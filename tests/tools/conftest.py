@@ -22,6 +22,12 @@ chip = "sim"
 max_current_a = 16
 phases = 3
 
+[board.meter]
+model = "SDM630"
+uart = 2
+tx = 17
+rx = 16
+
 [[board.connectors]]
 pilot_pwm = 25
 pilot_adc = 34
