@@ -175,6 +175,7 @@ class Client(asyncio.Protocol):
 
     def connection_made(self, transport):  # type: ignore[override]
         self.transport = transport
+        self.gen.transports.append(transport)
         key = base64.b64encode(os.urandom(16)).decode()
         transport.write(
             (
@@ -287,11 +288,13 @@ class Generator:
         self.closed = 0
         self.failed = 0
         self.failure = ""
+        self.transports: list[asyncio.BaseTransport] = []
         self.samples = sampled_values()
 
-    async def connect_and_boot(self, n: int, prefix: str) -> float:
+    async def connect_and_boot(self, n: int, prefix: str, timeout: float) -> float:
         """Connect and boot `n` stations, at most 1,000 handshakes in flight; a station
-        that fails is counted in `failed` and left out."""
+        that fails, or is not booted within `timeout` seconds, is counted in `failed` and
+        left out."""
         loop = asyncio.get_running_loop()
         limit = asyncio.Semaphore(1000)
 
@@ -310,7 +313,14 @@ class Generator:
                 self.clients.append(client)
 
         t0 = time.perf_counter()
-        await asyncio.gather(*(one(i) for i in range(n)))
+        tasks = [asyncio.create_task(one(i)) for i in range(n)]
+        _, late = await asyncio.wait(tasks, timeout=timeout)
+        for task in late:
+            task.cancel()
+        self.failed += len(late)
+        if late:
+            self.failure = f"not booted within {timeout:g} s"
+        await asyncio.gather(*late, return_exceptions=True)
         return time.perf_counter() - t0
 
     async def closed_loop(self, seconds: float, on_stop) -> list[float]:
@@ -373,9 +383,8 @@ class Generator:
         return sent, latencies, skipped
 
     def close(self) -> None:
-        for client in self.clients:
-            if client.transport:
-                client.transport.abort()
+        for transport in self.transports:
+            transport.abort()  # type: ignore[attr-defined]
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -407,7 +416,7 @@ async def measure(kind: str, args: argparse.Namespace, port: int, data_dir: str)
         rss0 = rss_kib(server.pid)
         stations = args.stations if kind == "evse" else args.baseline_stations
         cpu0 = cpu_seconds(server.pid)
-        boot_s = await gen.connect_and_boot(stations, "CP")
+        boot_s = await gen.connect_and_boot(stations, "CP", args.connect_timeout)
         boot_cpu = cpu_seconds(server.pid) - cpu0
         await asyncio.sleep(1)  # let the server settle (garbage, batched writes)
         per_connection = (rss_kib(server.pid) - rss0) * 1024 / max(1, len(gen.clients))
@@ -503,6 +512,9 @@ if __name__ == "__main__":
         "--baseline-stations", type=int, default=1000, help="stations for the baseline (0 skips it)"
     )
     parser.add_argument("--duration", type=float, default=15, help="seconds per phase")
+    parser.add_argument(
+        "--connect-timeout", type=float, default=30, help="bound on connect-and-boot, s"
+    )
     parser.add_argument("--rate", type=int, default=5000, help="open-loop rate, msg/s")
     parser.add_argument("--port", type=int, default=9600)
     parser.add_argument("--serve", choices=("evse", "baseline"), help=argparse.SUPPRESS)
