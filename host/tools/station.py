@@ -37,6 +37,15 @@ CONNECTOR_ANALOG = ("pilot_adc", "proximity_adc")
 METER_OUTPUTS = ("tx", "de")
 METER_INPUTS = ("rx",)
 ETHERNET_PINS = ("mdc", "mdio", "power", "ref_clk")
+# Analog front-end calibration and input polarities the esp32 board reads (board.json).
+BOARD_CALIBRATION = {"temperature_offset_mv": range(0, 3301), "temperature_mv_per_c": range(1, 101)}
+CONNECTOR_CALIBRATION = {
+    "pilot_offset_mv": range(0, 3301),
+    "proximity_pullup_ohms": range(1, 100001),
+    "proximity_ref_mv": range(1, 5001),
+    "contactor_feedback_active": (0, 1),
+    "rcd_trip_active": (0, 1),
+}
 
 
 class StationFileError(UserError):
@@ -194,12 +203,16 @@ def validate_board(check: "Checker", board: dict, chip: str, reserved: dict[int,
         board,
         "board",
         required=("max_current_a", "phases", "connectors"),
-        optional=("meter", "temperature_adc", "rcd", "watchdog_ms", "limits", "free_vend"),
+        optional=("meter", "temperature_adc", "rcd", "watchdog_ms", "limits", "free_vend")
+        + ("ventilation", *BOARD_CALIBRATION),
     )
     check.integer(board, "max_current_a", range(6, 81), prefix="board")
     check.integer(board, "phases", (1, 3), prefix="board")
     check.integer(board, "watchdog_ms", range(500, 60001), prefix="board")
     check.boolean(board, "free_vend", prefix="board")
+    check.boolean(board, "ventilation", prefix="board")
+    for name, allowed in BOARD_CALIBRATION.items():
+        check.integer(board, name, allowed, prefix="board")
     check.gpio(board, "temperature_adc", chip, prefix="board", analog=True)
     if "limits" in board and not isinstance(board["limits"], dict):
         check.fail("board.limits", "must be a table")
@@ -228,7 +241,8 @@ def validate_board(check: "Checker", board: dict, chip: str, reserved: dict[int,
     for index, connector in enumerate(connectors, start=1):
         prefix = f"board.connectors[{index}]"
         required = ("pilot_pwm", "pilot_adc", "contactor", "rcd_trip", "meter_address")
-        optional = ("contactor_feedback", "proximity_adc", "rcd_test")
+        optional = ("contactor_feedback", "proximity_adc", "rcd_test", "pilot_gain")
+        optional += tuple(CONNECTOR_CALIBRATION)
         check.keys(connector, prefix, required=required, optional=optional)
         for pin in CONNECTOR_OUTPUTS:
             check.gpio(connector, pin, chip, prefix=prefix, output=True)
@@ -236,6 +250,9 @@ def validate_board(check: "Checker", board: dict, chip: str, reserved: dict[int,
             check.gpio(connector, pin, chip, prefix=prefix)
         for pin in CONNECTOR_ANALOG:
             check.gpio(connector, pin, chip, prefix=prefix, analog=True)
+        for name, allowed in CONNECTOR_CALIBRATION.items():
+            check.integer(connector, name, allowed, prefix=prefix)
+        check.number(connector, "pilot_gain", 0.5, 50.0, prefix=prefix)
         address = check.integer(connector, "meter_address", range(1, 248), prefix=prefix)
         if address in addresses:
             check.fail(f"{prefix}.meter_address", f"already used by {addresses[address]}")
@@ -287,7 +304,7 @@ class Checker:
         value = table.get(name)
         # bool is an int in Python: true is no GPIO number.
         if value is not None and (
-            not isinstance(value, kind) or (kind is int and isinstance(value, bool))
+            not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool)
         ):
             shown = "a value of the wrong type" if secret else repr(value)
             self.fail(join(prefix, name), f"expected {what}, got {shown}")
@@ -306,6 +323,12 @@ class Checker:
                 f"{allowed.start}..{allowed.stop - 1}" if isinstance(allowed, range) else allowed
             )
             self.fail(join(prefix, name), f"expected one of {shown}, got {value}")
+        return value
+
+    def number(self, table, name, low, high, prefix="") -> float | None:
+        value = self.value(table, name, prefix, (int, float), "a number")
+        if value is not None and not low <= value <= high:
+            self.fail(join(prefix, name), f"expected {low} to {high}, got {value}")
         return value
 
     def boolean(self, table, name, prefix="") -> bool | None:

@@ -60,6 +60,12 @@ MISTAKES = [
     ("contactor = 26", "contactor = 17", "board.connectors[1].contactor: GPIO 17 is already"),
     ("contactor = 26", "contactor = 40", "board.connectors[1].contactor"),
     ("meter_address = 1", "meter_address = 300", "board.connectors[1].meter_address"),
+    ("meter_address = 1", "meter_address = 1\npilot_gain = true", "board.connectors[1].pilot_gain"),
+    (
+        "meter_address = 1",
+        "meter_address = 1\nrcd_trip_active = 2",
+        "board.connectors[1].rcd_trip_active",
+    ),
     ("meter_address = 1", "", "board.connectors[1].meter_address: missing"),
     ("[[board.connectors]]", "[[board.connector]]", "board.connector: unknown field"),
     ("phases = 3", "phases = 3\nphase = 3", "board.phase: unknown field"),
@@ -91,6 +97,17 @@ def test_errors_never_show_a_secret(esp32_station, old, new, capsys):
     err = capsys.readouterr().err
     assert "password" in err or "auth_key" in err
     assert AUTH_KEY not in err and WIFI_PASSWORD[:5] not in err
+
+
+def test_calibration_fields_pass_to_board_json(esp32_station):
+    text = esp32_station.read_text().replace(
+        "meter_address = 1", "meter_address = 1\npilot_gain = 7.5\nrcd_trip_active = 0"
+    )
+    esp32_station.write_text(text.replace("phases = 3", "phases = 3\nventilation = true"))
+    board = json.loads(station.load(esp32_station).device_files()["board.json"])
+    assert board["ventilation"] is True
+    assert board["connectors"][0]["pilot_gain"] == 7.5
+    assert board["connectors"][0]["rcd_trip_active"] == 0
 
 
 def test_broken_toml_is_reported_with_the_file(tmp_path):
