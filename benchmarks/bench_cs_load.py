@@ -157,6 +157,13 @@ def sampled_values() -> str:
     return "[" + ",".join(values) + "]"
 
 
+def _future() -> asyncio.Future:
+    """A future whose exception counts as seen even when its waiter was cancelled."""
+    future = asyncio.get_running_loop().create_future()
+    future.add_done_callback(lambda f: f.cancelled() or f.exception())
+    return future
+
+
 class Client(asyncio.Protocol):
     """One simulated station: handshake, then one outstanding CALL at a time."""
 
@@ -171,7 +178,7 @@ class Client(asyncio.Protocol):
         self.seconds = 1_700_000_000 + random.randint(0, 10**6)
         self.transaction = 0
         self.step = 0
-        self.handshake_done = asyncio.get_running_loop().create_future()
+        self.handshake_done = _future()
 
     def connection_made(self, transport):  # type: ignore[override]
         self.transport = transport
@@ -193,6 +200,8 @@ class Client(asyncio.Protocol):
                 return
             status = self.buffer[: self.buffer.find(b"\r\n")]
             self.buffer = self.buffer[end + 4 :]
+            if self.handshake_done.done():  # given up on (connect phase timed out)
+                return
             if b" 101 " not in status:
                 self.handshake_done.set_exception(RuntimeError(status.decode()))
                 return
@@ -228,7 +237,7 @@ class Client(asyncio.Protocol):
 
     async def call(self, action: str, payload: str) -> bytes:
         self.uid += 1
-        self.reply = asyncio.get_running_loop().create_future()
+        self.reply = _future()
         assert self.transport is not None
         self.transport.write(frame(f'[2,"{self.uid}","{action}",{payload}]'))
         return await self.reply
@@ -480,6 +489,7 @@ def report(kind: str, r: dict) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[attr-defined]
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     needed = max(args.stations, args.baseline_stations) + 1000
     if soft < needed:

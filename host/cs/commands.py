@@ -68,8 +68,10 @@ class CommandQueue:
             await asyncio.sleep(self.poll_s)
 
     def wake(self, session: "Session") -> None:
-        """Deliver the station's queued commands unless a delivery is already running."""
-        if session.sending or session.registration == "Rejected":
+        """Deliver the station's queued commands unless a delivery is already running. Only
+        to stations whose BootNotification was answered Accepted or Pending (OCPP 1.6 lets a
+        central system configure a pending station), before or after a reconnection."""
+        if session.sending or session.registration not in ("Accepted", "Pending"):
             return
         session.sending = True
         task = asyncio.create_task(self._deliver(session))

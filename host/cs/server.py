@@ -116,6 +116,7 @@ class CentralSystem:
         self.sessions: dict[str, Session] = {}
         self.commands = CommandQueue(self, timeout_s=command_timeout_s, poll_s=poll_s)
         self.server: Server | None = None
+        self._closing: set[asyncio.Task] = set()
         # Observers (the web dashboard): fn(kind, station_id, frame_text_or_None) with kind
         # "connected", "disconnected", "in" or "out"; they must be quick and never raise.
         self.listeners: list[Callable[[str, str, str | None], None]] = []
@@ -205,7 +206,12 @@ class CentralSystem:
         previous = self.sessions.get(station_id)
         self.sessions[station_id] = session
         if previous is not None:
-            await previous.ws.close(CloseCode.GOING_AWAY, "replaced by a new connection")
+            # Without waiting: a half-dead old connection may take close_timeout to go.
+            closing = asyncio.create_task(
+                previous.ws.close(CloseCode.GOING_AWAY, "replaced by a new connection")
+            )
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
         self.store.write(storage.ONLINE_SQL, (1, now_iso(), station_id))
         self._notify("connected", station_id, None)
         self.commands.wake(session)
@@ -280,6 +286,8 @@ class CentralSystem:
             await self._error(session, uid, "InternalError", f"{action} could not be processed")
             return
         await self.send(session, orjson.dumps([3, uid, result]).decode())
+        if action == "BootNotification":
+            self.commands.wake(session)  # queued commands follow the BootNotification answer
 
     async def _error(self, session: Session, uid: str, code: str, description: str) -> None:
         await self.send(session, orjson.dumps([4, uid, code, description, {}]).decode())

@@ -334,3 +334,20 @@ def test_restart_keeps_everything(db_url):
 
     transaction_id = run(first_run())
     run(second_run(transaction_id))
+
+
+def test_a_reconnecting_station_replaces_its_old_connection(sqlite_url):
+    async def scenario():
+        async with central_system(sqlite_url, unknown="accept") as cs:
+            async with station(cs, "CP1") as old:
+                await old.call(BOOT)
+                async with station(cs, "CP1") as new:
+                    # Accepted before: the new connection may go on without a new boot.
+                    assert (await new.call(call.Heartbeat())).current_time
+                    await wait_for(lambda: old._connection.close_code is not None)
+                    assert old._connection.close_code == 1001
+                    assert (await new.call(call.Heartbeat())).current_time
+                    assert len(cs.sessions) == 1
+            assert (await setup(cs, storage.get_station, "CP1"))["registration"] == "Accepted"
+
+    run(scenario())
