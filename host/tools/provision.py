@@ -86,7 +86,10 @@ def provision(template: str, out: Path, station_id: str, issuer) -> station.Stat
 
 def write_private(path: Path, data: bytes) -> None:
     """Create `path` readable by its owner only; never replaces a file."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise UserError(f"{path} exists already: not overwriting it") from None
     with os.fdopen(fd, "wb") as file:
         file.write(data)
 

@@ -189,3 +189,20 @@ def esp32_station(tmp_path) -> Path:
     path = tmp_path / "cp001.toml"
     path.write_text(ESP32_STATION.format(auth_key=AUTH_KEY, wifi_password=WIFI_PASSWORD))
     return path
+
+
+@pytest.fixture(scope="session")
+def unix_bundle_once(tmp_path_factory) -> Path:
+    from host.tools import build
+
+    out = tmp_path_factory.mktemp("bundle")
+    build.build("unix", out)
+    return out
+
+
+@pytest.fixture
+def unix_bundle(unix_bundle_once, tmp_path) -> Path:
+    """A fresh copy of the bundle for the unix port, free to change."""
+    import shutil
+
+    return Path(shutil.copytree(unix_bundle_once, tmp_path / "bundle"))

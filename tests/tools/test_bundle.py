@@ -10,11 +10,9 @@ from host import mpy
 from host.tools import build, station
 
 
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bundle")
-    build.build("unix", out)
-    return out
+@pytest.fixture
+def bundle(unix_bundle_once):
+    return unix_bundle_once
 
 
 def test_every_module_is_compiled_but_main(bundle):

@@ -7,7 +7,7 @@ import time
 import tty
 
 
-def read_until(fd: int, wanted: bytes, timeout: float = 10.0) -> bytes:
+def read_until(fd: int, wanted: bytes, timeout: float = 60.0) -> bytes:
     seen = b""
     deadline = time.monotonic() + timeout
     while wanted not in seen:
@@ -37,7 +37,7 @@ def test_console_sends_lines_shows_output_and_quits_on_ctrl_bracket():
         assert line == b"event pilot 1 B\n"
         console.stdin.write(b"\x1d\n")
         console.stdin.flush()
-        assert console.wait(timeout=10) == 0
+        assert console.wait(timeout=60) == 0
     finally:
         console.kill()
         os.close(station)

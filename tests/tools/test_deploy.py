@@ -10,9 +10,8 @@ def board_files(root):
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
-def test_deploy_copies_only_what_changed(repl_board, sim_station, tmp_path, capsys):
-    bundle = tmp_path / "bundle"
-    build.build("unix", bundle)
+def test_deploy_copies_only_what_changed(repl_board, sim_station, unix_bundle, capsys):
+    bundle = unix_bundle
     deploy = ["deploy", "--port", repl_board.port, "--station", str(sim_station)]
     deploy += ["--bundle", str(bundle), "--root", str(repl_board.root), "--no-restart"]
 
@@ -40,3 +39,44 @@ def test_deploy_copies_only_what_changed(repl_board, sim_station, tmp_path, caps
     out = capsys.readouterr().out
     assert "copied board.json" in out and "1 of" in out
     assert json.loads((repl_board.root / "board.json").read_text())["max_current_a"] == 20
+
+
+def test_deploy_replaces_a_changed_module_and_removes_a_dropped_one(
+    repl_board, sim_station, unix_bundle, capsys
+):
+    bundle = unix_bundle
+    deploy = ["deploy", "--port", repl_board.port, "--station", str(sim_station)]
+    deploy += ["--bundle", str(bundle), "--root", str(repl_board.root), "--no-restart"]
+    assert main(deploy) == 0
+    capsys.readouterr()
+
+    manifest = json.loads((bundle / "bundle.json").read_text())
+    changed, dropped = "protocol/pilot.mpy", "console.mpy"
+    (bundle / "fs" / changed).write_bytes(b"M\x06changed")
+    manifest["files"][changed] = build.sha256(bundle / "fs" / changed)
+    del manifest["files"][dropped]
+    (bundle / "bundle.json").write_text(json.dumps(manifest))
+    (repl_board.root / "journal.bin").write_bytes(b"station state")  # not deploy's
+
+    assert main(deploy) == 0
+    out = capsys.readouterr().out
+    assert f"copied {changed}" in out and f"removed {dropped}" in out and "1 of" in out
+    assert (repl_board.root / changed).read_bytes() == b"M\x06changed"
+    assert not (repl_board.root / dropped).exists()
+    assert (repl_board.root / "journal.bin").read_bytes() == b"station state"
+    on_board = json.loads((repl_board.root / "deployed.json").read_text())["files"]
+    assert dropped not in on_board and on_board[changed] == manifest["files"][changed]
+
+
+def test_deploy_names_a_missing_port(sim_station, unix_bundle, tmp_path, capsys):
+    argv = ["deploy", "--port", str(tmp_path / "ttyACM3"), "--station", str(sim_station)]
+    assert main(argv + ["--bundle", str(unix_bundle)]) == 2
+    assert "cannot open" in capsys.readouterr().err
+
+
+def test_deploy_refuses_a_bundle_for_another_chip(sim_station, tmp_path, capsys):
+    bundle = tmp_path / "bundle"
+    build.build("esp32c3", bundle)
+    argv = ["deploy", "--port", "/dev/null", "--station", str(sim_station)]
+    assert main(argv + ["--bundle", str(bundle)]) == 2
+    assert "built for esp32c3" in capsys.readouterr().err
