@@ -10,7 +10,8 @@ with the heap locked around every step (a MemoryError is reported as the result'
 ["permit", n, 0|1] / ["available", n, 0|1] / ["limit", n, amps|null] / ["clear", n];
 ["snap", label] records the status under `label`.
 Result: {"snaps": {...}, "trace": [[t, n, ev, out, duty, pilot, faults, permitted, available,
-rcd_input], ...], "events": [[kind, n, value], ...], "error": null | text}.
+rcd_input], ...], "end": t, "events": [[kind, n, value], ...], "error": null | text}. The trace
+holds a connector's entry only when it differs from its previous one (it holds until the next).
 """
 
 import json
@@ -56,6 +57,7 @@ def play(scenario):
         [kind, n, value.code if kind.startswith("fault") else value]
     )
     trace = [] if scenario.get("trace") else None
+    last = [None] * (len(station.connectors) + 1)
     snaps = {}
 
     def run(ms, locked):
@@ -75,21 +77,20 @@ def play(scenario):
                 station_faults = fault_text(station.faults())
                 for c in station.connectors:
                     hw = board.connectors[c.id - 1]
-                    faults = fault_text(c.faults())
-                    trace.append(
-                        [
-                            now,
-                            c.id,
-                            hw.ev.presented(),
-                            hw.contactor,
-                            c.duty,
-                            c.pilot_state,
-                            station_faults + "|" + faults,
-                            c.permitted,
-                            c.available,
-                            hw.rcd_tripped(),
-                        ]
-                    )
+                    entry = [
+                        c.id,
+                        hw.ev.presented(),
+                        hw.contactor,
+                        c.duty,
+                        c.pilot_state,
+                        station_faults + "|" + fault_text(c.faults()),
+                        c.permitted,
+                        c.available,
+                        hw.rcd_tripped(),
+                    ]
+                    if entry != last[c.id]:
+                        last[c.id] = entry
+                        trace.append([now] + entry)
 
     for op in scenario["script"]:
         name, args = op[0], op[1:]
@@ -135,7 +136,7 @@ def play(scenario):
             station.clear(args[0])
         else:
             raise ValueError("unknown op " + name)
-    return {"snaps": snaps, "trace": trace, "events": events}
+    return {"snaps": snaps, "trace": trace, "end": board.ticks_ms(), "events": events}
 
 
 def main():
@@ -149,7 +150,7 @@ def main():
             result = play(json.loads(line))
             result["error"] = None
         except Exception as error:
-            result = {"error": "%s: %s" % (type(error).__name__, error)}
+            result = {"error": type(error).__name__ + ": " + str(error)}
         print(json.dumps(result))
 
 

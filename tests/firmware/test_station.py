@@ -188,7 +188,8 @@ def test_pilot_noise_within_the_hysteresis_does_not_interrupt():
 
 def test_connectors_are_independent():
     result = play_one(
-        CHARGE + [["ev", 2, "B"], ["run", 500], ["ev", 2, "C"], ["run", 1000], ["snap", "both"]]
+        CHARGE
+        + [["ev", 2, "B"], ["run", 500], ["ev", 2, "C"], ["run", 1000], ["snap", "both"]]
         + [["leak", 2, 40], ["run", 10], ["snap", "one"]]
     )
     assert connector(result, "both", 1)["out"] and connector(result, "both", 2)["out"]
