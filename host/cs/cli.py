@@ -385,7 +385,7 @@ def serve_command(args: argparse.Namespace) -> int:
             flush=True,
         )
         try:
-            web = await web_api.start(cs, args.host, args.web_port)
+            web = await web_api.start(cs, url, args.host, args.web_port)
         except OSError as error:
             raise UserError(f"cannot listen on port {args.web_port}: {error}") from None
         web_port = web.addresses[0][1]

@@ -8,8 +8,10 @@ form cannot send (with SameSite=Strict cookies, a second line against CSRF).
 """
 
 import asyncio
+import concurrent.futures
 import os
 import re
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -21,7 +23,7 @@ import orjson
 from aiohttp import web
 
 from host.cs import commands, schemas, storage
-from host.web import auth, queries
+from host.web import auth, queries, schema
 from host.web.live import LATENCY_BUCKETS, Live
 
 if TYPE_CHECKING:
@@ -322,30 +324,64 @@ ROUTES: tuple[Route, ...] = (
 )
 
 
+class Reader:
+    """Read queries on their own connections and threads. The central system's `Store` runs
+    SQLite work on the event loop, so a dashboard query there would stall every station for its
+    duration; here it overlaps with them (SQLite in WAL mode reads beside the writer), and never
+    waits behind a write batch. Each read sees everything the Store has committed."""
+
+    def __init__(self, url: str, threads: int = 2):
+        self.url = url
+        self._pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="web-db")
+        self._local = threading.local()
+        self._dbs: list[storage.Db] = []
+
+    def _run(self, fn: Callable[..., Any], args: tuple) -> Any:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = self._local.db = storage.Db(self.url)
+            self._dbs.append(db)
+        try:
+            return fn(db, *args)
+        finally:
+            db.rollback()  # end the read transaction (PostgreSQL opens one per query)
+
+    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._run, fn, args)
+
+    def close(self) -> None:
+        self._pool.shutdown()
+        for db in self._dbs:
+            db.close()
+
+
 class Api:
-    def __init__(self, cs: "CentralSystem", live: Live):
+    """The route handlers: reads go to the `Reader`, writes to the central system's `Store`."""
+
+    def __init__(self, cs: "CentralSystem", live: Live, reader: Reader):
         self.cs = cs
         self.store = cs.store
+        self.read = reader.call
         self.live = live
 
     async def _one(self, fn: Callable[..., Any], *args: Any, what: str) -> Any:
-        row = await self.store.call(fn, *args)
+        row = await self.read(fn, *args)
         if row is None:
             raise ApiError(404, f"no {what}")
         return row
 
     async def _station_exists(self, station: str) -> None:
-        if not await self.store.call(queries.station_exists, station):
+        if not await self.read(queries.station_exists, station):
             raise ApiError(404, f"no station {station!r}", "station")
 
     # ---- auth ---------------------------------------------------------------------------
 
     async def login(self, r: Request) -> web.Response:
         name, secret = r.body["name"], r.body["password"]
-        user = await self.store.call(auth.get_user, name)
+        user = await self.read(auth.get_user, name)
         ok = False
         if user is not None and secret.startswith(auth.TOKEN_PREFIX):
-            owner = await self.store.call(auth.user_by_token, secret)
+            owner = await self.read(auth.user_by_token, secret)
             ok = owner is not None and owner["name"] == name
         elif user is not None:
             loop = asyncio.get_running_loop()
@@ -382,13 +418,13 @@ class Api:
     # ---- stations and live status -------------------------------------------------------
 
     async def summary(self, r: Request) -> Any:
-        result = await self.store.call(queries.summary)
+        result = await self.read(queries.summary)
         result["connected"] = len(self.cs.sessions)
         return result
 
     async def stations(self, r: Request) -> Any:
         q = r.query
-        return await self.store.call(
+        return await self.read(
             queries.list_stations, q["q"], q["online"], bool(q["problems"]), q["limit"], q["offset"]
         )
 
@@ -400,7 +436,7 @@ class Api:
         station = r.path("station")
         await self._station_exists(station)
         await self.store.call(storage.set_station, station, approval=r.body["approval"])
-        return await self.store.call(queries.get_station, station)
+        return await self.read(queries.get_station, station)
 
     async def connectors(self, r: Request) -> Any:
         return (await self.station(r))["connectors"]
@@ -439,7 +475,7 @@ class Api:
 
     async def commands(self, r: Request) -> Any:
         q = r.query
-        return await self.store.call(
+        return await self.read(
             queries.list_commands, q["station"], q["state"], q["limit"], q["offset"]
         )
 
@@ -447,9 +483,7 @@ class Api:
         station = r.path("station")
         await self._station_exists(station)
         q = r.query
-        return await self.store.call(
-            queries.list_commands, station, q["state"], q["limit"], q["offset"]
-        )
+        return await self.read(queries.list_commands, station, q["state"], q["limit"], q["offset"])
 
     async def command(self, r: Request) -> Any:
         command_id = r.path_int("id")
@@ -474,10 +508,10 @@ class Api:
             session = self.cs.sessions.get(station)
             if session is not None:
                 self.cs.commands.wake(session)
-            command = await self.store.call(queries.get_command, command_id)
+            command = await self.read(queries.get_command, command_id)
             while command["state"] in ("queued", "sent") and time.monotonic() < deadline:
                 await asyncio.sleep(POLL_S)
-                command = await self.store.call(queries.get_command, command_id)
+                command = await self.read(queries.get_command, command_id)
             if events is not None and (command.get("response") or {}).get("status") == "Accepted":
                 command["transaction_id"] = await _started_transaction(
                     events, station, payload, deadline
@@ -492,7 +526,7 @@ class Api:
 
     async def transactions(self, r: Request) -> Any:
         q = r.query
-        return await self.store.call(
+        return await self.read(
             queries.list_transactions,
             q["station"],
             q["id_tag"],
@@ -508,13 +542,11 @@ class Api:
     async def meter_values(self, r: Request) -> Any:
         tx = r.path_int("id")
         await self._one(queries.get_transaction, tx, what=f"transaction {tx}")
-        return await self.store.call(
-            queries.list_meter_values, tx, r.query["limit"], r.query["offset"]
-        )
+        return await self.read(queries.list_meter_values, tx, r.query["limit"], r.query["offset"])
 
     async def id_tags(self, r: Request) -> Any:
         q = r.query
-        return await self.store.call(queries.list_id_tags, q["q"], q["limit"], q["offset"])
+        return await self.read(queries.list_id_tags, q["q"], q["limit"], q["offset"])
 
     def _tag(self, r: Request) -> str:
         tag = r.path("tag")
@@ -539,7 +571,7 @@ class Api:
             body.get("blocked", False),
             body.get("max_active", 1),
         )
-        return await self.store.call(queries.get_id_tag, tag)
+        return await self.read(queries.get_id_tag, tag)
 
     async def delete_id_tag(self, r: Request) -> Any:
         tag = self._tag(r)
@@ -551,7 +583,7 @@ class Api:
 
     async def messages(self, r: Request) -> Any:
         q = r.query
-        return await self.store.call(
+        return await self.read(
             queries.list_messages,
             q["station"],
             q["direction"],
@@ -564,7 +596,7 @@ class Api:
         )
 
     async def metrics(self, r: Request) -> web.Response:
-        counts = await self.store.call(queries.summary)
+        counts = await self.read(queries.summary)
         text = prometheus(self.cs, self.live, counts)
         return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
@@ -834,14 +866,14 @@ def _endpoint(api: Api, route: Route) -> Callable[[web.Request], Awaitable[web.S
 async def _authenticate(api: Api, http: web.Request) -> dict[str, Any]:
     header = http.headers.get("Authorization", "")
     if header.startswith("Bearer "):
-        user = await api.store.call(auth.user_by_token, header[7:].strip())
+        user = await api.read(auth.user_by_token, header[7:].strip())
         if user is None:
             raise ApiError(401, "invalid token")
         return user
     session = http.cookies.get(COOKIE)
     if not session:
         raise ApiError(401, "log in or send Authorization: Bearer <token>")
-    user = await api.store.call(auth.user_by_session, session)
+    user = await api.read(auth.user_by_session, session)
     if user is None:
         raise ApiError(401, "session expired: log in again")
     if http.method not in ("GET", "HEAD") and http.content_type != "application/json":
@@ -863,9 +895,9 @@ async def _security_headers(http: web.Request, response: web.StreamResponse) -> 
         response.headers["Cache-Control"] = "no-store"
 
 
-def create_app(cs: "CentralSystem", live: Live) -> web.Application:
+def create_app(cs: "CentralSystem", live: Live, reader: Reader) -> web.Application:
     app = web.Application(client_max_size=256 * 1024)
-    api = Api(cs, live)
+    api = Api(cs, live, reader)
     for route in ROUTES:
         if route.body is not None:
             object.__setattr__(route, "validator", _validator(route.path, route.method))
@@ -887,13 +919,21 @@ def _validator(path: str, method: str) -> Any:
     return _validators[key]
 
 
-async def start(cs: "CentralSystem", host: str, port: int) -> web.AppRunner:
-    """Serve the API and dashboard for `cs` on host:port (0 picks a free port): the bound port
-    is `runner.addresses[0][1]`."""
-    await cs.store.call(auth.migrate)
+async def start(cs: "CentralSystem", db_url: str, host: str, port: int) -> web.AppRunner:
+    """Serve the API and dashboard for `cs` (whose database is `db_url`) on host:port (0 picks
+    a free port): the bound port is `runner.addresses[0][1]`; `runner.cleanup()` stops."""
+    reader = Reader(db_url)
+    await reader.call(schema.migrate)
     live = Live()
     cs.listeners.append(live)
-    runner = web.AppRunner(create_app(cs, live), access_log=None, shutdown_timeout=1)
+    app = create_app(cs, live, reader)
+
+    async def close_reader(app: web.Application) -> None:
+        cs.listeners.remove(live)
+        reader.close()
+
+    app.on_cleanup.append(close_reader)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=1024)
     await site.start()

@@ -16,30 +16,6 @@ ROLES = ("read-only", "operator")
 SESSION_TTL_S = 12 * 3600
 TOKEN_PREFIX = "evse_"
 
-# The web tables are versioned on their own, beside the central system's migrations.
-WEB_MIGRATIONS: list[list[str]] = [
-    [
-        """CREATE TABLE web_users (
-            name TEXT PRIMARY KEY, role TEXT NOT NULL, password TEXT, created TEXT NOT NULL)""",
-        """CREATE TABLE web_tokens (
-            hash TEXT PRIMARY KEY, name TEXT NOT NULL, created TEXT NOT NULL)""",
-        """CREATE TABLE web_sessions (
-            hash TEXT PRIMARY KEY, name TEXT NOT NULL, expires TEXT NOT NULL)""",
-    ],
-]
-
-
-def migrate(db: Db) -> None:
-    db.execute("CREATE TABLE IF NOT EXISTS web_schema_version (version INTEGER NOT NULL)")
-    row = db.one("SELECT MAX(version) AS v FROM web_schema_version")
-    current = (row or {}).get("v") or 0
-    for version, statements in enumerate(WEB_MIGRATIONS, start=1):
-        if version > current:
-            for statement in statements:
-                db.execute(statement)
-            db.execute("INSERT INTO web_schema_version (version) VALUES (?)", (version,))
-    db.commit()
-
 
 def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()

@@ -50,7 +50,7 @@ def add_parsers(commands: Any, db_options: argparse.ArgumentParser) -> None:
 def user_command(args: argparse.Namespace) -> int:
     from host.cs import storage
     from host.cs.cli import print_table
-    from host.web import auth
+    from host.web import auth, schema
 
     name = getattr(args, "name", None)
     if name is not None and not (1 <= len(name) <= 100 and set(name) <= NAME_CHARS):
@@ -65,7 +65,7 @@ def user_command(args: argparse.Namespace) -> int:
     except Exception as error:
         raise UserError(f"cannot open the database: {error}") from None
     try:
-        auth.migrate(db)
+        schema.migrate(db)
         if args.user_command == "list":
             rows = auth.list_users(db)
             for row in rows:

@@ -1,8 +1,8 @@
 """Read queries for the API: paginated lists and detail views, as functions of a `Db`.
 
-Pages are `{"items", "limit", "offset", "next_offset"}` (plus `"total"` where counting is
-cheap): `next_offset` is null on the last page. Every query is plain SQL that SQLite and
-PostgreSQL both run.
+Pages are `{"items", "limit", "offset", "next_offset"}` (plus `"total"` for stations and id
+tags, where counting is cheap): `next_offset` is null on the last page. Every query is plain
+SQL that SQLite and PostgreSQL both run.
 """
 
 import json
@@ -144,7 +144,7 @@ def list_transactions(
     if active is not None:
         clauses.append("stop_time IS NULL" if active else "stop_time IS NOT NULL")
     page = _page(
-        db, "SELECT * FROM transactions", _where(clauses), params, "id DESC", limit, offset
+        db, "SELECT * FROM transactions", _where(clauses), params, "id DESC", limit, offset, False
     )
     for row in page["items"]:
         _energy(row)
@@ -286,7 +286,9 @@ def list_commands(
         if value is not None:
             clauses.append(clause)
             params.append(value)
-    page = _page(db, "SELECT * FROM commands", _where(clauses), params, "id DESC", limit, offset)
+    page = _page(
+        db, "SELECT * FROM commands", _where(clauses), params, "id DESC", limit, offset, False
+    )
     page["items"] = [command_view(row) for row in page["items"]]
     return page
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from host.cs import server, storage
-from host.web import api, auth
+from host.web import api, auth, schema
 from tests.web.station import Station, connected
 
 PASSWORD = "correct horse battery"
@@ -35,7 +35,7 @@ class LiveCS:
 
     def __init__(self, url: str):
         db = storage.Db(url)
-        auth.migrate(db)
+        schema.migrate(db)
         auth.add_user(db, "op", "operator", PASSWORD)
         auth.add_user(db, "viewer", "read-only", PASSWORD)
         self.tokens = {
@@ -57,7 +57,7 @@ class LiveCS:
             self.store, unknown="accept", poll_s=0.05, command_timeout_s=5
         )
         await self.cs.start("127.0.0.1", 0)
-        self.runner = await api.start(self.cs, "127.0.0.1", 0)
+        self.runner = await api.start(self.cs, self.url, "127.0.0.1", 0)
         self.ocpp_port = self.cs.port
         self.base = f"http://127.0.0.1:{self.runner.addresses[0][1]}"
 

@@ -242,10 +242,10 @@ def test_operations_show_state_and_the_station_answer(live: LiveCS) -> None:
     one = live.request("GET", f"/api/commands/{ids[0]}", role="read-only").json()
     assert one["action"] == "Reset" and one["response"] == {"status": "Accepted"}
     listing = live.request("GET", "/api/stations/API-ST3/commands?limit=3").json()
-    assert len(listing["items"]) == 3 and listing["total"] == len(OPERATIONS) + 1
+    assert len(listing["items"]) == 3 and listing["next_offset"] == 3
     assert listing["items"][0]["action"] == "ClearCache"  # newest first
     answered = live.request("GET", "/api/commands?station=API-ST3&state=answered").json()
-    assert answered["total"] == len(OPERATIONS)
+    assert len(answered["items"]) == len(OPERATIONS)
     operations = live.request("GET", "/api/operations", role="read-only").json()
     assert {"Reset", "UpdateFirmware", "SetChargingProfile"} <= {o["action"] for o in operations}
 
