@@ -10,6 +10,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from host.bench import record, report, session
 from host.bench.replay import Replay
@@ -49,6 +51,54 @@ def test_times_relative_and_absolute():
     assert [st.at_ms for st in s.steps] == [3_600_000, 3_690_000, 3_690_000]
     assert s.steps[2].within_ms == 250
     assert session.format_duration(3_690_000) == "1h1m30s"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 10**9))
+def test_durations_round_trip(ms):
+    assert session.parse_duration(session.format_duration(ms)) == ms
+
+
+WORDS = st.sampled_from(
+    [
+        "0s",
+        "+1s",
+        "1:00:00",
+        "ev",
+        "plug",
+        "state",
+        "C",
+        "expect",
+        "ocpp",
+        "within",
+        "5s",
+        "x=1",
+        "speed",
+        "-1",
+        "name",
+        "user",
+        "tag",
+        "#",
+        "hw",
+        "temp",
+        "nan",
+        "power-cut",
+        "op",
+        "limit",
+    ]
+)
+LINES = st.lists(WORDS, max_size=6).map(" ".join) | st.text(max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(LINES, min_size=1, max_size=8))
+def test_any_text_parses_or_names_a_line(lines):
+    try:
+        s = session.parse("\n".join(lines), "f.session")
+    except session.SessionError as e:
+        assert str(e).startswith("f.session:")
+    else:
+        assert all(step.at_ms >= 0 for step in s.steps)
 
 
 @pytest.mark.parametrize("path", LIBRARY, ids=lambda p: p.stem)

@@ -347,6 +347,7 @@ class Replay:
         self._connect(cut_at + off_ms)
         link.command("report", max(1000, int(self.speed * 50)))
         self._ev_apply()  # the EV stayed plugged in through the cut
+        link.command("status")  # a fresh start reports no changes: ask for the state
 
     def _teardown(self) -> None:
         """Leave the station safe: EV gone, charge stopped, contactor open — and check it."""
