@@ -31,7 +31,10 @@ def load(data_dir):
 
         return esp32.Board(data_dir, config)
     if name == "sim":
+        import os
+
         from board import sim
 
-        return sim.Board(data_dir, config=config)
+        speed = float(os.getenv("EVSE_SIM_SPEED") or 1)  # host/sim.py sets it
+        return sim.Board(data_dir, speed=speed, config=config)
     raise ValueError("board.json: unknown board " + repr(name))

@@ -76,21 +76,27 @@ class Station:
         """The work beside the safety path: poll meters, stamp faults, deliver events."""
         if self.meter_bus is not None:
             self.meter_bus.step(now)
-        board = self.board
         for fault in self.all_faults():
-            if fault.active and not fault.since:
-                fault.since = board.time() - board.ticks_diff(now, fault.since_ms) // 1000
+            if fault.active:
+                self._stamp(fault, now)
         while self._count:
             index = self._head
             kind, number, value = self._kinds[index], self._ids[index], self._values[index]
             self._values[index] = None
             self._head = (index + 1) % _EVENTS
             self._count -= 1
+            if kind == "fault":
+                self._stamp(value, now)
             if self.listener is not None:
                 try:
                     self.listener(kind, number, amps(value) if kind == "limit" else value)
                 except Exception as error:  # a listener's bug must not stop the station
                     sys.print_exception(error)
+
+    def _stamp(self, fault, now):
+        if not fault.since:
+            board = self.board
+            fault.since = board.time() - board.ticks_diff(now, fault.since_ms) // 1000
 
     def faults(self):
         """Active station-wide faults (connector 0)."""

@@ -6,7 +6,8 @@ Commands (connector N from 1):
   leak N MA   rcddead N 0|1   weld N 0|1   temp C   meter N none|silent|garbage|crc|exception
   permit N 0|1   available N 0|1   limit N AMPS|none   clear N (0: station)
   status   watch MS (a status line every MS of board time; 0 stops)   crash   stall MS   quit
-Every line answers one JSON line: {"ok": ...}, {"error": ...} or {"status": ...}.
+Every line answers one JSON line: {"ok": ...}, {"error": ...} or {"status": ...}. Besides,
+watch prints {"watch": status} and every station event prints {"event": [kind, n, value]}.
 """
 
 import json
@@ -125,7 +126,7 @@ class Control:
         board = self.app.board
         while True:
             if self.watch_ms:
-                _print({"status": status(self.app)})
+                _print({"watch": status(self.app)})
                 await board.sleep_ms(self.watch_ms)
             else:
                 await board.sleep_ms(50)
@@ -146,7 +147,20 @@ def _print(obj):
     print(json.dumps(obj))
 
 
+def _print_events(station):
+    """Print every station event, after whoever listened before."""
+    previous = station.listener
+
+    def listener(kind, n, value):
+        if previous is not None:
+            previous(kind, n, value)
+        _print({"event": [kind, n, _fault(value) if kind.startswith("fault") else value]})
+
+    station.listener = listener
+
+
 def start(app):
+    _print_events(app.station)
     control = Control(app)
     asyncio.create_task(control.read_commands())
     asyncio.create_task(control.watch())

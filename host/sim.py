@@ -1,0 +1,180 @@
+"""`evse sim`: the station firmware under `micropython` on the simulated board.
+
+`SimStation` runs it as a child process for tests, benchmarks and the demo: it sends the
+simulated board's one-line commands (firmware/station/simctl.py) on stdin and reads the JSON
+lines the firmware prints (replies, {"watch": status}, {"event": [kind, connector, value]}).
+"""
+
+import json
+import os
+import queue
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from host import mpy
+
+MAIN = mpy.FIRMWARE / "main.py"
+RESET_EXIT = 75  # the simulated board's exit status when its watchdog resets it
+
+
+class SimError(Exception):
+    """The simulated station did not answer as expected."""
+
+
+class SimStation:
+    def __init__(self, data_dir, speed=1.0, heapsize=None, env=None):
+        self.data_dir = Path(data_dir)
+        self.speed = speed
+        self.heapsize = heapsize
+        self.env = env or {}
+        self.process = None
+        self.lines = queue.Queue()  # JSON lines that are not replies (watch, event)
+        self.log = []  # every line the firmware printed
+        self._replies = queue.Queue()
+        self._reader = None
+
+    def argv(self):
+        return mpy.command(MAIN, str(self.data_dir), heapsize=self.heapsize)
+
+    def environ(self):
+        return dict(mpy.environ(), EVSE_SIM_SPEED=str(self.speed), **self.env)
+
+    def start(self, timeout=10.0):
+        """Start the firmware and wait until it reports ready."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            self.argv(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            env=self.environ(),
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        ready = self._reply(timeout)
+        if "ready" not in ready:
+            raise SimError(f"unexpected first line: {ready}")
+        return self
+
+    def _read(self):
+        assert self.process and self.process.stdout
+        for line in self.process.stdout:
+            line = line.rstrip("\n")
+            self.log.append(line)
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(message, dict) and ("watch" in message or "event" in message):
+                self.lines.put(message)
+            elif isinstance(message, dict):
+                self._replies.put(message)
+        self._replies.put({"exit": True})
+
+    def _reply(self, timeout):
+        try:
+            reply = self._replies.get(timeout=timeout)
+        except queue.Empty:
+            raise SimError(f"no answer within {timeout} s; output: {self.log[-5:]}") from None
+        if reply.get("exit"):
+            raise SimError(f"the firmware ended; output: {self.log[-10:]}")
+        return reply
+
+    def command(self, line, timeout=5.0):
+        """Send one command line and return its JSON reply; an {"error"} reply raises."""
+        assert self.process and self.process.stdin
+        try:
+            self.process.stdin.write(line + "\n")
+            self.process.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise SimError(f"the firmware ended; output: {self.log[-10:]}") from None
+        reply = self._reply(timeout)
+        if "error" in reply:
+            raise SimError(reply["error"])
+        return reply
+
+    def status(self):
+        return self.command("status")["status"]
+
+    def wait_for(self, predicate, timeout=10.0, interval=0.02):
+        """Poll status until `predicate(status)` holds; the status, or SimError on timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.status()
+            if predicate(status):
+                return status
+            if time.monotonic() > deadline:
+                raise SimError(f"condition not met within {timeout} s; last status {status}")
+            time.sleep(interval)
+
+    def next_line(self, predicate, timeout=10.0):
+        """The next watch/event line for which `predicate(line)` holds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise SimError(f"no matching line within {timeout} s") from None
+            if predicate(line):
+                return line
+
+    def wait_exit(self, timeout=10.0):
+        assert self.process
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise SimError(f"still running after {timeout} s") from None
+
+    def stop(self, timeout=5.0):
+        """Ask the firmware to quit; kill it if it does not."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        try:
+            self.command("quit", timeout=0.5)
+        except SimError:
+            pass
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self):
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=5)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser(
+        "sim",
+        help="run the station firmware on the simulated board",
+        description="Run the station firmware under micropython on the simulated board. "
+        "Type the simulated board's commands on stdin (e.g. 'ev 1 C', 'status'; see "
+        "firmware/station/simctl.py); it answers JSON lines.",
+    )
+    parser.add_argument("--data", required=True, help="data directory (board.json, station.json)")
+    parser.add_argument(
+        "--speed", type=float, default=1.0, help="board time per real time (default 1.0)"
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args):
+    from host.cli import UserError
+
+    if args.speed <= 0:
+        raise UserError("--speed must be positive")
+    station = SimStation(args.data, speed=args.speed)
+    station.data_dir.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(station.argv(), env=station.environ(), cwd=os.getcwd())
+    return done.returncode
