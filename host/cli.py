@@ -17,6 +17,8 @@ COMMANDS: tuple[str, ...] = (
     "host.tools.flash",
     "host.tools.provision",
     "host.tools.console",
+    "host.sim",
+    "host.demo",
 )
 
 
