@@ -166,7 +166,19 @@ def add_parser(subparsers):
     parser.add_argument(
         "--speed", type=float, default=1.0, help="board time per real time (default 1.0)"
     )
+    parser.add_argument("--id", help="charge point identity for OCPP (with --url)")
+    parser.add_argument(
+        "--url", help="central system, ws:// or wss://; the station connects to URL/ID"
+    )
     parser.set_defaults(func=run)
+
+
+def write_station_config(data_dir, cp_id, url):
+    """Set "id" and "url" in data_dir/station.json, keeping its other settings."""
+    path = Path(data_dir) / "station.json"
+    config = json.loads(path.read_text()) if path.exists() else {}
+    config.update(id=cp_id, url=url)
+    path.write_text(json.dumps(config, indent=1) + "\n")
 
 
 def run(args):
@@ -174,7 +186,16 @@ def run(args):
 
     if args.speed <= 0:
         raise UserError("--speed must be positive")
+    if (args.id is None) != (args.url is None):
+        raise UserError("--id and --url go together")
+    if args.url is not None and not args.url.startswith(("ws://", "wss://")):
+        raise UserError("--url must start with ws:// or wss://")
     station = SimStation(args.data, speed=args.speed)
     station.data_dir.mkdir(parents=True, exist_ok=True)
+    if args.url is not None:
+        try:
+            write_station_config(station.data_dir, args.id, args.url)
+        except ValueError:
+            raise UserError(f"{station.data_dir / 'station.json'} is not valid JSON") from None
     done = subprocess.run(station.argv(), env=station.environ(), cwd=os.getcwd())
     return done.returncode
