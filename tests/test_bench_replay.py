@@ -2,10 +2,13 @@
 pseudo-terminal, OCPP through the bench's relay to the embedded central system), reports,
 import of OCPP logs, and a station that stops answering."""
 
+import asyncio
 import json
 import os
 import signal
+import socket
 import threading
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -14,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from host.bench import record, report, session
+from host.bench.centralsystem import EmbeddedCentralSystem
 from host.bench.replay import Replay
 from host.bench.target import SimTarget
 
@@ -288,3 +292,49 @@ def test_import_names_the_bad_line():
         record.import_log(
             [frame(0, "in", [2, "1", "Heartbeat", {}]), "{not json"], 1, None, "cs.jsonl"
         )
+
+
+# ---- record ---------------------------------------------------------------------------------
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_record_a_live_sim_session_into_a_session_file():
+    """The station's console and its relayed OCPP frames become steps and expectations; the EV
+    is driven through the simulator's own stdin control, as a person would at a real board."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    cs = EmbeddedCentralSystem(set())
+    cs_url = asyncio.run_coroutine_threadsafe(cs.start(), loop).result(30)
+    listen = free_port()
+    target = SimTarget(5.0)
+    port = target.start(f"ws://127.0.0.1:{listen}/ocpp")
+    recorded = {}
+
+    def run_recorder():
+        recorded["text"] = record.record(port, cs_url, listen, 1, 8.0)
+
+    recorder = threading.Thread(target=run_recorder)
+    try:
+        recorder.start()
+        time.sleep(2)  # the recorder and the station find each other
+        assert target.proc is not None and target.proc.stdin is not None
+        for command, pause in (("ev 1 B", 0.5), ("permit 1 1", 0.5), ("ev 1 C", 3), ("ev 1 A", 0)):
+            target.proc.stdin.write(f"{command}\n".encode())
+            target.proc.stdin.flush()
+            time.sleep(pause)
+        recorder.join(30)
+    finally:
+        target.stop()
+        asyncio.run_coroutine_threadsafe(cs.stop(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+    s = session.parse(recorded["text"], "recorded.session")
+    texts = [step.text for step in s.steps]
+    assert texts.index("ev plug") < texts.index("ev state C") < texts.index("ev unplug")
+    assert "expect contactor closed within 10s" in texts
+    assert any(t.startswith("expect status Preparing") for t in texts)
