@@ -34,6 +34,15 @@ def test_the_freeze_manifest_names_every_module_but_main(bundle):
         assert (f"'{board}'" in text) is (board != "main.py"), board
 
 
+def test_a_board_bundle_leaves_the_simulator_out(tmp_path):
+    bundle = build.build("esp32", tmp_path)
+    assert "board/esp32.mpy" in bundle["files"] and "net.mpy" in bundle["files"]
+    for name in build.SIMULATION_ONLY:
+        assert name[:-3] + ".mpy" not in bundle["files"]
+        assert f"'{name}'" not in (tmp_path / "manifest.py").read_text()
+    assert bundle["target"] == "esp32"
+
+
 class Session:
     """micropython running main.py from the bundle alone (no source on its path)."""
 
@@ -55,8 +64,8 @@ class Session:
         while True:
             answer = self.process.stdout.readline()
             assert answer, self.process.stderr.read() if self.process.stderr else "exited"
-            if answer.startswith("{"):
-                return json.loads(answer)
+            if answer.startswith("{") and "event" not in (reply := json.loads(answer)):
+                return reply
 
     def send(self, line: str) -> dict:
         assert self.process.stdin
