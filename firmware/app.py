@@ -44,6 +44,7 @@ class App:
     def start(self):
         """Start the control task and its supervision (inside the running event loop)."""
         board = self.board
+        self.last_step_ms = board.ticks_ms()
         asyncio.get_event_loop().set_exception_handler(self._on_crash)
         board.start_guard(GUARD_PERIOD_MS, self._guard)
         board.wdt_start(int(self.config.get("watchdog_ms", 2000)))
@@ -51,8 +52,8 @@ class App:
         asyncio.create_task(self._supervise())
 
     async def main(self):
-        self.start()
-        # Optional tasks start here, one line each:
+        # Optional tasks are created first (their imports take a while, with the contactors
+        # open) and run once main() waits; the control task starts last. One line each:
         # OCPP charge point (when station.json has "url"):
         if self.station_config.get("url"):
             from ocpp import chargepoint
@@ -66,6 +67,7 @@ class App:
             from station import simctl
 
             simctl.start(self)
+        self.start()
         while True:
             await asyncio.sleep(3600)
 

@@ -84,14 +84,18 @@ class SimStation:
             raise SimError(f"the firmware ended; output: {self.log[-10:]}")
         return reply
 
-    def command(self, line, timeout=5.0):
-        """Send one command line and return its JSON reply; an {"error"} reply raises."""
+    def send(self, line):
+        """Send one command line without waiting for its reply."""
         assert self.process and self.process.stdin
         try:
             self.process.stdin.write(line + "\n")
             self.process.stdin.flush()
         except (BrokenPipeError, OSError):
             raise SimError(f"the firmware ended; output: {self.log[-10:]}") from None
+
+    def command(self, line, timeout=5.0):
+        """Send one command line and return its JSON reply; an {"error"} reply raises."""
+        self.send(line)
         reply = self._reply(timeout)
         if "error" in reply:
             raise SimError(reply["error"])

@@ -1,0 +1,91 @@
+"""The whole firmware (main.py, app, supervision) as a micropython process on the sim board."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from host.sim import RESET_EXIT, SimError, SimStation
+
+
+def event(kind, value=None):
+    def matches(line):
+        if "event" not in line or line["event"][0] != kind:
+            return False
+        return value is None or line["event"][2] == value
+
+    return matches
+
+
+@pytest.fixture
+def charging(tmp_path):
+    station = SimStation(tmp_path).start()
+    try:
+        for command in ("permit 1 1", "ev 1 B", "ev 1 C"):
+            station.command(command)
+        station.next_line(event("contactor", True), timeout=5)
+        yield station
+    finally:
+        station.stop()
+
+
+def test_a_session_through_the_app(charging):
+    charging.command("ev 1 B")
+    charging.next_line(event("contactor", False), timeout=2)
+    status = charging.status()
+    assert status["connectors"][0]["pilot"] == "B"
+    assert not status["connectors"][0]["contactor"]
+
+
+def test_a_stalled_loop_opens_the_contactor_and_recovers(charging):
+    charging.command("stall 400")  # blocks the event loop like a runaway task
+    charging.next_line(event("contactor", False), timeout=2)
+    stall = charging.next_line(event("fault"), timeout=2)["event"][2]
+    assert (stall["code"], stall["message"], stall["latched"]) == ("hang", "stall", False)
+    charging.next_line(event("fault_cleared"), timeout=2)
+    charging.next_line(event("contactor", True), timeout=2)
+
+
+def test_a_crash_in_any_task_opens_at_once_then_the_watchdog_resets(charging):
+    charging.command("crash")
+    charging.next_line(event("contactor", False), timeout=2)
+    crash = charging.next_line(event("fault"), timeout=2)["event"][2]
+    assert (crash["code"], crash["message"], crash["latched"]) == ("hang", "crash", True)
+    assert charging.wait_exit(timeout=10) == RESET_EXIT  # watchdog_ms is 2000
+    assert "RESET watchdog" in charging.log
+
+
+def test_a_hang_longer_than_the_watchdog_resets_with_the_contactor_open(charging):
+    charging.send("stall 5000")  # the guard opens at once but cannot report before the reset
+    assert charging.wait_exit(timeout=10) == RESET_EXIT
+
+
+def test_bad_board_json_is_a_clear_error(tmp_path):
+    (tmp_path / "board.json").write_text("{not json")
+    with pytest.raises(SimError, match="board.json is not valid JSON"):
+        SimStation(tmp_path).start()
+    (tmp_path / "board.json").write_text(json.dumps({"board": "sim", "limits": {"nope": 1}}))
+    with pytest.raises(SimError, match="unknown key nope"):
+        SimStation(tmp_path).start()
+
+
+def test_bad_commands_are_answered_not_fatal(tmp_path):
+    with SimStation(tmp_path) as station:
+        for line in ("ev 9 C", "ev 1 X", "power 1 lots", "frobnicate", "leak"):
+            with pytest.raises(SimError):
+                station.command(line)
+        assert station.status()["connectors"][0]["pilot"] == "A"
+
+
+def test_evse_demo_plays_its_session():
+    done = subprocess.run(
+        # Faster would make a busy host look like a stalled board (board time runs faster).
+        [sys.executable, "-m", "host", "demo", "--speed", "5"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "closed" in done.stdout and "Demo finished." in done.stdout
+    assert " C " in done.stdout and " B " in done.stdout
