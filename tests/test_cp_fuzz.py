@@ -41,6 +41,7 @@ def charging(tmp_path_factory):
         reply = await cs.call(call.RemoteStartTransaction(id_tag="FUZZ", connector_id=1))
         assert reply.status == "Accepted"
         await fw.wait_contactor(1, True)
+        await cs.wait(lambda: cs.status[1][0] == "Charging", what="Charging reported")
 
     loop.run(setup())
     yield loop, cs, fw

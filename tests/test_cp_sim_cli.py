@@ -3,6 +3,8 @@ data directory keeps the flash state (station.json, OCPP configuration) across r
 
 import asyncio
 import json
+import os
+import signal
 import subprocess
 import sys
 
@@ -14,9 +16,24 @@ EVSE = [sys.executable, "-m", "host"]
 
 
 async def evse_sim(*args: str) -> asyncio.subprocess.Process:
+    """`evse sim` in its own process group (it runs micropython as a child)."""
     return await asyncio.create_subprocess_exec(
-        *EVSE, "sim", *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL
+        *EVSE,
+        "sim",
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL,
+        start_new_session=True,
     )
+
+
+async def power_cut(proc: asyncio.subprocess.Process) -> None:
+    """SIGKILL `evse sim` and the firmware it runs."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    await proc.wait()
 
 
 def test_sim_connects_to_url_slash_id_and_keeps_its_flash(tmp_path):
@@ -31,15 +48,13 @@ def test_sim_connects_to_url_slash_id_and_keeps_its_flash(tmp_path):
             assert cs.paths == ["/ocpp/SIM7"]
             reply = await cs.call(call.ChangeConfiguration(key="ConnectionTimeOut", value="77"))
             assert reply.status == "Accepted"
-            proc.kill()
-            await proc.wait()
+            await power_cut(proc)
             proc = await evse_sim(*args)
             await cs.wait(lambda: len(cs.calls("BootNotification")) == 2, what="second boot")
             reply = await cs.call(call.GetConfiguration(key=["ConnectionTimeOut"]))
             assert reply.configuration_key[0]["value"] == "77"
         finally:
-            proc.kill()
-            await proc.wait()
+            await power_cut(proc)
             await cs.stop()
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
