@@ -2,6 +2,7 @@
 it queues and delivers messages; every message that was queued reaches the "central system" in
 order, repeats allowed (the real central system recognises them), none lost."""
 
+import json
 import random
 import subprocess
 import time
@@ -52,3 +53,19 @@ def test_queue_loses_nothing_across_power_cuts(tmp_path):
     # Start (n = 0) first, then every queued message exactly once, in order.
     assert once[0] == 0 and once[1:] == sorted(set(once[1:]))
     assert set(queued) <= set(once)
+
+
+def test_storage_full_drops_meter_values_then_refuses_starts_keeps_the_stop(tmp_path):
+    argv = mpy.command(TESTS / "mp_cp_full.py", str(tmp_path))
+    done = subprocess.run(argv, env=mpy.environ(), capture_output=True, text=True, timeout=60)
+    summary, order = (json.loads(line) for line in done.stdout.splitlines())
+    assert summary["kept"] > 10 and summary["dropped"] > 0  # meter values beyond their limit
+    assert 0 < summary["starts"] < 100  # then new transactions, until their limit
+    assert summary["stop"] is True  # the finished transaction's Stop always fits
+    starts = ["StartTransaction"] * summary["starts"]
+    assert order == [
+        "StartTransaction",
+        *["MeterValues"] * summary["kept"],
+        *starts,
+        "StopTransaction",
+    ]
