@@ -63,14 +63,16 @@ async def up(board, station_config, timeout_ms=CONNECT_TIMEOUT_MS):
         return True
     network_config = station_config.get("network") or {}
     nic = _interface(network_config)
-    if nic.isconnected():
+    # (The stubs lack LAN.isconnected(), which the ESP32 port has.)
+    if nic.isconnected():  # pyright: ignore[reportAttributeAccessIssue]
         return True
     wifi = network_config.get("wifi")
-    if wifi is not None:
-        nic.disconnect()  # drop a half-open association before trying again
-        nic.connect(wifi["ssid"], wifi.get("password"))
+    if wifi is not None:  # nic is a WLAN
+        # drop a half-open association before trying again
+        nic.disconnect()  # pyright: ignore[reportAttributeAccessIssue]
+        nic.connect(wifi["ssid"], wifi.get("password"))  # pyright: ignore[reportAttributeAccessIssue]
     started = board.ticks_ms()
-    while not nic.isconnected():
+    while not nic.isconnected():  # pyright: ignore[reportAttributeAccessIssue]
         if board.ticks_diff(board.ticks_ms(), started) > timeout_ms:
             return False
         await board.sleep_ms(100)
