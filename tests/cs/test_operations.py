@@ -1,0 +1,154 @@
+"""Every central-system-initiated OCPP 1.6 operation goes through the command queue to a
+station and comes back answered."""
+
+import asyncio
+import json
+
+import websockets
+
+from host.cs import schemas, storage
+from tests.cs.conftest import central_system, run, wait_for
+
+T = "2026-11-26T10:00:00Z"
+HASH = {"hashAlgorithm": "SHA256", "issuerNameHash": "a", "issuerKeyHash": "b", "serialNumber": "1"}
+PROFILE = {
+    "chargingProfileId": 1,
+    "stackLevel": 0,
+    "chargingProfilePurpose": "TxDefaultProfile",
+    "chargingProfileKind": "Absolute",
+    "chargingSchedule": {
+        "chargingRateUnit": "A",
+        "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 16.5}],
+    },
+}
+ACCEPTED = {"status": "Accepted"}
+# action: (request, the station's answer)
+OPERATIONS = {
+    "CancelReservation": ({"reservationId": 1}, ACCEPTED),
+    "CertificateSigned": ({"certificateChain": "-----BEGIN CERTIFICATE-----"}, ACCEPTED),
+    "ChangeAvailability": ({"connectorId": 0, "type": "Inoperative"}, ACCEPTED),
+    "ChangeConfiguration": ({"key": "HeartbeatInterval", "value": "60"}, ACCEPTED),
+    "ClearCache": ({}, ACCEPTED),
+    "ClearChargingProfile": ({"id": 1}, ACCEPTED),
+    "DataTransfer": ({"vendorId": "evse", "messageId": "hello"}, ACCEPTED),
+    "DeleteCertificate": ({"certificateHashData": HASH}, ACCEPTED),
+    "ExtendedTriggerMessage": ({"requestedMessage": "StatusNotification"}, ACCEPTED),
+    "GetCompositeSchedule": ({"connectorId": 1, "duration": 3600}, ACCEPTED),
+    "GetConfiguration": ({"key": ["HeartbeatInterval"]}, {"unknownKey": ["HeartbeatInterval"]}),
+    "GetDiagnostics": ({"location": "http://127.0.0.1:9001/diagnostics/"}, {"fileName": "d.log"}),
+    "GetInstalledCertificateIds": (
+        {"certificateType": "CentralSystemRootCertificate"},
+        {"status": "Accepted", "certificateHashData": [HASH]},
+    ),
+    "GetLocalListVersion": ({}, {"listVersion": 3}),
+    "GetLog": (
+        {"logType": "DiagnosticsLog", "requestId": 1, "log": {"remoteLocation": "http://h/x"}},
+        ACCEPTED,
+    ),
+    "InstallCertificate": (
+        {"certificateType": "ManufacturerRootCertificate", "certificate": "PEM"},
+        ACCEPTED,
+    ),
+    "RemoteStartTransaction": ({"idTag": "TAG1", "connectorId": 1}, ACCEPTED),
+    "RemoteStopTransaction": ({"transactionId": 1}, ACCEPTED),
+    "ReserveNow": (
+        {"connectorId": 1, "expiryDate": T, "idTag": "TAG1", "reservationId": 1},
+        ACCEPTED,
+    ),
+    "Reset": ({"type": "Hard"}, ACCEPTED),
+    "SendLocalList": (
+        {"listVersion": 4, "updateType": "Full", "localAuthorizationList": [{"idTag": "TAG1"}]},
+        ACCEPTED,
+    ),
+    "SetChargingProfile": ({"connectorId": 1, "csChargingProfiles": PROFILE}, ACCEPTED),
+    "SignedUpdateFirmware": (
+        {
+            "requestId": 1,
+            "firmware": {
+                "location": "http://127.0.0.1:9001/firmware/fw.bin",
+                "retrieveDateTime": T,
+                "signingCertificate": "PEM",
+                "signature": "c2ln",
+            },
+        },
+        ACCEPTED,
+    ),
+    "TriggerMessage": ({"requestedMessage": "Heartbeat"}, ACCEPTED),
+    "UnlockConnector": ({"connectorId": 1}, {"status": "Unlocked"}),
+    "UpdateFirmware": (
+        {"location": "http://127.0.0.1:9001/firmware/fw.bin", "retrieveDate": T},
+        {},
+    ),
+}
+
+
+def test_the_examples_cover_every_operation_and_are_valid():
+    assert sorted(OPERATIONS) == list(schemas.ALL_CS_ACTIONS)
+    for action, (request, answer) in OPERATIONS.items():
+        schemas.check(action, request)
+        schemas.check(action, answer, response=True)
+
+
+def test_every_operation_is_delivered_and_answered(sqlite_url):
+    async def scenario():
+        async with central_system(sqlite_url, unknown="accept") as cs:
+            ws = await websockets.connect(
+                f"ws://127.0.0.1:{cs.port}/ocpp/CP1",
+                subprotocols=["ocpp1.6"],  # type: ignore[list-item]
+            )
+            await ws.send(
+                '[2,"b","BootNotification",{"chargePointVendor":"V","chargePointModel":"M"}]'
+            )
+            assert json.loads(await ws.recv())[2]["status"] == "Accepted"
+            ids = {}
+            for action, (request, _) in OPERATIONS.items():
+                ids[action] = await cs.store.call(
+                    storage.enqueue_command, "CP1", action, request, 60
+                )
+            seen = []
+            for _ in OPERATIONS:
+                kind, uid, action, payload = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                assert (kind, payload) == (2, OPERATIONS[action][0])
+                seen.append(action)
+                await ws.send(json.dumps([3, uid, OPERATIONS[action][1]]))
+            assert seen == list(OPERATIONS)  # in the order they were queued
+
+            async def all_answered():
+                rows = await cs.store.call(storage.list_commands, "CP1")
+                return all(row["state"] == "answered" for row in rows)
+
+            await wait_for(all_answered)
+            for action, command_id in ids.items():
+                row = await cs.store.call(storage.get_command, command_id)
+                assert json.loads(row["response"]) == OPERATIONS[action][1]
+            await ws.close()
+
+    run(scenario())
+
+
+def test_an_invalid_answer_fails_the_command_with_the_reason(sqlite_url):
+    async def scenario():
+        async with central_system(sqlite_url, unknown="accept") as cs:
+            ws = await websockets.connect(
+                f"ws://127.0.0.1:{cs.port}/ocpp/CP1",
+                subprotocols=["ocpp1.6"],  # type: ignore[list-item]
+            )
+            await ws.send(
+                '[2,"b","BootNotification",{"chargePointVendor":"V","chargePointModel":"M"}]'
+            )
+            await ws.recv()
+            command = await cs.store.call(
+                storage.enqueue_command, "CP1", "Reset", {"type": "Soft"}, 60
+            )
+            _, uid, _, _ = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            await ws.send(json.dumps([3, uid, {"status": "Maybe"}]))
+
+            async def failed():
+                return (await cs.store.call(storage.get_command, command))["state"] == "failed"
+
+            await wait_for(failed)
+            row = await cs.store.call(storage.get_command, command)
+            assert row["error"].startswith("invalid answer: Reset: status must be one of")
+            await ws.close()
+
+    run(scenario())
