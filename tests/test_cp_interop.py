@@ -6,6 +6,7 @@ cp_centralsystem.Wire)."""
 import asyncio
 import base64
 
+import pytest
 from ocpp.v16 import call
 
 from tests.cp_centralsystem import CentralSystem, make_tls
@@ -98,9 +99,17 @@ def test_configuration_get_change_persist(tmp_path):
             ]:
                 reply = await cs.call(call.ChangeConfiguration(key=key, value=value))
                 assert reply.status == status, (key, value)
+            reply = await cs.call(call.ChangeAvailability(connector_id=2, type="Inoperative"))
+            assert reply.status == "Accepted"
             await fw.kill()
+            before = len(cs.calls("StatusNotification"))
             await fw.start()
             await cs.wait(lambda: cs.connections == 2, what="reconnect")
+            await cs.wait(
+                lambda: len(cs.calls("StatusNotification")) >= before + 3, what="statuses"
+            )
+            again = {p["connectorId"]: p["status"] for p in cs.calls("StatusNotification")[before:]}
+            assert again == {0: "Available", 1: "Available", 2: "Unavailable"}
             reply = await cs.call(call.GetConfiguration())
             keys = {k["key"]: k for k in reply.configuration_key}
             assert keys["MeterValueSampleInterval"]["value"] == "17"
@@ -148,7 +157,8 @@ def test_boot_pending_rejected_then_accepted_then_heartbeats(tmp_path):
     run(scenario())
 
 
-def test_reset_stops_the_transaction_first_then_restarts(tmp_path):
+@pytest.mark.parametrize("kind", ["Soft", "Hard"])
+def test_reset_stops_the_transaction_first_then_restarts(tmp_path, kind):
     async def scenario():
         cs, fw = await booted(tmp_path)
         try:
@@ -158,11 +168,11 @@ def test_reset_stops_the_transaction_first_then_restarts(tmp_path):
             assert reply.status == "Accepted"
             await cs.wait(lambda: cs.calls("StartTransaction"), what="start")
             assert cs.calls("StartTransaction")[0]["connectorId"] == 2  # where the EV waits
-            reply = await cs.call(call.Reset(type="Soft"))
+            reply = await cs.call(call.Reset(type=kind))
             assert reply.status == "Accepted"
             assert await fw.wait_exit() == RESET_EXIT
             stop = cs.calls("StopTransaction")
-            assert len(stop) == 1 and stop[0]["reason"] == "SoftReset"
+            assert len(stop) == 1 and stop[0]["reason"] == kind + "Reset"
             await fw.start()
             await cs.wait(lambda: len(cs.calls("BootNotification")) == 2, what="second boot")
         finally:
