@@ -19,13 +19,15 @@ BOARD_MANIFEST = "deployed.json"
 CHUNK = 512  # bytes per write command: fits the raw REPL's buffers on any board
 
 # Run once on the board after the running firmware was interrupted: the firmware no longer
-# supervises the contactors, so open them (pins from the board.json in use), stretch a running
-# hardware watchdog over the copy, and define the helpers deploy calls.
+# supervises the charging, so stop it (pins from the board.json in use: pilot steady at +12 V,
+# no current offered; contactors open), stretch a running hardware watchdog over the copy, and
+# define the helpers deploy calls.
 BOARD_HELPERS = """
 import os, json, hashlib, binascii
 try:
     import machine
     for _c in json.load(open('board.json'))['connectors']:
+        machine.Pin(_c['pilot_pwm'], machine.Pin.OUT, value=1)
         machine.Pin(_c['contactor'], machine.Pin.OUT, value=0)
 except (ImportError, AttributeError, OSError, ValueError, KeyError, TypeError):
     pass
