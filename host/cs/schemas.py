@@ -4,8 +4,8 @@ The schemas use a small part of JSON Schema draft 4 (types, properties, required
 additionalProperties, enum, maxLength, minItems, date-time, multipleOf, local $ref). Each
 schema is compiled once into nested closures that run inline on the event loop: no thread hop
 per message, enums as set lookups, and no work spent on field paths unless a check fails.
-Measured 3-4x faster than the code fastjsonschema generates for MeterValues, 20x faster
-than the `ocpp` package's jsonschema path.
+For a MeterValues with 10 sampled values this measured about 2x faster than the code
+fastjsonschema generates and 60x faster than the `ocpp` package's jsonschema validator.
 """
 
 import decimal
@@ -130,6 +130,13 @@ def _object(node: dict[str, Any], root: dict[str, Any]) -> Check:
     required = frozenset(node.get("required", ()))
     closed = node.get("additionalProperties", True) is False
     allowed = frozenset(properties)
+    # Most fields are strings: checked inline (a function call per field costs more than the
+    # check); the string's own check runs only to word the error.
+    strings = {
+        key: _string_rules(sub)
+        for key, sub in node.get("properties", {}).items()
+        if sub.get("type") == "string"
+    }
 
     def check(value: Any) -> None:
         if type(value) is not dict:
@@ -141,6 +148,15 @@ def _object(node: dict[str, Any], root: dict[str, Any]) -> Check:
                 "additionalProperties", f"must not contain {sorted(value.keys() - allowed)}"
             )
         for key, item in value.items():
+            rules = strings.get(key)
+            if rules is not None and type(item) is str:
+                max_length, enum, pattern = rules
+                if (
+                    (max_length is None or len(item) <= max_length)
+                    and (enum is None or item in enum)
+                    and (pattern is None or pattern.fullmatch(item) is not None)
+                ):
+                    continue
             sub = properties.get(key)
             if sub is not None:
                 try:
@@ -171,10 +187,14 @@ def _array(node: dict[str, Any], root: dict[str, Any]) -> Check:
     return check
 
 
-def _string(node: dict[str, Any]) -> Check:
-    max_length = node.get("maxLength")
+def _string_rules(node: dict[str, Any]) -> tuple[int | None, frozenset | None, Any]:
     enum = frozenset(node["enum"]) if "enum" in node else None
     pattern = {"date-time": _DATE_TIME, "uri": _URI}.get(node.get("format", ""))
+    return node.get("maxLength"), enum, pattern
+
+
+def _string(node: dict[str, Any]) -> Check:
+    max_length, enum, pattern = _string_rules(node)
 
     def check(value: Any) -> None:
         if type(value) is not str:
