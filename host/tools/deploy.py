@@ -131,8 +131,7 @@ def deploy(port: str, files: dict[str, bytes], root="/", baud=115200, restart=Tr
         board.enter_raw_repl(soft_reset=False)
         board.exec(f"import os\nos.chdir({root!r})")
         board.exec(BOARD_HELPERS)
-        before = json.loads(board.exec(f"_cat({BOARD_MANIFEST!r})"))
-        before = before.get("files", {})
+        before = board_manifest(board.exec(f"_cat({BOARD_MANIFEST!r})"))
         changed = sorted(name for name in files if before.get(name) != hashes[name])
         stale = sorted(set(before) - set(files))
         # Forget the files about to change first: an interrupted deploy then copies them again.
@@ -174,6 +173,15 @@ def write(board, name: str, data: bytes, digest: str | None = None) -> None:
     if on_board != digest:
         raise UserError(f"verify failed for {name}: the board holds a different file")
     board.exec(f"os.rename({temporary!r}, {name!r})")
+
+
+def board_manifest(text: bytes) -> dict[str, str]:
+    """The hashes in the board's manifest; an unreadable one means: copy everything."""
+    try:
+        files = json.loads(text).get("files", {})
+    except (ValueError, AttributeError):
+        return {}
+    return files if isinstance(files, dict) else {}
 
 
 def manifest_bytes(hashes: dict[str, str]) -> bytes:

@@ -80,3 +80,12 @@ def test_deploy_refuses_a_bundle_for_another_chip(sim_station, tmp_path, capsys)
     argv = ["deploy", "--port", "/dev/null", "--station", str(sim_station)]
     assert main(argv + ["--bundle", str(bundle)]) == 2
     assert "built for esp32c3" in capsys.readouterr().err
+
+
+def test_a_damaged_board_manifest_means_copy_everything(repl_board, sim_station, unix_bundle):
+    (repl_board.root / "deployed.json").write_text('{"files": ')
+    deploy = ["deploy", "--port", repl_board.port, "--station", str(sim_station)]
+    deploy += ["--bundle", str(unix_bundle), "--root", str(repl_board.root), "--no-restart"]
+    assert main(deploy) == 0
+    on_board = json.loads((repl_board.root / "deployed.json").read_text())["files"]
+    assert "main.py" in on_board and "station.json" in on_board
