@@ -61,6 +61,11 @@ def _mkdirs(p):
 def _w(data):
     _feed()
     _f.write(data)
+def _rm(p):
+    try:
+        os.remove(p)
+    except OSError:
+        pass
 def _cat(p):
     try:
         print(open(p).read())
@@ -143,7 +148,7 @@ def deploy(port: str, files: dict[str, bytes], root="/", baud=115200, restart=Tr
             write(board, name, files[name], hashes[name])
             print(f"  copied {name} ({len(files[name])} bytes)")
         for name in stale:
-            board.exec(f"os.remove({name!r})")
+            board.exec(f"_rm({name!r})")  # gone already is fine
             print(f"  removed {name}")
         write(board, BOARD_MANIFEST, manifest_bytes(hashes))
         if restart:
