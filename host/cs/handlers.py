@@ -17,15 +17,9 @@ if TYPE_CHECKING:
 
 Handler = Callable[["CentralSystem", "Session", dict[str, Any]], Awaitable[dict[str, Any]]]
 
-_BOOT_STATUS = {"accepted": "Accepted", "pending": "Pending", "rejected": "Rejected"}
-
 
 async def boot_notification(cs: "CentralSystem", session: "Session", p: dict) -> dict:
-    station = await cs.store.call(storage.get_station, session.station_id)
-    status = _BOOT_STATUS[station["approval"]] if station else "Rejected"
     fields = {
-        "registration": status,
-        "boot_at": now_iso(),
         "vendor": p["chargePointVendor"],
         "model": p["chargePointModel"],
         "serial": p.get("chargePointSerialNumber") or p.get("chargeBoxSerialNumber"),
@@ -35,7 +29,7 @@ async def boot_notification(cs: "CentralSystem", session: "Session", p: dict) ->
         "meter_type": p.get("meterType"),
         "meter_serial": p.get("meterSerialNumber"),
     }
-    await cs.store.call(storage.set_station, session.station_id, **fields)
+    status = await cs.store.call(storage.record_boot, session.station_id, fields)
     session.registration = status
     interval = cs.heartbeat_s if status == "Accepted" else cs.boot_retry_s
     return {"status": status, "currentTime": now_iso(), "interval": interval}

@@ -226,6 +226,17 @@ def set_station(db: Db, station_id: str, **fields: Any) -> None:
     )
 
 
+_BOOT_STATUS = {"accepted": "Accepted", "pending": "Pending", "rejected": "Rejected"}
+
+
+def record_boot(db: Db, station_id: str, fields: dict[str, Any]) -> str:
+    """Store what a BootNotification says; return its answer's status (from the approval)."""
+    station = get_station(db, station_id)
+    status = _BOOT_STATUS[station["approval"]] if station else "Rejected"
+    set_station(db, station_id, registration=status, boot_at=now_iso(), **fields)
+    return status
+
+
 def list_stations(db: Db) -> list[dict[str, Any]]:
     return db.all(
         "SELECT id, approval, registration, online, security_profile, vendor, model, firmware,"
