@@ -6,6 +6,7 @@ answer with; which code applies follows the meanings of the OCPP-J 1.6 error cod
 
 import json
 import os
+import re
 
 CALL = 2
 CALLRESULT = 3
@@ -84,6 +85,8 @@ def decode(text):
     """(CALL, uid, action, payload) | (CALLRESULT, uid, payload) |
     (CALLERROR, uid, code, description, details); RpcError for malformed input."""
     try:
+        if not is_json(text):
+            raise ValueError
         message = json.loads(text)
     except (ValueError, RuntimeError):  # RuntimeError: CPython's nesting limit
         raise RpcError(FORMATION_VIOLATION, None, "not JSON") from None
@@ -114,6 +117,94 @@ def decode(text):
         _check(message[3], str, uid, kind, "error description")
         _check(message[4], dict, uid, kind, "error details")
     return tuple(message)
+
+
+# Parser states of is_json
+_VALUE, _FIRST_VALUE, _KEY, _FIRST_KEY, _COLON, _AFTER_VALUE = range(6)
+_SPACE = b" \t\n\r"
+_SCALAR = b"-+.0123456789eEtrufalsn"
+_ESCAPES = b'"\\/bfnrt'
+_HEX = b"0123456789abcdefABCDEF"
+_NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$")
+
+
+def is_json(text):
+    """Whether `text` (str or UTF-8 bytes) is one JSON value (RFC 8259). MicroPython's
+    json.loads also accepts missing or extra commas, mismatched brackets, bad escapes and
+    leading zeros; CPython's accepts NaN and Infinity. This check makes both answer alike.
+    It walks bytes: indexing a non-ASCII str is not O(1) on MicroPython."""
+    data = text.encode() if isinstance(text, str) else text
+    view = memoryview(data)
+    stack = []  # the open brackets, as byte values
+    state = _VALUE
+    i = 0
+    n = len(data)
+    while i < n:
+        c = data[i]
+        i += 1
+        if c in _SPACE:
+            continue
+        if state == _AFTER_VALUE:
+            if not stack:
+                return False
+            if c == 0x2C:  # ,
+                state = _KEY if stack[-1] == 0x7B else _VALUE
+            elif c == stack[-1] + 2:  # the closing bracket: [ ] and { } are two apart
+                stack.pop()
+            else:
+                return False
+        elif state == _COLON:
+            if c != 0x3A:  # :
+                return False
+            state = _VALUE
+        elif c == 0x22:  # "
+            i = _string_end(data, view, i)
+            if i < 0:
+                return False
+            state = _COLON if state in (_KEY, _FIRST_KEY) else _AFTER_VALUE
+        elif (state == _FIRST_KEY and c == 0x7D) or (state == _FIRST_VALUE and c == 0x5D):
+            stack.pop()
+            state = _AFTER_VALUE
+        elif state in (_KEY, _FIRST_KEY):
+            return False
+        elif c == 0x5B or c == 0x7B:  # [ {
+            stack.append(c)
+            state = _FIRST_VALUE if c == 0x5B else _FIRST_KEY
+        elif c in _SCALAR:
+            start = i - 1
+            while i < n and data[i] in _SCALAR:
+                i += 1
+            token = str(view[start:i], "utf-8")
+            if token not in ("true", "false", "null") and not _NUMBER.match(token):
+                return False
+            state = _AFTER_VALUE
+        else:
+            return False
+    return state == _AFTER_VALUE and not stack
+
+
+def _string_end(data, view, i):
+    """Index after the string whose opening quote is before `i`; -1 if it is malformed."""
+    while True:
+        end = data.find(b'"', i)
+        if end < 0:
+            return -1
+        escape = data.find(b"\\", i, end)
+        stop = end if escape < 0 else escape
+        if i < stop and min(view[i:stop]) < 0x20:  # raw control character
+            return -1
+        if escape < 0:
+            return end + 1
+        kind = data[escape + 1]
+        if kind == 0x75:  # \uXXXX
+            digits = data[escape + 2 : escape + 6]
+            if len(digits) < 4 or not all(d in _HEX for d in digits):
+                return -1
+            i = escape + 6
+        elif kind in _ESCAPES:
+            i = escape + 2
+        else:
+            return -1
 
 
 def _check(value, kind, uid, message_type, what):

@@ -43,6 +43,8 @@ def run(case):
         return bytes(frame).hex()
     if op == "utf8":
         return ws._valid_utf8(bytes.fromhex(case["data"]))
+    if op == "is_json":
+        return ocppj.is_json(case["text"])
     if op == "decode":  # OCPP-J text -> message or [code, uid, message_type]
         try:
             return list(ocppj.decode(case["text"]))

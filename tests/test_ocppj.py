@@ -93,6 +93,14 @@ MALFORMED = [
     ('"text"', [FV, None, None]),
     ("42", [FV, None, None]),
     ("[]", [FV, None, None]),
+    # syntax errors MicroPython's json.loads alone would let through
+    ('[2 "1" "Heartbeat" {}]', [FV, None, None]),
+    ('[2, "1", "Heartbeat", {},]', [FV, None, None]),
+    ('[2, "1", "Heartbeat", {}}', [FV, None, None]),
+    ('[2, "1", "Heartbeat", {"a" 1}]', [FV, None, None]),
+    ('[2, "1", "Heartbeat", {"a": 01}]', [FV, None, None]),
+    ('[2, "1\\x", "Heartbeat", {}]', [FV, None, None]),
+    ('[2, "1", "Heartbeat", {"a": NaN}]', [FV, None, None]),
     ('["2", "1", "Heartbeat", {}]', [TCV, "1", None]),
     ('[true, "1", "Heartbeat", {}]', [TCV, "1", None]),
     ('[2.0, "1", "Heartbeat", {}]', [TCV, "1", None]),
@@ -175,37 +183,67 @@ def test_random_json_gets_the_callerror_of_the_table_on_both_interpreters():
     assert under_micropython(cases) == results
 
 
-@SETTINGS
-@given(st.text(max_size=40))
-def test_random_text_never_crashes_the_decoder(text):
+def strict_json(text):
+    """CPython's json.loads without its NaN/Infinity extension: the oracle for is_json."""
+
+    def refuse(constant):
+        raise ValueError(constant)
+
     try:
-        ocppj.decode(text)
-    except ocppj.RpcError as error:
-        assert error.code in ocppj.ERROR_CODES
+        json.loads(text, parse_constant=refuse)
+    except (ValueError, RecursionError):
+        return False
+    return True
 
 
-def test_random_text_never_crashes_the_decoder_on_micropython():
-    # MicroPython's JSON parser is laxer than CPython's (it accepts "[1 2]"), so only
-    # "no crash, a valid code" is compared here, not the exact outcome.
-    texts_ = [
-        "[1 2]",
-        "[2,",
-        "[[[[[[[[[[[[[[[[[[[[",
-        "]",
-        "\x00",
-        '[2, "a", "B", {}]x',
-        "nul",
-        '[2,"\\ud800","a",{}]',
-        "1e999999",
-        "-",
-        '"\\u12"',
-        "[" * 5000,
-        "{" * 5000,
-    ]
-    results = under_micropython([{"op": "decode", "text": text} for text in texts_])
-    assert len(results) == len(texts_)
-    for result in results:
-        assert result[0] in ocppj.ERROR_CODES or result[0] in (2, 3, 4)
+# Near-JSON: valid messages with one character inserted, deleted or replaced.
+noise = st.sampled_from(list('[]{},:"\\ 0123-.eE+tnfalsru\txé\x01'))
+edits = st.tuples(st.integers(0, 200), noise, st.sampled_from(["insert", "delete", "replace"]))
+
+
+def edit(text, change):
+    at, char, how = change
+    at = min(at, len(text))
+    if how == "insert":
+        return text[:at] + char + text[at:]
+    return text[:at] + ("" if how == "delete" else char) + text[at + 1 :]
+
+
+near_json = st.builds(
+    edit, messages.map(lambda m: json.dumps(list(m), ensure_ascii=False)), edits
+) | st.text(noise, max_size=12)
+
+
+def test_is_json_matches_cpython_json_on_both_interpreters():
+    cases, results = [], []
+
+    @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(near_json)
+    def check(text):
+        valid = strict_json(text)
+        case = {"op": "is_json", "text": text}
+        assert run(case) is valid
+        cases.append(case)
+        results.append(valid)
+
+    check()
+    assert under_micropython(cases) == results
+
+
+def test_near_json_gets_the_same_answer_on_both_interpreters():
+    cases, results = [], []
+
+    @SETTINGS
+    @given(near_json | st.text(max_size=40))
+    def check(text):
+        case = {"op": "decode", "text": text}
+        result = run(case)
+        assert result[0] in (2, 3, 4) or result[0] in ocppj.ERROR_CODES
+        cases.append(case)
+        results.append(result)
+
+    check()
+    assert under_micropython(cases) == results
 
 
 def test_field_reports_missing_and_mistyped_values():
