@@ -1,9 +1,12 @@
 import json
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
 from host.cli import main
 from host.tools import build
 
-from .conftest import AUTH_KEY
+from .conftest import AUTH_KEY, WIFI_PASSWORD
 
 
 def board_files(root):
@@ -89,3 +92,23 @@ def test_a_damaged_board_manifest_means_copy_everything(repl_board, sim_station,
     assert main(deploy) == 0
     on_board = json.loads((repl_board.root / "deployed.json").read_text())["files"]
     assert "main.py" in on_board and "station.json" in on_board
+
+
+def test_deploy_lands_certificates_as_der_and_logs_no_secret(
+    repl_board, esp32_station, tmp_path, capsys
+):
+    bundle = tmp_path / "esp32"
+    build.build("esp32", bundle)
+    deploy = ["deploy", "--port", repl_board.port, "--station", str(esp32_station)]
+    deploy += ["--bundle", str(bundle), "--root", str(repl_board.root), "--no-restart"]
+    assert main(deploy) == 0
+    out, err = capsys.readouterr()
+    for secret in (AUTH_KEY, WIFI_PASSWORD):
+        assert secret not in out + err
+    ca_der = (repl_board.root / "ca.der").read_bytes()
+    assert ca_der == x509.load_pem_x509_certificate(
+        (tmp_path / "ca.pem").read_bytes()
+    ).public_bytes(serialization.Encoding.DER)
+    config = json.loads((repl_board.root / "station.json").read_text())
+    assert config["ca"] == "ca.der" and config["security_profile"] == 2
+    assert json.loads((repl_board.root / "board.json").read_text())["board"] == "esp32"
