@@ -16,7 +16,7 @@ POLL_MS = 5  # real time between port polls (the wire runs in real time, even in
 class _PtyPort:
     def __init__(self, fd):
         import select
-        import termios
+        import termios  # pyright: ignore[reportMissingImports] (unix port only)
 
         termios.setraw(fd)  # no echo: our own output must never come back as input
         self._file = open(fd, "r+b")
