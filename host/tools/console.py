@@ -35,7 +35,7 @@ def run(args) -> int:
     reader.start()
     with quit_key_ends_line(sys.stdin.fileno()):
         try:
-            send_lines(port, sys.stdin.buffer)
+            send_lines(port, sys.stdin.fileno())
         finally:
             stop.set()
             reader.join(timeout=2)
@@ -56,14 +56,17 @@ def show(port, stop: threading.Event) -> None:
             out.flush()
 
 
-def send_lines(port, lines) -> None:
-    for line in lines:
-        if QUIT in line:
-            line = line.split(QUIT)[0]
-            if line:
-                port.write(line)
+def send_lines(port, fd: int) -> None:
+    """Send what is typed, line by line, until Ctrl-] or the end of input. Reads the file
+    descriptor itself: on a terminal each read returns one line, also one ended by Ctrl-]."""
+    while True:
+        data = os.read(fd, 4096)
+        if not data:
             return
-        port.write(line.rstrip(b"\r\n") + b"\r\n")
+        data, quit_key, _ = data.partition(QUIT)
+        port.write(data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
+        if quit_key:
+            return
 
 
 class quit_key_ends_line:

@@ -53,3 +53,23 @@ def test_console_names_a_missing_port(tmp_path):
     )
     assert result.returncode == 2
     assert "cannot open" in result.stderr
+
+
+def test_on_a_terminal_ctrl_bracket_quits_without_enter():
+    station, station_tty = pty.openpty()
+    tty.setraw(station_tty)
+    keyboard, terminal = pty.openpty()  # the user's terminal, in its usual line mode
+    console = subprocess.Popen(
+        [sys.executable, "-m", "host", "console", "--port", os.ttyname(station_tty)],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+    )
+    try:
+        read_until(keyboard, b"Ctrl-] quits")
+        os.write(keyboard, b"\x1d")
+        assert console.wait(timeout=60) == 0
+    finally:
+        console.kill()
+        for fd in (station, station_tty, keyboard, terminal):
+            os.close(fd)
