@@ -4,10 +4,10 @@ The contactor outputs are driven low first, before anything else is set up, so a
 (watchdog, crash, power-on) always starts with the contactors open.
 """
 
-import time  # pyright: ignore[reportMissingImports]
+import time
 
 import asyncio
-from machine import ADC, PWM, UART, WDT, Pin, Timer, reset  # pyright: ignore[reportMissingImports]
+from machine import ADC, PWM, UART, WDT, Pin, Timer, reset
 from protocol import pilot
 
 _PILOT_SAMPLES = 40  # ADC reads per pilot sample: covers about two 1 kHz PWM periods

@@ -10,7 +10,7 @@ inputs) allocates nothing, so the station's safety path can be proven allocation
 The control surface (`ev(n)`, `set_*`, `meter_fault`) is for tests, the demo and the console.
 """
 
-import time  # pyright: ignore[reportMissingImports]
+import time
 
 import asyncio
 from board.sim_meter import SimMeter
@@ -219,10 +219,10 @@ class Board:
         return now
 
     def ticks_diff(self, a, b):
-        return time.ticks_diff(a, b)
+        return a - b
 
     def ticks_add(self, ticks, delta):
-        return time.ticks_add(ticks, delta)
+        return ticks + delta
 
     def time(self):
         return self._epoch + self.now() // 1000
@@ -238,8 +238,8 @@ class Board:
         if self.speed is not None:
             await asyncio.sleep_ms(ms * 1000 // self._speed_milli)
             return
-        deadline = time.ticks_add(self.now(), ms)
-        while time.ticks_diff(deadline, self.now()) > 0:
+        deadline = self.now() + ms
+        while self.now() < deadline:
             await asyncio.sleep_ms(0)
 
     # Watchdog, guard timer, reset.
@@ -254,13 +254,13 @@ class Board:
         """Call `callback(now_ms)` every `period_ms`, whatever the tasks are doing."""
         self._guard = callback
         self._guard_period = period_ms
-        self._guard_due = time.ticks_add(self.now(), period_ms)
+        self._guard_due = self.now() + period_ms
 
     def _interrupts(self, now):
-        if self._guard is not None and time.ticks_diff(now, self._guard_due) >= 0:
-            self._guard_due = time.ticks_add(now, self._guard_period)
+        if self._guard is not None and now >= self._guard_due:
+            self._guard_due = now + self._guard_period
             self._guard(now)
-        if self._wdt_timeout and time.ticks_diff(now, self._wdt_fed) > self._wdt_timeout:
+        if self._wdt_timeout and now - self._wdt_fed > self._wdt_timeout:
             self.reset()
 
     def reset(self):
@@ -317,10 +317,10 @@ class Board:
         now = self.now()
         for connector in self.connectors:
             start = self._synced_ms
-            if time.ticks_diff(connector.changed_ms, start) > 0:
-                connector.meter.advance(time.ticks_diff(connector.changed_ms, start))
+            if connector.changed_ms > start:
+                connector.meter.advance(connector.changed_ms - start)
                 start = connector.changed_ms
             amps = connector.current_a()
             connector.meter.measure((VOLTAGE_V,) * 3, (amps,) * 3)
-            connector.meter.advance(max(0, time.ticks_diff(now, start)))
+            connector.meter.advance(max(0, now - start))
         self._synced_ms = now
