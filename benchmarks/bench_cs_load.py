@@ -330,6 +330,10 @@ class Generator:
         if late:
             self.failure = f"not booted within {timeout:g} s"
         await asyncio.gather(*late, return_exceptions=True)
+        booted = {client.transport for client in self.clients}
+        for transport in self.transports:
+            if transport not in booted:
+                transport.abort()  # type: ignore[attr-defined]
         return time.perf_counter() - t0
 
     async def closed_loop(self, seconds: float, on_stop) -> list[float]:
@@ -427,6 +431,8 @@ async def measure(kind: str, args: argparse.Namespace, port: int, data_dir: str)
         cpu0 = cpu_seconds(server.pid)
         boot_s = await gen.connect_and_boot(stations, "CP", args.connect_timeout)
         boot_cpu = cpu_seconds(server.pid) - cpu0
+        if not gen.clients:
+            raise SystemExit(f"{kind}: no station booted within {args.connect_timeout:g} s")
         await asyncio.sleep(1)  # let the server settle (garbage, batched writes)
         per_connection = (rss_kib(server.pid) - rss0) * 1024 / max(1, len(gen.clients))
         cpu0 = cpu_seconds(server.pid)
@@ -473,6 +479,8 @@ def report(kind: str, r: dict) -> None:
         f"{kind}: {r['stations']} stations connected and booted in {r['boot_s']:.2f} s; "
         f"server memory {r['bytes_per_connection'] / 1024:.1f} KiB per connection"
     )
+    if r["failed"]:
+        print(f"{kind}: {r['failed']} stations not connected or booted ({r['failure']})")
     print(
         f"{kind}: server CPU {r['boot_cpu_ms']:.2f} ms per connect-and-boot, "
         f"{r['cpu_us_per_msg']:.0f} us per message: {1e6 / r['cpu_us_per_msg']:,.0f} msg/s "
