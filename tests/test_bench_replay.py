@@ -20,6 +20,7 @@ from host.bench import record, report, session
 from host.bench.centralsystem import EmbeddedCentralSystem
 from host.bench.replay import Replay
 from host.bench.target import SimTarget
+from host.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 LIBRARY = sorted((ROOT / "sessions").glob("*.session"))
@@ -317,7 +318,7 @@ def test_record_a_live_sim_session_into_a_session_file():
     recorded = {}
 
     def run_recorder():
-        recorded["text"] = record.record(port, cs_url, listen, 1, 8.0)
+        recorded["text"] = record.record(port, cs_url, ("127.0.0.1", listen), 1, 8.0)
 
     recorder = threading.Thread(target=run_recorder)
     try:
@@ -338,3 +339,19 @@ def test_record_a_live_sim_session_into_a_session_file():
     assert texts.index("ev plug") < texts.index("ev state C") < texts.index("ev unplug")
     assert "expect contactor closed within 10s" in texts
     assert any(t.startswith("expect status Preparing") for t in texts)
+
+
+# ---- the command ------------------------------------------------------------------------------
+
+
+def test_evse_bench_replay_command(tmp_path, capsys):
+    good = tmp_path / "short.session"
+    good.write_text("speed 5\n0s ev plug\n+0s expect pilot B within 2s\n+3s ev unplug\n")
+    assert main(["bench", "replay", str(good), "--report", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "PASS  line 3: expect pilot B within 2s" in out and "1 of 1 sessions passed" in out
+    assert (tmp_path / "out" / "junit.xml").exists()
+    bad = tmp_path / "bad.session"
+    bad.write_text("0s ev plug\n0s ev jump\n")
+    assert main(["bench", "replay", str(good), str(bad)]) == 2  # refused before anything runs
+    assert f"{bad}:2: unknown action ev 'jump'" in capsys.readouterr().err

@@ -7,7 +7,19 @@ from typing import Any
 
 from host.cli import UserError
 
-DEFAULT_LISTEN = 9100  # where a board on a serial port reaches the bench's relay
+DEFAULT_LISTEN = "0.0.0.0:9100"  # where a board on a serial port reaches the bench's relay
+
+
+def listen_address(text: str) -> tuple[str, int]:
+    """[HOST:]PORT for the relay stations connect to."""
+    host, _, port = text.rpartition(":")
+    try:
+        number = int(port)
+    except ValueError:
+        raise UserError(f"--listen {text!r}: use [HOST:]PORT") from None
+    if not 0 <= number <= 65535:
+        raise UserError(f"--listen {text!r}: port must be 0..65535")
+    return host or "0.0.0.0", number
 
 
 def add_parser(subparsers: Any) -> None:
@@ -22,10 +34,8 @@ def add_parser(subparsers: Any) -> None:
     replay.add_argument("--speed", type=float, help="sim clock speed (default: the session's)")
     replay.add_argument(
         "--listen",
-        type=int,
-        default=None,
-        metavar="PORT",
-        help=f"relay port the station connects to (serial targets: default {DEFAULT_LISTEN})",
+        metavar="[HOST:]PORT",
+        help=f"relay the station connects to (sim: a free loopback port; else {DEFAULT_LISTEN})",
     )
     replay.add_argument(
         "--fixture", action="store_true", help="the board has an EV-simulator fixture"
@@ -36,7 +46,7 @@ def add_parser(subparsers: Any) -> None:
     record.add_argument("port", help="the station's console port, e.g. /dev/ttyUSB0")
     record.add_argument("--out", required=True, metavar="FILE", help="session file to write")
     record.add_argument("--cs", required=True, metavar="URL", help="central system to relay to")
-    record.add_argument("--listen", type=int, default=DEFAULT_LISTEN, metavar="PORT")
+    record.add_argument("--listen", default=DEFAULT_LISTEN, metavar="[HOST:]PORT")
     record.add_argument("--duration", metavar="TIME", help="stop after this (default: Ctrl-C)")
     record.add_argument("--connector", type=int, default=1)
     record.set_defaults(func=record_command)
@@ -83,7 +93,8 @@ def replay_command(args: argparse.Namespace) -> int:
     except session.SessionError as e:
         raise UserError(str(e)) from None
     target_for = make_target(args.target, args.speed, args.fixture)
-    listen = args.listen if args.listen is not None else (0 if args.target == "sim" else 9100)
+    default = "127.0.0.1:0" if args.target == "sim" else DEFAULT_LISTEN
+    listen = listen_address(args.listen or default)
     results = []
     for s in sessions:
         print(f"== {s.name} ({s.path})", flush=True)
@@ -125,7 +136,8 @@ def record_command(args: argparse.Namespace) -> int:
             duration = session.parse_duration(args.duration) / 1000
         except ValueError as e:
             raise UserError(str(e)) from None
-    text = record.record(args.port, args.cs, args.listen, args.connector, duration)
+    listen = listen_address(args.listen)
+    text = record.record(args.port, args.cs, listen, args.connector, duration)
     Path(args.out).write_text(text, encoding="utf-8")
     print(f"wrote {args.out}", file=sys.stderr)
     return 0

@@ -49,6 +49,7 @@ class Network:
         self.tag_status = tag_status  # idTag -> status that replaces the CS's answer
         self.latency_s = 0.0
         self.port = 0
+        self.host = "127.0.0.1"
         self.server: Server | None = None
         self.station: ServerConnection | None = None
         self.cs: ClientConnection | None = None
@@ -58,12 +59,15 @@ class Network:
 
     @property
     def url(self) -> str:
+        """Where a station on this machine connects (a board uses this machine's address)."""
         return f"ws://127.0.0.1:{self.port}/ocpp"
 
-    async def start(self, port: int = 0) -> None:
+    async def start(self, port: int = 0, host: str | None = None) -> None:
+        """Listen on host:port (a board on the bench's network needs "0.0.0.0")."""
+        self.host = host or self.host
         self.server = await serve(
             self._connection,
-            "127.0.0.1",
+            self.host,
             port,
             subprotocols=[SUBPROTOCOL],
             compression=None,

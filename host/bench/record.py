@@ -197,7 +197,9 @@ def import_log(lines: list[str], connector: int, station: str | None, path: str)
 # ---- record ------------------------------------------------------------------------------------
 
 
-def record(port: str, cs_url: str, listen: int, connector: int, duration_s: float | None) -> str:
+def record(
+    port: str, cs_url: str, listen: tuple[str, int], connector: int, duration_s: float | None
+) -> str:
     """Watch a live station until duration_s has passed (or Ctrl-C) and return its session."""
     observations: list[Observation] = []
     lock = threading.Lock()
@@ -231,9 +233,9 @@ def record(port: str, cs_url: str, listen: int, connector: int, duration_s: floa
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     net = network.Network(cs_url, on_frame, {})
-    asyncio.run_coroutine_threadsafe(net.start(listen), loop).result(10)
+    asyncio.run_coroutine_threadsafe(net.start(listen[1], listen[0]), loop).result(10)
     link = ConsoleLink(port, on_line)
-    print(f"recording: console {port}, station -> ws://127.0.0.1:{net.port}/ocpp -> {cs_url}")
+    print(f"recording: console {port}, station -> ws://{listen[0]}:{net.port}/ocpp -> {cs_url}")
     started = time.monotonic()
     try:
         while duration_s is None or time.monotonic() - started < duration_s:

@@ -79,7 +79,7 @@ class Replay:
         target: Target,
         cs_url: str | None = None,
         progress: Callable[[str], None] = print,
-        listen: int = 0,
+        listen: tuple[str, int] = ("127.0.0.1", 0),
         silence_s: float = SILENCE_S,
     ):
         self.session = session
@@ -158,7 +158,7 @@ class Replay:
                 cs = EmbeddedCentralSystem(_tags(session))
                 upstream = self._async(cs.start(), 30)
             self.net = network.Network(upstream, self._on_frame, session.tag_status)
-            self._async(self.net.start(self.listen), 10)
+            self._async(self.net.start(self.listen[1], self.listen[0]), 10)
             self._connect()
             self._play()
         except (StationSilent, OSError) as e:
