@@ -164,6 +164,8 @@ class Replay:
         except (StationSilent, OSError) as e:
             result.aborted = f"{e}"
         finally:
+            if self._t0 is not None:  # how far the session got, also when it was cut short
+                result.session_ms = min(self._station_ms() - self._t0, session.end_ms)
             self._teardown()
             if self.net is not None:
                 self._async(self.net.stop(), 10, quiet=True)
@@ -248,7 +250,6 @@ class Replay:
             if step.actor != "expect":
                 self._do(step)
         self._wait(self.session.end_ms)
-        self.result.session_ms = self.session.end_ms
 
     def _wait(self, session_ms: int) -> None:
         """Until the station's clock reaches session_ms. The clock is estimated from the newest
