@@ -228,10 +228,15 @@ def station_command(args: argparse.Namespace) -> int:
         if fields:
             storage.set_station(db, args.id, **fields)
         station = storage.get_station(db, args.id)
+        assert station is not None
+        if station["approval"] == "accepted" and station["registration"] == "Pending":
+            # Approved while waiting: ask it to boot again now rather than at its next retry.
+            trigger = {"requestedMessage": "BootNotification"}
+            storage.enqueue_command(db, args.id, "TriggerMessage", trigger, 600)
+            print(f"{args.id}: asked to send BootNotification again (TriggerMessage queued)")
         db.commit()
     finally:
         db.close()
-    assert station is not None
     if station["security_profile"] in (1, 2) and not station["auth_hash"]:
         print(
             f"warning: {args.id} uses profile {station['security_profile']} but has no "

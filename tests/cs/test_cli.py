@@ -188,3 +188,21 @@ def test_send_to_an_offline_station_waits_then_reports_queued(tmp_path, capsys):
     assert code == 0 and "ClearCache -> CP1: queued" in out
     (command,) = json.loads(evse(capsys, "commands", "--json", "--data", data)[1])
     assert (command["action"], command["state"]) == ("ClearCache", "queued")
+
+
+def test_approving_a_pending_station_triggers_its_boot(tmp_path, capsys):
+    from host.cs import storage
+
+    data = str(tmp_path)
+    evse(capsys, "station", "NEW", "--approval", "pending", "--data", data)
+    db = storage.Db(storage.database_url(data, None))
+    storage.set_station(db, "NEW", registration="Pending")  # as its BootNotification left it
+    db.commit()
+    db.close()
+    code, out, _ = evse(capsys, "station", "NEW", "--approval", "accepted", "--data", data)
+    assert code == 0 and "TriggerMessage queued" in out
+    (command,) = json.loads(evse(capsys, "commands", "--json", "--data", data)[1])
+    assert (command["action"], json.loads(command["payload"])) == (
+        "TriggerMessage",
+        {"requestedMessage": "BootNotification"},
+    )
