@@ -122,6 +122,31 @@ def serve(url: str, ports: "multiprocessing.Queue") -> None:
     asyncio.run(main())
 
 
+def listener_cost(frames: int = 50_000) -> None:
+    """What the web app's listener adds to each station message on the OCPP event loop."""
+    from host.web.live import Live
+
+    sampled = ",".join(
+        f'{{"value":"{i}","measurand":"Energy.Active.Import.Register"}}' for i in range(10)
+    )
+    call = (
+        '[2,"{}","MeterValues",{{"connectorId":1,"transactionId":5,"meterValue":'
+        f'[{{"timestamp":"2026-01-01T00:00:00Z","sampledValue":[{sampled}]}}]}}]'
+    )
+    pairs = [(call.format(i), f'[3,"{i}",{{}}]') for i in range(frames)]
+    for listening in (False, True):
+        live = Live()
+        if listening:
+            live.subscribers.add(asyncio.Queue())  # a dashboard that is never behind
+        started = time.perf_counter()
+        for request, answer in pairs:
+            live("in", "CP1", request)
+            live("out", "CP1", answer)
+        cost = (time.perf_counter() - started) / frames * 1e6
+        who = "one dashboard listening" if listening else "no dashboard listening"
+        print(f"listener cost per MeterValues CALL and answer, {who}: {cost:.1f} us")
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
@@ -209,6 +234,7 @@ def main() -> None:
             process.join(10)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+    listener_cost()
     print(f"{args.requests} requests per kind, {args.clients} concurrent clients (ms):")
     print(f"{'request':24} {'p50':>7} {'p99':>7} {'max':>7}")
     everything: list[float] = []

@@ -690,7 +690,7 @@ def prometheus(cs: "CentralSystem", live: Live, counts: dict[str, Any]) -> str:
     )
     samples: list[tuple[str, Any]] = []
     for action, histogram in sorted(live.latency.items()):
-        for bound, n in zip(LATENCY_BUCKETS, histogram.counts, strict=True):
+        for bound, n in zip(LATENCY_BUCKETS, histogram.cumulative(), strict=False):
             samples.append((_labels(action=action, le=bound), n))
         samples.append((_labels(action=action, le="+Inf"), histogram.n))
     metric(

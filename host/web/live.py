@@ -7,7 +7,10 @@ has committed it, so a dashboard that refetches on an event sees the new rows.
 """
 
 import asyncio
+import bisect
+import itertools
 import logging
+import re
 import time
 from collections import defaultdict
 from typing import Any
@@ -21,26 +24,39 @@ SUBSCRIBER_QUEUE = 1000
 
 
 class Histogram:
+    """Counts per latency bucket (each sample in the first bucket that holds it)."""
+
     __slots__ = ("counts", "total", "n")
 
     def __init__(self) -> None:
-        self.counts = [0] * len(LATENCY_BUCKETS)
+        self.counts = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one is +Inf
         self.total = 0.0
         self.n = 0
 
     def observe(self, seconds: float) -> None:
         self.total += seconds
         self.n += 1
-        for i, bound in enumerate(LATENCY_BUCKETS):
-            if seconds <= bound:
-                self.counts[i] += 1
+        self.counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+
+    def cumulative(self) -> list[int]:
+        return list(itertools.accumulate(self.counts))
+
+
+# The head of an OCPP-J frame: message type, unique id and then, for a CALL, the action or,
+# for a CALLERROR, the error code. The listener reads only this on the stations' hot path;
+# payloads are parsed only while a dashboard listens.
+HEAD = re.compile(r'\s*\[\s*([234])\s*,\s*"((?:[^"\\]|\\.)*)"\s*(?:,\s*"((?:[^"\\]|\\.)*)")?')
+# Answered CALLs the dashboard hears about.
+EVENT_ACTIONS = frozenset(
+    ("StatusNotification", "BootNotification", "StartTransaction", "StopTransaction", "MeterValues")
+)
 
 
 class Live:
     def __init__(self) -> None:
         self.subscribers: set[asyncio.Queue] = set()
-        # CALLs a station sent us, until we answer: station -> uid -> (action, payload, start)
-        self._inbound: dict[str, dict[str, tuple[str, Any, float]]] = defaultdict(dict)
+        # CALLs a station sent us, until we answer: station -> uid -> (action, frame, start)
+        self._inbound: dict[str, dict[str, tuple[str, str, float]]] = defaultdict(dict)
         # CALLs we sent a station, until it answers: station -> uid -> action
         self._outbound: dict[str, dict[str, str]] = defaultdict(dict)
         # (direction, action, result) -> count; result is "ok" or the CALLERROR code
@@ -52,59 +68,57 @@ class Live:
     # ---- listener -----------------------------------------------------------------------
 
     def __call__(self, kind: str, station: str, text: str | None) -> None:
+        if kind in ("connected", "disconnected"):
+            if kind == "disconnected":
+                self._inbound.pop(station, None)
+                self._outbound.pop(station, None)
+            self.publish({"type": "online", "station": station, "online": kind == "connected"})
+            return
+        head = HEAD.match(text or "")
+        if head is None:
+            return  # malformed frames are the server's to answer; nothing to show or count
+        kind_, uid, name = head.groups()
         try:
             if kind == "in":
-                self._frame_in(station, orjson.loads(text))  # type: ignore[arg-type]
-            elif kind == "out":
-                self._frame_out(station, orjson.loads(text))  # type: ignore[arg-type]
-            elif kind in ("connected", "disconnected"):
-                if kind == "disconnected":
-                    self._inbound.pop(station, None)
-                    self._outbound.pop(station, None)
-                self.publish({"type": "online", "station": station, "online": kind == "connected"})
+                self._frame_in(station, kind_, uid, name, text)  # type: ignore[arg-type]
+            else:
+                self._frame_out(station, kind_, uid, name, text)  # type: ignore[arg-type]
         except (orjson.JSONDecodeError, LookupError, TypeError, AttributeError):
-            pass  # malformed frames are the server's to answer; nothing to show or count
+            pass  # a payload without the fields its event needs: schema errors are answered
 
-    def _frame_in(self, station: str, message: list) -> None:
-        if message[0] == 2:
-            self._inbound[station][message[1]] = (message[2], message[3], time.perf_counter())
+    def _frame_in(self, station: str, kind: str, uid: str, name: str | None, text: str) -> None:
+        if kind == "2":
+            if name is not None:
+                self._inbound[station][uid] = (name, text, time.perf_counter())
             return
-        action = self._outbound[station].pop(message[1], None)
+        action = self._outbound[station].pop(uid, None)
         if action is None:
             return
-        result = "ok" if message[0] == 3 else str(message[2])
+        result = "ok" if kind == "3" else str(name)
         self.messages["out", action, result] += 1
-        if message[0] == 4:
+        if kind == "4":
             self.callerrors["in", result] += 1
-        self.publish(
-            {
-                "type": "command",
-                "station": station,
-                "action": action,
-                "result": result,
-                "answer": message[2] if message[0] == 3 else None,
-            }
-        )
+        if self.subscribers:
+            answer = orjson.loads(text)[2] if kind == "3" else None
+            event = {"station": station, "action": action, "result": result, "answer": answer}
+            self.publish({"type": "command"} | event)
 
-    def _frame_out(self, station: str, message: list) -> None:
-        if message[0] == 2:
-            self._outbound[station][message[1]] = message[2]
+    def _frame_out(self, station: str, kind: str, uid: str, name: str | None, text: str) -> None:
+        if kind == "2":
+            self._outbound[station][uid] = str(name)
             return
-        call = self._inbound[station].pop(message[1], None)
-        if message[0] == 4:
-            self.callerrors["out", str(message[2])] += 1
+        call = self._inbound[station].pop(uid, None)
+        result = "ok" if kind == "3" else str(name)
+        if kind == "4":
+            self.callerrors["out", result] += 1
         if call is None:
-            self.messages["in", "unknown", "ok" if message[0] == 3 else str(message[2])] += 1
+            self.messages["in", "unknown", result] += 1
             return
-        action, payload, start = call
+        action, request, start = call
         self.latency[action].observe(time.perf_counter() - start)
-        if message[0] == 4:
-            self.messages["in", action, str(message[2])] += 1
-            return
-        self.messages["in", action, "ok"] += 1
-        event = _event(station, action, payload, message[2])
-        if event is not None:
-            self.publish(event)
+        self.messages["in", action, result] += 1
+        if kind == "3" and self.subscribers and action in EVENT_ACTIONS:
+            self.publish(_event(station, action, orjson.loads(request)[3], orjson.loads(text)[2]))
 
     # ---- subscribers --------------------------------------------------------------------
 
@@ -128,7 +142,7 @@ class Live:
                 queue.put_nowait(None)  # end of stream, in place of the oldest event
 
 
-def _event(station: str, action: str, request: dict, answer: dict) -> dict[str, Any] | None:
+def _event(station: str, action: str, request: dict, answer: dict) -> dict[str, Any]:
     """What the dashboard needs to know about a CALL we have just answered."""
     if action == "StatusNotification":
         return {
@@ -164,4 +178,4 @@ def _event(station: str, action: str, request: dict, answer: dict) -> dict[str, 
             "connector": request["connectorId"],
             "transaction": request.get("transactionId"),
         }
-    return None
+    raise LookupError(action)

@@ -123,9 +123,16 @@ def test_phone_width_and_read_only_role(live: LiveCS, browser: BrowserContext) -
     with live.station("WEB-2"):
         card = page.locator("[data-station='WEB-2']")
         expect(card.locator(".dot")).to_have_class(re.compile(r"\bonline\b"))
-        for view in ("#/stations", "#/station/WEB-2", "#/transactions", "#/log", "#/tags"):
+        views = {
+            "#/stations": "Stations",
+            "#/station/WEB-2": "WEB-2",
+            "#/transactions": "Transactions",
+            "#/log": "Message log",
+            "#/tags": "Id tags",
+        }
+        for view, title in views.items():
             page.goto(live.base + "/" + view)
-            expect(page.locator("main h1")).to_be_visible()
+            expect(page.locator("main h1")).to_contain_text(title)
             width = page.evaluate("() => document.documentElement.scrollWidth")
             assert width <= 390, f"{view} is {width} px wide on a 390 px screen"
         page.goto(live.base + "/#/station/WEB-2")
