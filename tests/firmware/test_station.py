@@ -211,3 +211,19 @@ def test_the_safety_path_allocates_nothing():
     assert connector(result, "charging")["out"]
     # The diode fault holds until the EV unplugs (PWM is off, so it cannot be re-checked).
     assert connector(result, "end")["faults"] == "weld!,diode,pilot_e"
+
+
+def test_an_exception_in_a_step_opens_that_connector_and_latches_hang():
+    # A driver returning junk instead of millivolts makes the step raise inside.
+    result = play_one(
+        CHARGE
+        + [["ev", 2, "B"], ["run", 500], ["ev", 2, "C"], ["run", 1000]]
+        + [["pilot_mv", 1, "junk", "junk"], ["run", 10], ["snap", "broken"]]
+        + [["pilot_mv", 1, None, None], ["run", 500], ["snap", "held"], ["clear", 1]]
+        + [["run", 1000], ["snap", "cleared"]]
+    )
+    broken = connector(result, "broken")
+    assert not broken["out"] and broken["faults"] == "hang!"
+    assert connector(result, "broken", 2)["out"]  # the other connector carries on
+    assert connector(result, "held")["faults"] == "hang!" and not connector(result, "held")["out"]
+    assert connector(result, "cleared")["out"]
