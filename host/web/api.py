@@ -10,11 +10,10 @@ form cannot send (with SameSite=Strict cookies, a second line against CSRF).
 import asyncio
 import concurrent.futures
 import os
-import re
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -23,8 +22,8 @@ import orjson
 from aiohttp import web
 
 from host.cs import commands, schemas, storage
-from host.web import auth, queries, schema
-from host.web.live import LATENCY_BUCKETS, Live
+from host.web import auth, metrics, openapi, queries, schema
+from host.web.live import Live
 
 if TYPE_CHECKING:
     from host.cs.server import CentralSystem
@@ -109,8 +108,6 @@ PAGE = (
     Param("offset", "int", "items to skip", 0, 0, 10**9),
 )
 
-Handler = Callable[["Request"], Awaitable[Any]]
-
 
 @dataclass(frozen=True)
 class Route:
@@ -122,7 +119,6 @@ class Route:
     params: tuple[Param, ...] = ()
     body: dict[str, Any] | None = None
     tag: str = "central system"
-    validator: Any = field(default=None, compare=False)
 
 
 @dataclass
@@ -413,7 +409,7 @@ class Api:
         return r.user
 
     async def openapi(self, r: Request) -> Any:
-        return openapi_document()
+        return openapi.document(ROUTES, COOKIE)
 
     # ---- stations and live status -------------------------------------------------------
 
@@ -597,7 +593,7 @@ class Api:
 
     async def metrics(self, r: Request) -> web.Response:
         counts = await self.read(queries.summary)
-        text = prometheus(self.cs, self.live, counts)
+        text = metrics.prometheus(self.cs, self.live, counts)
         return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 
@@ -631,173 +627,6 @@ def _load_schema(action: str) -> dict[str, Any]:
     return schema
 
 
-# ---- Prometheus ---------------------------------------------------------------------------
-
-
-def _labels(**labels: Any) -> str:
-    def escape(value: Any) -> str:
-        return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-    return "{" + ",".join(f'{k}="{escape(v)}"' for k, v in labels.items()) + "}"
-
-
-def prometheus(cs: "CentralSystem", live: Live, counts: dict[str, Any]) -> str:
-    lines: list[str] = []
-
-    def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, Any]]) -> None:
-        lines.append(f"# HELP {name} {help_text}")
-        lines.append(f"# TYPE {name} {kind}")
-        lines.extend(f"{name}{labels} {value}" for labels, value in samples)
-
-    metric(
-        "evse_cs_connected_stations",
-        "gauge",
-        "Stations with an open WebSocket.",
-        [("", len(cs.sessions))],
-    )
-    metric(
-        "evse_cs_stations",
-        "gauge",
-        "Stations known to the central system.",
-        [("", counts["stations"])],
-    )
-    metric(
-        "evse_cs_faulted_connectors",
-        "gauge",
-        "Connectors reporting a fault.",
-        [("", counts["faulted_connectors"])],
-    )
-    metric(
-        "evse_cs_active_transactions",
-        "gauge",
-        "Transactions not yet stopped.",
-        [("", counts["active_transactions"])],
-    )
-    metric(
-        "evse_cs_messages_total",
-        "counter",
-        "OCPP CALLs by direction (in: from stations), action and result (ok or CALLERROR code).",
-        [
-            (_labels(direction=d, action=a, result=res), n)
-            for (d, a, res), n in sorted(live.messages.items())
-        ],
-    )
-    metric(
-        "evse_cs_callerrors_total",
-        "counter",
-        "CALLERRORs by direction (out: sent by the central system) and error code.",
-        [(_labels(direction=d, code=c), n) for (d, c), n in sorted(live.callerrors.items())],
-    )
-    samples: list[tuple[str, Any]] = []
-    for action, histogram in sorted(live.latency.items()):
-        for bound, n in zip(LATENCY_BUCKETS, histogram.cumulative(), strict=False):
-            samples.append((_labels(action=action, le=bound), n))
-        samples.append((_labels(action=action, le="+Inf"), histogram.n))
-    metric(
-        "evse_cs_handler_latency_seconds",
-        "histogram",
-        "Time from a station's CALL to the central system's answer.",
-        [("_bucket" + labels, n) for labels, n in samples],
-    )
-    lines.extend(
-        f"evse_cs_handler_latency_seconds_{part}{_labels(action=action)} {value}"
-        for action, histogram in sorted(live.latency.items())
-        for part, value in (("sum", f"{histogram.total:.6f}"), ("count", histogram.n))
-    )
-    metric(
-        "evse_cs_commands_queued",
-        "gauge",
-        "Commands waiting for their station.",
-        [("", counts["queued_commands"])],
-    )
-    metric(
-        "evse_cs_calls_awaiting_answer",
-        "gauge",
-        "Commands sent, awaiting the station's answer.",
-        [("", sum(len(s.pending) for s in cs.sessions.values()))],
-    )
-    metric(
-        "evse_cs_storage_queue",
-        "gauge",
-        "Database work queued for the next batch.",
-        [("", len(cs.store._pending))],
-    )  # the Store's queue has no public size
-    metric(
-        "evse_web_event_subscribers",
-        "gauge",
-        "Dashboards receiving live events.",
-        [("", len(live.subscribers))],
-    )
-    return "\n".join(lines) + "\n"
-
-
-# ---- OpenAPI ------------------------------------------------------------------------------
-
-ERROR_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "error": {"type": "string", "description": "what is wrong, naming the field"},
-        "field": {"type": ["string", "null"]},
-    },
-}
-
-
-def openapi_document() -> dict[str, Any]:
-    paths: dict[str, Any] = {}
-    for route in ROUTES:
-        operation: dict[str, Any] = {
-            "summary": route.summary,
-            "operationId": route.handler,
-            "tags": [route.tag],
-            "parameters": [
-                {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-                for name in re.findall(r"{(\w+)}", route.path)
-            ]
-            + [
-                {"name": p.name, "in": "query", "description": p.description, "schema": p.schema()}
-                for p in route.params
-            ],
-            "responses": {
-                "200": {"description": "OK (JSON unless stated)"},
-                "400": {"description": "Bad input", "content": _json(ERROR_SCHEMA)},
-                "401": {"description": "No valid token or session", "content": _json(ERROR_SCHEMA)},
-            },
-        }
-        if route.role is None:
-            operation["security"] = []
-        if route.role == "operator":
-            operation["responses"]["403"] = {"description": "Needs the operator role"}
-        if "{" in route.path:
-            operation["responses"]["404"] = {"description": "No such item"}
-        if route.body is not None:
-            operation["requestBody"] = {"required": True, "content": _json(route.body)}
-        if route.handler == "send":
-            operation["responses"]["202"] = {"description": "Queued or sent, not yet answered"}
-        operation["description"] = f"Role: {route.role or 'none'}."
-        paths.setdefault(route.path, {})[route.method.lower()] = operation
-    return {
-        "openapi": "3.1.0",
-        "info": {
-            "title": "evse central system",
-            "version": "1",
-            "description": "Operate OCPP 1.6J charging stations. List pages take limit and "
-            "offset and answer {items, limit, offset, next_offset[, total]}.",
-        },
-        "components": {
-            "securitySchemes": {
-                "token": {"type": "http", "scheme": "bearer"},
-                "session": {"type": "apiKey", "in": "cookie", "name": COOKIE},
-            }
-        },
-        "security": [{"token": []}, {"session": []}],
-        "paths": paths,
-    }
-
-
-def _json(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"application/json": {"schema": schema}}
-
-
 # ---- the application ----------------------------------------------------------------------
 
 
@@ -828,7 +657,8 @@ def _body_error(error: fastjsonschema.JsonSchemaValueException) -> ApiError:
 
 def _endpoint(api: Api, route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     method = getattr(api, route.handler)
-    known = {p.name for p in route.params}
+    params = {p.name: p for p in route.params}
+    check_body = fastjsonschema.compile(route.body) if route.body is not None else None
 
     async def endpoint(http: web.Request) -> web.StreamResponse:
         try:
@@ -839,17 +669,17 @@ def _endpoint(api: Api, route: Route) -> Callable[[web.Request], Awaitable[web.S
                     raise ApiError(403, f"{route.method} {route.path} needs the operator role")
             query = {p.name: p.default for p in route.params}
             for name, text in http.query.items():
-                if name not in known:
+                if name not in params:
                     raise ApiError(400, f"{name}: unknown query parameter", name)
-                query[name] = route.params[[p.name for p in route.params].index(name)].parse(text)
+                query[name] = params[name].parse(text)
             body = None
-            if route.body is not None:
+            if check_body is not None:
                 try:
                     body = orjson.loads(await http.read())
                 except orjson.JSONDecodeError:
                     raise ApiError(400, "body: not valid JSON", "body") from None
                 try:
-                    route.validator(body)
+                    check_body(body)
                 except fastjsonschema.JsonSchemaValueException as error:
                     raise _body_error(error) from None
             result = await method(Request(http, user, query, body))
@@ -899,24 +729,11 @@ def create_app(cs: "CentralSystem", live: Live, reader: Reader) -> web.Applicati
     app = web.Application(client_max_size=256 * 1024)
     api = Api(cs, live, reader)
     for route in ROUTES:
-        if route.body is not None:
-            object.__setattr__(route, "validator", _validator(route.path, route.method))
         app.router.add_route(route.method, route.path, _endpoint(api, route))
     app.router.add_get("/", _index)
     app.router.add_static("/static/", STATIC_DIR)
     app.on_response_prepare.append(_security_headers)
     return app
-
-
-_validators: dict[tuple[str, str], Any] = {}
-
-
-def _validator(path: str, method: str) -> Any:
-    key = (path, method)
-    if key not in _validators:
-        route = next(r for r in ROUTES if (r.path, r.method) == key)
-        _validators[key] = fastjsonschema.compile(route.body)
-    return _validators[key]
 
 
 async def start(cs: "CentralSystem", db_url: str, host: str, port: int) -> web.AppRunner:
