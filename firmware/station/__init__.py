@@ -103,9 +103,10 @@ class Station:
         return [f for f in self._faults if f.active]
 
     def all_faults(self):
+        """Every possible fault of the station and its connectors, active or not."""
         faults = list(self._faults)
         for connector in self.connectors:
-            faults.extend(connector._faults)
+            faults.extend(connector.fault_slots)
         return faults
 
     def clear(self, connector_id):

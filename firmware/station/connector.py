@@ -45,7 +45,7 @@ class Connector:
         self._duty = pilot.DUTY_OFF
         self._limit_a10 = 0
         self._external_a10 = pilot.MAX_A10
-        self.external_limit = None  # as set, for reading back
+        self._external_limit = None  # as set, for reading back
         self.available = True
         self._permitted = limits.free_vend
         self._closed = False  # commanded
@@ -63,7 +63,7 @@ class Connector:
         self._over_ms = 0
         self._meter_ok_ms = None
         self._meter_seen_ms = now  # a grace period from boot for the first reading
-        self._faults = [Fault(code, number) for code in CONNECTOR_FAULTS]
+        self.fault_slots = [Fault(code, number) for code in CONNECTOR_FAULTS]  # every possible
         (
             self._f_rcd,
             self._f_rcd_selftest,
@@ -75,7 +75,7 @@ class Connector:
             self._f_pilot_f,
             self._f_proximity,
             self._f_hang,
-        ) = self._faults
+        ) = self.fault_slots
         hw.set_contactor(False)
         hw.set_pwm(pilot.DUTY_OFF)
 
@@ -92,13 +92,13 @@ class Connector:
 
     @property
     def external_limit_a(self):
-        return self.external_limit
+        return self._external_limit
 
     @external_limit_a.setter
     def external_limit_a(self, value):
         """Smart charging's limit in amperes; None = none. Below 6 A nothing is offered."""
         self._external_a10 = pilot.MAX_A10 if value is None else max(0, int(value * 10))
-        self.external_limit = value
+        self._external_limit = value
 
     def permit(self, allowed):
         """Authorization: without it the pilot stays at 100 % and the contactor open."""
@@ -109,12 +109,12 @@ class Connector:
         return self._permitted
 
     def faults(self):
-        return [f for f in self._faults if f.active]
+        return [f for f in self.fault_slots if f.active]
 
     def clear(self):
         """Clear latched faults whose cause is gone; True when none stays latched."""
         hw = self.hw
-        for fault in self._faults:
+        for fault in self.fault_slots:
             if not (fault.active and fault.latched):
                 continue
             if fault is self._f_weld and hw.has_feedback and hw.contactor_feedback():
@@ -126,7 +126,7 @@ class Connector:
             if fault is self._f_rcd:
                 self._rcd_trips = 0
             self._station.unlatch(fault)
-        return not any(f.active and f.latched for f in self._faults)
+        return not any(f.active and f.latched for f in self.fault_slots)
 
     # The safety path.
     def step(self, now, thermal_a10, station_stop):
@@ -153,7 +153,7 @@ class Connector:
             self._check_current(now)
 
         stop = station_stop
-        for fault in self._faults:
+        for fault in self.fault_slots:
             if fault.active:
                 stop = True
         limit = min(limits.max_a10, cable_a10, thermal_a10, self._external_a10)
