@@ -182,7 +182,11 @@ def test_reset_stops_the_transaction_first_then_restarts(tmp_path, kind):
     run(scenario())
 
 
-def test_offline_session_is_delivered_in_order_when_the_link_is_back(tmp_path):
+def test_offline_sessions_are_delivered_in_order_when_the_link_is_back(tmp_path):
+    """Connector 1 starts online and goes on offline; connector 2 is authorized online but its
+    EV arrives offline, so its transaction starts offline and gets its transactionId only when
+    the link is back; every later message of it must carry that id."""
+
     async def scenario():
         cs, fw = await booted(tmp_path)
         port = cs.port
@@ -191,22 +195,33 @@ def test_offline_session_is_delivered_in_order_when_the_link_is_back(tmp_path):
             await fw.command("ev 1 C")
             await cs.call(call.RemoteStartTransaction(id_tag="OFF1", connector_id=1))
             await cs.wait(lambda: cs.calls("StartTransaction"), what="start")
+            await cs.call(call.RemoteStartTransaction(id_tag="OFF2", connector_id=2))
+            await cs.wait(lambda: cs.status[2][0] == "Preparing", what="2 authorized")
             await cs.stop()  # closes the connection too
-            # Offline: the session goes on, meter values and the stop are queued on flash.
+            # Offline: sessions go on and start, everything is queued on flash.
+            await fw.command("ev 2 C")
+            await fw.wait_contactor(2, True)
             await asyncio.sleep(3)  # lets a few sampling intervals pass offline
-            await fw.command("ev 1 A")
-            await fw.wait_permitted(1, False)  # the stop is queued
+            for n in (1, 2):
+                await fw.command(f"ev {n} A")
+                await fw.wait_permitted(n, False)  # its stop is queued
             cs2 = CentralSystem()
             cs2.starts, cs2.next_tx = cs.starts, cs.next_tx
             await cs2.start(port=port)
-            await cs2.wait(lambda: cs2.calls("StopTransaction"), timeout=40, what="stop")
-            offline = cs2.log
-            assert len(offline) >= 3 and offline[-1][0] == "StopTransaction"
-            assert offline[-1][2]["reason"] == "EVDisconnected"
-            tx = cs.log[0][1]
-            assert all(entry[1] == tx for entry in offline)
-            times = [e[2]["meterValue"][0]["timestamp"] for e in offline[:-1]]
-            assert times == sorted(times)
+            await cs2.wait(lambda: len(cs2.calls("StopTransaction")) == 2, timeout=40, what="stops")
+            online_tx = cs.log[0][1]
+            offline_start = [e for e in cs2.log if e[0] == "StartTransaction"]
+            assert len(offline_start) == 1 and offline_start[0][2]["connectorId"] == 2
+            offline_tx = offline_start[0][1]
+            for tx, connector in ((online_tx, 1), (offline_tx, 2)):
+                mine = [e for e in cs2.log if e[1] == tx]
+                assert mine[-1][0] == "StopTransaction"
+                assert mine[-1][2]["reason"] == "EVDisconnected"
+                values = [e[2] for e in mine if e[0] == "MeterValues"]
+                assert len(values) >= 2 and all(v["connectorId"] == connector for v in values)
+                times = [v["meterValue"][0]["timestamp"] for v in values]
+                assert times == sorted(times)
+            assert {e[1] for e in cs2.log} == {online_tx, offline_tx}
             await cs2.stop()
         finally:
             await fw.kill()
