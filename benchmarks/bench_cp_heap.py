@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 from ocpp.v16 import call  # noqa: E402
 
 from host import mpy  # noqa: E402
+from host.sim import SimError  # noqa: E402
 from tests.cp_centralsystem import CentralSystem, make_tls  # noqa: E402
 from tests.cp_station import Firmware  # noqa: E402
 
@@ -68,7 +69,7 @@ async def full_session(template: Path, heapsize: int, scheme: str = "wss") -> bo
 
         async def wait(predicate, what, timeout=60.0):
             def ok():
-                if fw.proc is None or fw.proc.returncode is not None or b"Error" in fw.stderr:
+                if not fw.alive() or "MemoryError" in fw.output():
                     raise Failed(what)
                 return predicate()
 
@@ -87,7 +88,7 @@ async def full_session(template: Path, heapsize: int, scheme: str = "wss") -> bo
                 await cs.call(call.RemoteStopTransaction(transaction_id=tx))
             await wait(lambda: len(cs.calls("StopTransaction")) >= 3, "both stopped")
             return True
-        except (Failed, TimeoutError, AssertionError, OSError) as e:
+        except (Failed, SimError, TimeoutError, AssertionError, OSError) as e:
             print(f"  heapsize {heapsize}: {e!r}", file=sys.stderr)
             return False
         finally:
@@ -140,8 +141,8 @@ async def station_only(heapsize: int) -> bool:
                 await fw.command(f"ev {n} C")
             for n in (1, 2):
                 await fw.wait_contactor(n, True)
-            return b"Error" not in fw.stderr
-        except (TimeoutError, AssertionError, OSError):
+            return "MemoryError" not in fw.output()
+        except (SimError, TimeoutError, AssertionError, OSError):
             return False
         finally:
             await fw.kill()

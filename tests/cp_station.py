@@ -1,14 +1,14 @@
-"""The real firmware (firmware/main.py) under micropython with the simulated board, driven over
-its simulator control lines (station/simctl.py) on stdin/stdout."""
+"""The real firmware (firmware/main.py) under micropython with the simulated board, for the
+asyncio tests beside a central system: host.sim.SimStation, its blocking calls run in threads
+so the central system's event loop keeps serving meanwhile."""
 
 import asyncio
 import json
 from pathlib import Path
 
-from host import mpy
+from host.sim import RESET_EXIT, SimStation
 
-MAIN = mpy.FIRMWARE / "main.py"
-RESET_EXIT = 75  # exit status of the simulated board when it resets
+__all__ = ["RESET_EXIT", "Firmware", "LoopThread"]
 
 
 class Firmware:
@@ -17,52 +17,26 @@ class Firmware:
         data_dir.mkdir(parents=True, exist_ok=True)
         config = {"id": cp_id, "url": url, **station}
         (data_dir / "station.json").write_text(json.dumps(config))
-        self.proc: asyncio.subprocess.Process | None = None
-        self.stderr = b""
-        self._lines: asyncio.Queue[dict] = asyncio.Queue()
+        self.sim: SimStation | None = None
 
     async def start(
         self, heapsize: int | None = None, timeout: float = 20, env: dict | None = None
     ) -> None:
-        """Start the firmware; `env`: another module layout (default: sources, mpy.environ())."""
-        argv = mpy.command(MAIN, str(self.data_dir), heapsize=heapsize)
-        self.proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=env or mpy.environ(),
-        )
-        self._lines = asyncio.Queue()
-        loop = asyncio.get_running_loop()
-        loop.create_task(self._read_stdout(self.proc, self._lines))
-        loop.create_task(self._read_stderr(self.proc))
-        ready = await asyncio.wait_for(self._lines.get(), timeout)
-        assert "ready" in ready, ready
+        """Start the firmware; `env`: environment overrides (e.g. a .mpy module layout)."""
+        self.sim = SimStation(self.data_dir, heapsize=heapsize, env=env)
+        await asyncio.to_thread(self.sim.start, timeout)
 
-    async def _read_stdout(self, proc, lines) -> None:
-        assert proc.stdout
-        async for raw in proc.stdout:
-            try:
-                lines.put_nowait(json.loads(raw))
-            except ValueError:
-                lines.put_nowait({"text": raw.decode(errors="replace")})
+    def alive(self) -> bool:
+        return bool(self.sim and self.sim.process and self.sim.process.poll() is None)
 
-    async def _read_stderr(self, proc) -> None:
-        assert proc.stderr
-        async for raw in proc.stderr:
-            self.stderr += raw
+    def output(self) -> str:
+        """Everything the firmware printed (stdout and stderr)."""
+        return "\n".join(self.sim.log) if self.sim else ""
 
     async def command(self, text: str, timeout: float = 10) -> dict:
-        """Send one simulator command, return its answer."""
-        assert self.proc and self.proc.stdin
-        self.proc.stdin.write(text.encode() + b"\n")
-        await self.proc.stdin.drain()
-        while True:
-            reply = await asyncio.wait_for(self._lines.get(), timeout)
-            if {"ok", "error", "status"} & reply.keys():
-                assert "error" not in reply, reply
-                return reply
+        """Send one simulator command, return its answer (an error answer raises)."""
+        assert self.sim
+        return await asyncio.to_thread(self.sim.command, text, timeout)
 
     async def connector(self, n: int) -> dict:
         status = (await self.command("status"))["status"]
@@ -84,14 +58,13 @@ class Firmware:
         await self.wait_connector(n, "permitted", permitted, timeout)
 
     async def wait_exit(self, timeout: float = 20) -> int:
-        assert self.proc
-        return await asyncio.wait_for(self.proc.wait(), timeout)
+        assert self.sim
+        return await asyncio.to_thread(self.sim.wait_exit, timeout)
 
     async def kill(self) -> None:
         """Power cut: SIGKILL, nothing gets to run."""
-        if self.proc and self.proc.returncode is None:
-            self.proc.kill()
-            await self.proc.wait()
+        if self.sim:
+            await asyncio.to_thread(self.sim.kill)
 
 
 class LoopThread:

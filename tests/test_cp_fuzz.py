@@ -99,7 +99,7 @@ def test_frames_that_are_not_calls(charging):
 def test_zz_after_fuzzing_the_session_is_untouched(charging):
     """Runs last in this module (-p no:randomly is the default order): still charging."""
     loop, cs, fw = charging
-    assert fw.proc and fw.proc.returncode is None
+    assert fw.alive()
     assert loop.run(fw.connector(1))["contactor"] is True
     assert not cs.calls("StopTransaction")
     assert cs.status[1][0] == "Charging"
