@@ -1,15 +1,19 @@
-"""The dashboard in real headless Chromium (Debian's, driven by Playwright): log in, watch a
-station come online, start a charge, see Charging and the chart grow, stop it, find it."""
+"""The dashboard in real headless Chromium (Debian's, driven by Playwright): log in, watch the
+simulated firmware station come online, start a charge, see Charging and the chart grow, stop
+it, find it; a phone-sized screen, faults pushed live, and the read-only role."""
 
+import json
 import os
 import re
 import shutil
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import BrowserContext, Page, expect, sync_playwright
 
+from host.sim import SimStation, write_station_config
 from tests.web.conftest import PASSWORD, LiveCS, wait_until
 
 CHROMIUM = "/usr/bin/chromium"
@@ -49,7 +53,37 @@ def points(page: Page) -> int:
     return int(chart.get_attribute("data-points") or 0) if chart.count() else 0
 
 
-def test_charge_from_the_dashboard(live: LiveCS, browser: BrowserContext) -> None:
+BOARD = {
+    "board": "sim",
+    "max_current_a": 32,
+    "phases": 3,
+    "connectors": [{"meter_address": 1}, {"meter_address": 2}],
+    "meter": {"model": "SDM630"},
+    "rcd": {"type": "A"},
+}
+
+
+@pytest.fixture
+def firmware_station(live: LiveCS, tmp_path: Path) -> Iterator[SimStation]:
+    """The station firmware under micropython on the simulated board, connected to `live`."""
+    (tmp_path / "board.json").write_text(json.dumps(BOARD))
+    write_station_config(tmp_path, "SIM-1", f"ws://127.0.0.1:{live.ocpp_port}/ocpp")
+    station = SimStation(tmp_path)
+    yield station
+    station.stop()
+
+
+def send_form(page: Page, operation: str, fields: dict[str, str]) -> None:
+    form = page.locator(f"[data-op={operation}]")
+    for name, value in fields.items():
+        form.locator(f"[name={name}]").fill(value)
+    form.locator("button").click()
+    expect(form.locator(".result")).to_contain_text(": answered")
+
+
+def test_charge_from_the_dashboard(
+    live: LiveCS, browser: BrowserContext, firmware_station: SimStation
+) -> None:
     page = browser.new_page()
     page.set_viewport_size({"width": 1280, "height": 800})
     page.goto(live.base + "/")
@@ -63,52 +97,64 @@ def test_charge_from_the_dashboard(live: LiveCS, browser: BrowserContext) -> Non
     page.click("#login button[type=submit]")
     expect(page.locator("#who")).to_have_text("op (operator)")
     expect(page.locator("#live")).to_have_class(re.compile(r"\bon\b"))
+
+    page.click("[data-nav=tags]")
+    page.fill("#tag-edit [name=id_tag]", "WEBTAG")
+    page.click("#tag-edit button")
+    expect(page.locator("[data-tag=WEBTAG]")).to_be_visible()
+    page.click("[data-nav=stations]")
+    expect(page.locator("main h1")).to_have_text("Stations")
     page.evaluate("() => { window.notReloaded = true; }")
 
-    with live.station("WEB-1") as station:
-        card = page.locator("[data-station='WEB-1']")
-        expect(card.locator(".dot")).to_have_class(re.compile(r"\bonline\b"))
-        expect(card.locator("[data-connector='1']")).to_have_text("1: Available")
-        live.run(station.status(2, "Faulted", "GroundFailure"))
-        expect(card.locator("[data-connector='2']")).to_contain_text("Faulted GroundFailure")
-        expect(page.locator(".problems")).to_contain_text("WEB-1")
-        assert page.evaluate("() => window.notReloaded") is True  # pushed, not reloaded
+    station = firmware_station.start()
+    card = page.locator("[data-station='SIM-1']")
+    expect(card.locator(".dot")).to_have_class(re.compile(r"\bonline\b"))
+    expect(card.locator("[data-connector='1']")).to_have_text("1: Available")
+    assert page.evaluate("() => window.notReloaded") is True  # pushed, not reloaded
 
-        card.locator("a.id").click()
-        form = page.locator("[data-op=remote-start]")
-        form.locator("input[name=idTag]").fill("WEBTAG")
-        form.locator("button").click()
-        link = form.locator(".result a")
-        expect(link).to_have_text(re.compile(r"Transaction \d+"))
-        transaction_id = int(link.inner_text().split()[-1])
-        status = page.locator("[data-connector-row='1'] [data-status]")
-        expect(status).to_have_text("Charging")
+    card.locator("a.id").click()
+    # Sample power and energy every second, so that the chart grows quickly.
+    send_form(page, "change-config", {"key": "MeterValueSampleInterval", "value": "1"})
+    sampled = "Energy.Active.Import.Register,Power.Active.Import"
+    send_form(page, "change-config", {"key": "MeterValuesSampledData", "value": sampled})
+    station.command("power 1 11000")
+    station.command("ev 1 B")  # plugged in
+    form = page.locator("[data-op=remote-start]")
+    form.locator("input[name=idTag]").fill("WEBTAG")
+    form.locator("button").click()
+    link = form.locator(".result a")
+    expect(link).to_have_text(re.compile(r"Transaction \d+"))
+    transaction_id = int(link.inner_text().split()[-1])
+    station.command("ev 1 C")  # the EV asks for charge
+    status = page.locator("[data-connector-row='1'] [data-status]")
+    expect(status).to_have_text("Charging")
 
-        link.click()
-        expect(page.locator("main h1")).to_have_text(f"Transaction {transaction_id}")
-        wait_until(lambda: points(page) >= 2, what="chart drawn")
-        first = points(page)
-        wait_until(lambda: points(page) >= first + 2, what="chart grows")
-        page.click("#stop")
-        expect(page.locator("#tx-details")).to_contain_text("finished")
-        assert station.received[-1] == ("RemoteStopTransaction", {"transactionId": transaction_id})
-        assert page.evaluate("() => window.notReloaded") is True
+    link.click()
+    expect(page.locator("main h1")).to_have_text(f"Transaction {transaction_id}")
+    wait_until(lambda: points(page) >= 2, what="chart drawn")
+    first = points(page)
+    wait_until(lambda: points(page) >= first + 2, what="chart grows")
+    expect(page.locator("#tx-details")).to_contain_text("kW")
+    page.click("#stop")
+    expect(page.locator("#tx-details")).to_contain_text("finished")
+    assert page.evaluate("() => window.notReloaded") is True
+    station.command("ev 1 A")
 
-        page.click("[data-nav=transactions]")
-        page.fill("#filters input[name=station]", "WEB-1")
-        page.click("#filters button[type=submit]")
-        row = page.locator(f"[data-transaction='{transaction_id}']")
-        expect(row).to_contain_text("WEBTAG")
-        expect(row.locator("td.num")).to_have_text(re.compile(r"^\d+\.\d\d$"))
+    page.click("[data-nav=transactions]")
+    page.fill("#filters input[name=station]", "SIM-1")
+    page.click("#filters button[type=submit]")
+    row = page.locator(f"[data-transaction='{transaction_id}']")
+    expect(row).to_contain_text("WEBTAG")
+    expect(row.locator("td.num")).to_have_text(re.compile(r"^\d+\.\d\d$"))
 
-        page.click("[data-nav=stations]")
-        expect(card.locator(".dot")).to_have_class(re.compile(r"\bonline\b"))
+    page.click("[data-nav=stations]")
+    expect(card.locator(".dot")).to_have_class(re.compile(r"\bonline\b"))
+    station.stop()
     expect(card.locator(".dot")).not_to_have_class(re.compile(r"\bonline\b"))
     expect(card).to_have_class(re.compile(r"\boffline\b"))
 
     page.click("#logout")
     expect(page.locator("#login")).to_be_visible()
-    assert live.request("GET", "/api/me", role=None).status == 401
     page.close()
 
 
@@ -120,9 +166,12 @@ def test_phone_width_and_read_only_role(live: LiveCS, browser: BrowserContext) -
     page.fill("input[name=password]", live.tokens["read-only"])  # a token works as well
     page.click("#login button[type=submit]")
     expect(page.locator("#who")).to_have_text("viewer (read-only)")
-    with live.station("WEB-2"):
+    with live.station("WEB-2") as station:
         card = page.locator("[data-station='WEB-2']")
         expect(card.locator(".dot")).to_have_class(re.compile(r"\bonline\b"))
+        live.run(station.status(2, "Faulted", "GroundFailure"))
+        expect(card.locator("[data-connector='2']")).to_contain_text("Faulted GroundFailure")
+        expect(page.locator(".problems")).to_contain_text("WEB-2")
         views = {
             "#/stations": "Stations",
             "#/station/WEB-2": "WEB-2",
