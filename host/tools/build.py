@@ -9,9 +9,11 @@ modules into a custom MicroPython image (for boards short of RAM: frozen code ru
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
 
@@ -71,8 +73,9 @@ def build(target: str, out: Path) -> dict:
         raise UserError(f"unknown target {target!r}: choose one of {', '.join(ARCHITECTURES)}")
     fs = out / "fs"
     shutil.rmtree(fs, ignore_errors=True)
-    files = {}
-    for source, board_path in sources(target):
+
+    def place(source: Path, board_path: str) -> tuple[str, str]:
+        """Put one module into the bundle; returns its path there and its hash."""
         if board_path in SOURCE_MODULES:
             dest = fs / board_path
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -81,8 +84,10 @@ def build(target: str, out: Path) -> dict:
             dest = fs / (board_path[: -len(".py")] + ".mpy")
             dest.parent.mkdir(parents=True, exist_ok=True)
             compile_module(source, board_path, dest, target)
-            board_path = dest.relative_to(fs).as_posix()
-        files[board_path] = sha256(dest)
+        return dest.relative_to(fs).as_posix(), sha256(dest)
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:  # one mpy-cross per module
+        files = dict(pool.map(lambda pair: place(*pair), sources(target)))
     bundle = {"version": version(), "target": target, "files": files}
     (out / "bundle.json").write_text(json.dumps(bundle, indent=1, sort_keys=True) + "\n")
     (out / "manifest.py").write_text(freeze_manifest(target))

@@ -29,11 +29,11 @@ def run(args) -> int:
         port = serial.Serial(args.port, args.baud, timeout=0.2, exclusive=True)
     except (serial.SerialException, OSError) as error:
         raise UserError(f"cannot open {args.port}: {error}") from None
-    print(f"connected to {args.port} at {args.baud} baud; Ctrl-] quits", file=sys.stderr)
     stop = threading.Event()
     reader = threading.Thread(target=show, args=(port, stop), daemon=True)
     reader.start()
     with quit_key_ends_line(sys.stdin.fileno()):
+        print(f"connected to {args.port} at {args.baud} baud; Ctrl-] quits", file=sys.stderr)
         try:
             send_lines(port, sys.stdin.fileno())
         finally:
