@@ -8,13 +8,13 @@ Wi-Fi password, the private key) never appear in an error or a log line.
 """
 
 import base64
+import json
 import re
 import tomllib
 from pathlib import Path
 
 from host.cli import UserError
 
-SECRETS = ("auth_key", "network.wifi.password", "key")
 PROFILES = range(4)
 CHIPS = ("esp32", "esp32s3", "esp32c3", "sim")
 TARGETS = {"esp32": "esp32", "esp32s3": "esp32s3", "esp32c3": "esp32c3", "sim": "unix"}
@@ -74,8 +74,6 @@ class Station:
 
     def device_files(self) -> dict[str, bytes]:
         """Files to write at the root of the station's filesystem, by name."""
-        import json
-
         config = self.config
         files: dict[str, bytes] = {}
         station = {"id": config["id"], "security_profile": config.get("security_profile", 0)}
