@@ -12,6 +12,7 @@ p99 and max per request kind; the target is p99 under 200 ms.
 
 import argparse
 import asyncio
+import json
 import multiprocessing
 import os
 import random
@@ -126,14 +127,11 @@ def listener_cost(frames: int = 50_000) -> None:
     """What the web app's listener adds to each station message on the OCPP event loop."""
     from host.web.live import Live
 
-    sampled = ",".join(
-        f'{{"value":"{i}","measurand":"Energy.Active.Import.Register"}}' for i in range(10)
-    )
-    call = (
-        '[2,"{}","MeterValues",{{"connectorId":1,"transactionId":5,"meterValue":'
-        f'[{{"timestamp":"2026-01-01T00:00:00Z","sampledValue":[{sampled}]}}]}}]'
-    )
-    pairs = [(call.format(i), f'[3,"{i}",{{}}]') for i in range(frames)]
+    energy = "Energy.Active.Import.Register"
+    sampled = [{"value": str(i), "measurand": energy} for i in range(10)]
+    value = {"timestamp": "2026-01-01T00:00:00Z", "sampledValue": sampled}
+    body = json.dumps({"connectorId": 1, "transactionId": 5, "meterValue": [value]})
+    pairs = [(f'[2,"{i}","MeterValues",{body}]', f'[3,"{i}",{{}}]') for i in range(frames)]
     for listening in (False, True):
         live = Live()
         if listening:
