@@ -1,7 +1,9 @@
 import os
+import pty
 import subprocess
 import sys
 import time
+import tty
 from pathlib import Path
 
 import pytest
@@ -105,3 +107,16 @@ def test_flash_names_a_port_in_use(mock_board, tmp_path, capsys):
     with serial.Serial(port, exclusive=True):
         assert main(["flash", "--port", port, "--image", str(image)]) == 2
     assert "in use" in capsys.readouterr().err
+
+
+def test_flash_says_when_no_bootloader_answers(tmp_path, capsys):
+    silent, silent_tty = pty.openpty()  # a serial line with nothing behind it
+    tty.setraw(silent_tty)
+    image = tmp_path / "micropython.bin"
+    image.write_bytes(firmware_image("esp32"))
+    try:
+        assert main(["flash", "--port", os.ttyname(silent_tty), "--image", str(image)]) == 2
+    finally:
+        os.close(silent)
+        os.close(silent_tty)
+    assert "no ESP bootloader answers" in capsys.readouterr().err
