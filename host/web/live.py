@@ -79,12 +79,14 @@ class Live:
             return  # malformed frames are the server's to answer; nothing to show or count
         kind_, uid, name = head.groups()
         try:
+            if "\\" in uid:  # escaped characters: the answer may spell the same id otherwise
+                uid = orjson.loads(f'"{uid}"')
             if kind == "in":
                 self._frame_in(station, kind_, uid, name, text)  # type: ignore[arg-type]
             else:
                 self._frame_out(station, kind_, uid, name, text)  # type: ignore[arg-type]
         except (orjson.JSONDecodeError, LookupError, TypeError, AttributeError):
-            pass  # a payload without the fields its event needs: schema errors are answered
+            pass  # a malformed id, or a payload without the fields of its event: the server answers
 
     def _frame_in(self, station: str, kind: str, uid: str, name: str | None, text: str) -> None:
         if kind == "2":

@@ -59,3 +59,45 @@ def test_user_bad_input_is_a_clear_error(tmp_path, capsys, monkeypatch) -> None:
     assert code == 2 and "at least 8 characters" in err
     with pytest.raises(SystemExit):
         cli.main(["cs", "user", "add", "carol", "--role", "admin", *data])
+
+
+def test_serve_runs_the_dashboard_beside_the_ocpp_server(tmp_path) -> None:
+    import re
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
+
+    data = ["--data", str(tmp_path)]
+    token = subprocess.run(
+        [sys.executable, "-m", "host", "cs", "user", "add", "ops", "--role", "read-only", *data],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    ports = ["--ocpp-port", "0", "--http-port", "0", "--web-port", "0"]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "host", "cs", "serve", *data, *ports],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        address = None
+        for _ in range(3):
+            line = server.stdout.readline()
+            found = re.search(r"dashboard and REST API: (http://\S+/)", line)
+            address = found.group(1) if found else address
+        assert address, "serve did not print the dashboard address"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(address + "api/summary", timeout=10)
+        assert refused.value.code == 401
+        request = urllib.request.Request(
+            address + "api/summary", headers={"Authorization": f"Bearer {token}"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert json.loads(response.read())["stations"] == 0
+    finally:
+        server.terminate()
+        server.wait(10)
