@@ -239,12 +239,17 @@ VIEWS.stations = async (main, arg, params) => {
   $('#pager').append(pager(page, params, (o) => go('stations', { q, filter, offset: o })));
   const refreshSummary = debounce(async () => showSummary(await api('GET', '/api/summary')), 500);
   const reload = debounce(render, 1000);
-  view.onEvent = (event) => {
+  const redraw = (station) => {
+    grid.querySelector(`[data-station="${CSS.escape(station.id)}"]`).outerHTML = stationCard(station);
+    showProblems();
+  };
+  view.onEvent = async (event) => {
     const station = byId.get(event.station);
     if (station && applyStationEvent(station, event)) {
-      const card = grid.querySelector(`[data-station="${CSS.escape(station.id)}"]`);
-      card.outerHTML = stationCard(station);
-      showProblems();
+      redraw(station);
+    } else if (station && event.type === 'boot') { // vendor, model, firmware may have changed
+      Object.assign(station, await api('GET', `/api/stations/${enc(station.id)}`));
+      redraw(station);
     } else if (!station && event.type === 'online' && !offset) {
       reload(); // a station we have not listed yet
     }
