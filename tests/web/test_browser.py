@@ -48,6 +48,15 @@ def browser() -> Iterator[BrowserContext]:
             shutil.rmtree(profile, ignore_errors=True)
 
 
+@pytest.fixture
+def page(browser: BrowserContext) -> Iterator[Page]:
+    """A new tab, logged out (tests do not depend on each other's session)."""
+    browser.clear_cookies()
+    tab = browser.new_page()
+    yield tab
+    tab.close()
+
+
 def points(page: Page) -> int:
     chart = page.locator("svg[data-points]")
     return int(chart.get_attribute("data-points") or 0) if chart.count() else 0
@@ -81,10 +90,7 @@ def send_form(page: Page, operation: str, fields: dict[str, str]) -> None:
     expect(form.locator(".result")).to_contain_text(": answered")
 
 
-def test_charge_from_the_dashboard(
-    live: LiveCS, browser: BrowserContext, firmware_station: SimStation
-) -> None:
-    page = browser.new_page()
+def test_charge_from_the_dashboard(live: LiveCS, page: Page, firmware_station: SimStation) -> None:
     page.set_viewport_size({"width": 1280, "height": 800})
     page.goto(live.base + "/")
     expect(page.locator("#login")).to_be_visible()
@@ -156,11 +162,9 @@ def test_charge_from_the_dashboard(
 
     page.click("#logout")
     expect(page.locator("#login")).to_be_visible()
-    page.close()
 
 
-def test_phone_width_and_read_only_role(live: LiveCS, browser: BrowserContext) -> None:
-    page = browser.new_page()
+def test_phone_width_and_read_only_role(live: LiveCS, page: Page) -> None:
     page.set_viewport_size({"width": 390, "height": 844})
     page.goto(live.base + "/")
     page.fill("input[name=name]", "viewer")
@@ -188,4 +192,3 @@ def test_phone_width_and_read_only_role(live: LiveCS, browser: BrowserContext) -
         page.goto(live.base + "/#/station/WEB-2")
         expect(page.locator("#st-ops")).to_contain_text("Read-only role")
         assert page.locator("form[data-op]").count() == 0
-    page.close()
