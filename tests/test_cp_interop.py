@@ -5,11 +5,14 @@ cp_centralsystem.Wire)."""
 
 import asyncio
 import base64
+import json
 
 import pytest
 from ocpp.v16 import call
 
+from host import mpy
 from tests.cp_centralsystem import CentralSystem, make_tls
+from tests.cp_driver import TESTS
 from tests.cp_station import RESET_EXIT, Firmware
 
 
@@ -64,7 +67,10 @@ def test_boot_authorize_remote_start_meter_values_remote_stop(tmp_path):
             stop = (await cs.wait(lambda: cs.calls("StopTransaction")))[0]
             assert stop["transactionId"] == tx and stop["reason"] == "Remote"
             assert stop["meterStop"] >= start["meterStart"]
-            assert stop["transactionData"][0]["sampledValue"][0]["context"] == "Transaction.Begin"
+            begin, end = stop["transactionData"]
+            assert begin["sampledValue"][0]["context"] == "Transaction.Begin"
+            assert end["sampledValue"][0]["context"] == "Transaction.End"
+            assert (begin["timestamp"], end["timestamp"]) == (start["timestamp"], stop["timestamp"])
             await cs.wait(lambda: cs.status[1][0] == "Finishing", what="Finishing")
             await fw.wait_contactor(1, False)
             await fw.command("ev 1 A")
@@ -331,5 +337,31 @@ def test_minimum_status_duration_hides_short_lived_states(tmp_path):
         finally:
             await fw.kill()
             await cs.stop()
+
+    run(scenario())
+
+
+def test_data_transfer_to_the_central_system(tmp_path):
+    async def scenario():
+        cs = await CentralSystem().start()
+        flash = tmp_path / "flash"
+        Firmware(flash, cs.url())  # writes station.json
+        argv = mpy.command(TESTS / "mp_cp_datatransfer.py", str(flash))
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdout=asyncio.subprocess.PIPE, env=mpy.environ()
+        )
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), 30)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+            await cs.stop()
+        lines = [json.loads(line) for line in out.decode().splitlines()]
+        assert lines == [{"before_accepted": "refused"}, {"status": "UnknownVendorId"}]
+        assert cs.calls("DataTransfer") == [
+            {"vendorId": "evse", "messageId": "ping", "data": "hello"}
+        ]
+        sent = [m[2] for who, m in cs.frames if who == "cp" and m[0] == 2]
+        assert sent.index("BootNotification") < sent.index("DataTransfer")
 
     run(scenario())

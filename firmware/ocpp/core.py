@@ -67,6 +67,7 @@ class Session:
         self.tx = None  # local transaction id (the queue maps it to the central system's)
         self.tag = None  # idTag of the transaction
         self.begin = None  # Transaction.Begin sampled values
+        self.started = 0  # board time the transaction started
         self.ready = None  # idTag authorized, waiting for the EV to be plugged in
         self.ready_until = 0
         self.finished = False  # transaction over, EV still plugged in
@@ -86,6 +87,7 @@ class ChargePoint:
         self.cache = Cache(board.data_dir)
         self.sessions = [Session(0, station)] + [Session(c.id, c) for c in station.connectors]
         self.link = None  # the Link, once there is one (for WebSocketPingInterval)
+        self.rpc = None
         self.accepted = False  # BootNotification accepted since power-up
         self.online = False
         self.auth_requests = []  # [session, idTag] to send as Authorize
@@ -157,6 +159,7 @@ class ChargePoint:
         if s.tx is None:
             return  # storage full: no new transaction until the backlog drains
         s.tag = tag
+        s.started = now
         s.begin = self.sample(s, self.config.measurands("StopTxnSampledData"), "Transaction.Begin")
         s.next_sample = now + self.config.get("MeterValueSampleInterval")
         s.connector.permit(True)
@@ -170,7 +173,7 @@ class ChargePoint:
         data = None
         if s.begin is not None:
             data = [
-                {"timestamp": isotime.format(now), "sampledValue": s.begin},
+                {"timestamp": isotime.format(s.started), "sampledValue": s.begin},
                 {"timestamp": isotime.format(now), "sampledValue": end},
             ]
         self._push_stop(s.tx, s.tag, meter, now, reason, data)
@@ -397,7 +400,20 @@ class ChargePoint:
 
     # ---- central system -> charge point
 
+    async def data_transfer(self, vendor_id, message_id=None, data=None):
+        """DataTransfer to the central system (for other modules, e.g. the console): its
+        answer payload. Raises OSError while not online (nothing goes before Accepted)."""
+        if not self.online or self.rpc is None:
+            raise OSError("offline")
+        payload = {"vendorId": vendor_id}
+        if message_id is not None:
+            payload["messageId"] = message_id
+        if data is not None:
+            payload["data"] = data
+        return await self.rpc.call("DataTransfer", payload, CALL_TIMEOUT_S)
+
     def register(self, rpc):
+        self.rpc = rpc
         for action in inbound.SHAPES:
             rpc.handle(action, self._checked(action, getattr(self, "on_" + action)))
         for action in OTHER_ACTIONS:
