@@ -115,13 +115,11 @@ async def smallest_heap() -> None:
         make_backlog(template)
         journal = (template / "txqueue.jnl").stat().st_size
         wss = await smallest(lambda size: full_session(template, size, "wss"), 8192, 512 * 1024)
-        ws = await smallest(lambda size: full_session(template, size, "ws"), 8192, 512 * 1024)
     baseline = await smallest(station_only, 4096, 256 * 1024)
     print(
         json.dumps(
             {
                 "smallest_heapsize_full_session_tls_2_connectors_1000_backlog": wss,
-                "same_without_tls": ws,
                 "baseline_smallest_heapsize_without_ocpp": baseline,
                 "backlog_on_flash_bytes": journal,
             }
