@@ -57,15 +57,14 @@ def make_backlog(flash: Path) -> None:
     subprocess.run(argv, check=True, env=mpy.environ(), capture_output=True, timeout=120)
 
 
-async def full_session(template: Path, heapsize: int, scheme: str = "wss") -> bool:
-    """True when the firmware with `heapsize` bytes of heap delivers the backlog (over TLS for
-    wss) and runs a transaction on both connectors."""
+async def full_session(template: Path, heapsize: int) -> bool:
+    """True when the firmware with `heapsize` bytes of heap delivers the backlog over TLS and
+    runs a transaction on both connectors."""
     with tempfile.TemporaryDirectory() as tmp:
         flash = Path(tmp) / "flash"
         shutil.copytree(template, flash)
-        tls = make_tls(flash) if scheme == "wss" else None
-        cs = await CentralSystem().start(ssl=tls)
-        fw = Firmware(flash, cs.url(scheme), **({"ca": "ca.der"} if tls else {}))
+        cs = await CentralSystem().start(ssl=make_tls(flash))
+        fw = Firmware(flash, cs.url("wss"), ca="ca.der")
 
         async def wait(predicate, what, timeout=60.0):
             def ok():
@@ -114,7 +113,7 @@ async def smallest_heap() -> None:
         template = Path(tmp) / "backlog"
         make_backlog(template)
         journal = (template / "txqueue.jnl").stat().st_size
-        wss = await smallest(lambda size: full_session(template, size, "wss"), 8192, 512 * 1024)
+        wss = await smallest(lambda size: full_session(template, size), 8192, 512 * 1024)
     baseline = await smallest(station_only, 4096, 256 * 1024)
     print(
         json.dumps(
