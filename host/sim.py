@@ -9,6 +9,7 @@ import json
 import os
 import queue
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -174,6 +175,9 @@ def add_parser(subparsers):
     parser.add_argument(
         "--url", help="central system, ws:// or wss://; the station connects to URL/ID"
     )
+    parser.add_argument(
+        "--console", action="store_true", help="bench console on a pseudo-terminal (path printed)"
+    )
     parser.set_defaults(func=run)
 
 
@@ -201,5 +205,12 @@ def run(args):
             write_station_config(station.data_dir, args.id, args.url)
         except ValueError:
             raise UserError(f"{station.data_dir / 'station.json'} is not valid JSON") from None
-    done = subprocess.run(station.argv(), env=station.environ(), cwd=os.getcwd())
+    env, fds = station.environ(), []
+    if args.console:  # the bench console, reached with pyserial like a board's serial port
+        from host.bench.link import CONSOLE_FD_ENV, open_pty
+
+        master, path = open_pty()
+        env[CONSOLE_FD_ENV], fds = str(master), [master]
+        print(f"console: {path}", file=sys.stderr, flush=True)
+    done = subprocess.run(station.argv(), env=env, cwd=os.getcwd(), pass_fds=fds)
     return done.returncode

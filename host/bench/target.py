@@ -93,17 +93,13 @@ class SimTarget(Target):
         self.cs_url = cs_url
         self._write_config(cs_url)
         master, path = open_pty()
-        program = (
-            "import app\nfrom board import read_config, sim\n"
-            f"d = {str(self.data_dir)!r}\n"
-            f"app.run(d, sim.Board(d, config=read_config(d), speed={float(self.speed)!r}))\n"
-        )
-        env = dict(os.environ, MICROPYPATH=f"{firmware_path()}:.frozen")
+        fs = firmware_path()
+        env = dict(os.environ, MICROPYPATH=f"{fs}:.frozen", EVSE_SIM_SPEED=str(self.speed))
         env[CONSOLE_FD_ENV] = str(master)
         try:
             stderr = open(self.data_dir / "stderr.log", "ab")  # noqa: SIM115 (the child keeps it)
             self.proc = subprocess.Popen(
-                [mpy.executable(), "-c", program],
+                mpy.command(fs / "main.py", str(self.data_dir)),
                 env=env,
                 pass_fds=[master],
                 stdin=subprocess.PIPE,  # the sim's stdin control stays quiet
