@@ -4,6 +4,7 @@ a real pseudo-terminal under micropython, talked to with pyserial as a bench wou
 import json
 import os
 import subprocess
+import sys
 import time
 
 import pytest
@@ -245,3 +246,29 @@ def test_control_loop_runs_while_a_line_is_half_sent_or_nobody_listens(station):
     port.write(b"\n#2 time\n")
     assert read_until(port, lambda s: s.startswith("ok #2"))[-1]
     port.close()
+
+
+def test_evse_sim_console_serves_the_real_station(tmp_path):
+    """`evse sim --console`: the real firmware's console on a pseudo-terminal, like a board."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "host", "sim", "--data", str(tmp_path), "--console"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert proc.stderr is not None
+        path = proc.stderr.readline().strip().removeprefix("console: ")
+        port = serial.Serial(path, 115200, timeout=0.2)
+        sync(port)
+        assert ask(port, "ev 1 state B", 1)[0] == "ok #1"
+        read_until(port, lambda line: line.endswith(" pilot 1 B"))  # debounced by the station
+        reply, events = ask(port, "status", 2)
+        assert reply == "ok #2"
+        assert any(e.split()[2:5] == ["state", "1", "pilot=B"] for e in events)
+        port.close()
+    finally:
+        proc.kill()
+        proc.wait(5)
