@@ -10,7 +10,7 @@ MPY_OUT := build/mpy-check
 .PHONY: run test lint typecheck compile pytest benchmarks clean
 
 run: $(STAMP)
-	$(BIN)/evse demo
+	$(BIN)/evse run
 
 test: lint typecheck compile pytest
 

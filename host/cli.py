@@ -19,6 +19,7 @@ COMMANDS: tuple[str, ...] = (
     "host.tools.console",
     "host.sim",
     "host.demo",
+    "host.run",
 )
 
 

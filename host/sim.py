@@ -45,6 +45,7 @@ class SimStation:
     def start(self, timeout=10.0):
         """Start the firmware and wait until it reports ready."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.lines, self._replies = queue.Queue(), queue.Queue()  # nothing left from a last run
         self.process = subprocess.Popen(
             self.argv(),
             stdin=subprocess.PIPE,

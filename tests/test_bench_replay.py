@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -21,6 +20,7 @@ from host.bench.centralsystem import EmbeddedCentralSystem
 from host.bench.replay import Replay
 from host.bench.target import SimTarget
 from host.cli import main
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 LIBRARY = sorted((ROOT / "sessions").glob("*.session"))
@@ -296,12 +296,6 @@ def test_import_names_the_bad_line():
 
 
 # ---- record ---------------------------------------------------------------------------------
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_record_a_live_sim_session_into_a_session_file():

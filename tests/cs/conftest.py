@@ -8,7 +8,6 @@ import glob
 import itertools
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -20,14 +19,9 @@ from ocpp.routing import on
 from ocpp.v16 import ChargePoint, call_result
 
 from host.cs import server, storage
+from tests.ports import free_port
 
 BACKENDS = ("sqlite", "postgresql")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -41,7 +35,7 @@ def postgres() -> Iterator[str]:
     as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     if as_postgres:
         shutil.chown(root, "postgres")
-    data, port = os.path.join(root, "data"), _free_port()
+    data, port = os.path.join(root, "data"), free_port()
     subprocess.run(
         [*as_postgres, f"{bindir}/initdb", "-D", data, "-U", "evse", "-A", "trust", "-E", "UTF8"],
         check=True,

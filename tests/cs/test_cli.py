@@ -6,7 +6,6 @@ import csv
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -16,6 +15,7 @@ from ocpp.v16 import call
 
 from host.cli import main
 from tests.cs.conftest import run, station, wait_for
+from tests.ports import free_port
 
 T0 = "2026-11-26T10:00:00Z"
 
@@ -24,12 +24,6 @@ def evse(capsys, *argv):
     code = main(["cs", *argv])
     out, err = capsys.readouterr()
     return code, out, err
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,62 @@
+"""`evse run` (what `make run` runs): central system, dashboard and a simulated station."""
+
+import json
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+from tests.ports import free_port
+
+
+def test_run_starts_the_stack_and_a_remote_start_charges(tmp_path):
+    ocpp, http, web = free_port(), free_port(), free_port()
+    argv = [sys.executable, "-m", "host", "run", "--data", str(tmp_path)]
+    argv += ["--ocpp-port", str(ocpp), "--http-port", str(http), "--web-port", str(web)]
+    process = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x) for x in process.stdout], daemon=True).start()
+
+    def wait_for(predicate, timeout=60.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = lines.get(timeout=deadline - time.monotonic())
+            except queue.Empty:
+                break
+            if predicate(line):
+                return line
+        raise AssertionError("expected output did not appear")
+
+    try:
+        dashboard = wait_for(lambda line: line.startswith("Dashboard:"))
+        assert f"http://127.0.0.1:{web}/" in dashboard
+        password = dashboard.split("password ")[1].rstrip(")\n")
+        assert (tmp_path / "cs" / "operator-password").read_text().strip() == password
+        with urllib.request.urlopen(f"http://127.0.0.1:{web}/", timeout=10) as page:
+            assert page.status == 200
+
+        start = json.dumps({"connectorId": 1, "idTag": "DEMO"})
+        sent = subprocess.run(
+            [sys.executable, "-m", "host", "cs", "send", "SIM-001", "RemoteStartTransaction"]
+            + [start, "--data", str(tmp_path / "cs")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert sent.returncode == 0, sent.stderr
+        assert '"Accepted"' in sent.stdout
+        wait_for(lambda line: " closed " in line and " W " in line and "7400 W" in line)
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            code = process.wait(timeout=30)
+        finally:
+            process.kill()
+    assert code == 0
+    assert (tmp_path / "SIM-001" / "station.json").exists()
