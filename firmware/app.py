@@ -1,6 +1,13 @@
 """The station application: board, station, the control task and its supervisor, and the
 optional tasks (OCPP, console) that hook in at the marked lines of `App.main`.
 
+Two clocks, one rule. Board time (`board.ticks_ms()`, `sleep_ms`, `time()`) is what charging
+logic counts in: debounce, fault timers, meter and OCPP intervals. Real time (`board.real_ms()`,
+`real_sleep_ms`) paces and guards CPU work, which no simulation makes faster: the control period,
+the stall guard and the watchdog count in it. On a board both are the same clock; the simulated
+board runs board time `speed` times faster, so there one control period is
+CONTROL_PERIOD_MS * speed of board time, and a busy host is not mistaken for a hung board.
+
 Safety supervision, in layers that no other work can starve:
 - the control task steps the station every CONTROL_PERIOD_MS and records when a step completed;
 - a hardware timer (the guard) opens every contactor when steps stop for STALL_MS, whatever
@@ -17,6 +24,7 @@ import asyncio
 from board import load, path
 from station import Station
 
+# Real time, all three.
 CONTROL_PERIOD_MS = 10
 STALL_MS = 100  # no completed step for this long: contactors open (IEC 61851-1 allows 100 ms)
 GUARD_PERIOD_MS = 20
@@ -38,13 +46,13 @@ class App:
         self.config = self.board.config
         self.station_config = read_station_config(data_dir)
         self.station = Station(self.board, self.config)
-        self.last_step_ms = self.board.ticks_ms()
+        self.stepped_ms = self.board.real_ms()  # real time the last step completed
         self.crashed = False
 
     def start(self):
         """Start the control task and its supervision (inside the running event loop)."""
         board = self.board
-        self.last_step_ms = board.ticks_ms()
+        self.stepped_ms = board.real_ms()
         asyncio.get_event_loop().set_exception_handler(self._on_crash)
         board.start_guard(GUARD_PERIOD_MS, self._guard)
         board.wdt_start(int(self.config.get("watchdog_ms", 2000)))
@@ -73,33 +81,34 @@ class App:
 
     async def _control(self):
         board, station = self.board, self.station
-        due = board.ticks_ms()
+        due = board.real_ms()
         while True:
             now = board.ticks_ms()
             station.step(now)
-            self.last_step_ms = now
+            self.stepped_ms = board.real_ms()
             station.service(now)
             due = board.ticks_add(due, CONTROL_PERIOD_MS)
-            wait = board.ticks_diff(due, board.ticks_ms())
+            wait = board.ticks_diff(due, board.real_ms())
             if wait < 0:  # overrun: keep the period from now on
-                due = board.ticks_ms()
+                due = board.real_ms()
                 wait = 0
-            await board.sleep_ms(wait)
+            await board.real_sleep_ms(wait)
 
-    def _healthy(self, now):
-        return not self.crashed and self.board.ticks_diff(now, self.last_step_ms) < STALL_MS
+    def _healthy(self):
+        board = self.board
+        return not self.crashed and board.ticks_diff(board.real_ms(), self.stepped_ms) < STALL_MS
 
     async def _supervise(self):
         board = self.board
         period = int(self.config.get("watchdog_ms", 2000)) // 4
         while True:
-            if self._healthy(board.ticks_ms()):
+            if self._healthy():
                 board.wdt_feed()
-            await board.sleep_ms(period)
+            await board.real_sleep_ms(period)
 
     def _guard(self, now):
         """Timer interrupt: a stalled control loop must not leave a contactor closed."""
-        if not self._healthy(now):
+        if not self._healthy():
             self.station.open_all(now, "crash" if self.crashed else "stall", self.crashed)
 
     def _on_crash(self, loop, context):

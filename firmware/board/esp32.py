@@ -157,6 +157,10 @@ class Board:
     async def sleep_ms(self, ms):
         await asyncio.sleep_ms(ms)
 
+    # The app's real-time clock (control period, supervision): on the board, board time.
+    real_ms = ticks_ms
+    real_sleep_ms = sleep_ms
+
     def temperature_c(self):
         if self._temperature is None:
             return 25
@@ -170,7 +174,7 @@ class Board:
             self._wdt.feed()
 
     def start_guard(self, period_ms, callback):
-        """Call `callback(now_ms)` from a hardware timer, whatever the tasks are doing."""
+        """Call `callback(ticks_ms)` from a hardware timer, whatever the tasks are doing."""
         self._timer = Timer(0)
         self._timer.init(
             mode=Timer.PERIODIC, period=period_ms, callback=lambda _: callback(time.ticks_ms())

@@ -1,9 +1,12 @@
 """The simulated board for the unix port: virtual pins, simulated EVs, RCDs, contactors with
 feedback, a temperature sensor and Modbus meters on a simulated RS-485 bus.
 
-Clock: `speed` > 0 runs board time at that multiple of real time; `speed=None` is a manual
-clock that only `advance(ms)` moves (deterministic tests). Hardware "interrupts" (the watchdog
-and the guard timer) are delivered whenever board time is read or advanced.
+Clocks: board time (`ticks_ms`, `sleep_ms`, `time`) runs at `speed` times real time; real time
+(`real_ms`, `real_sleep_ms`) is the host's, which CPU work runs to, so the app paces and
+supervises its control loop in it (see app.py). `speed=None` is a manual clock that only
+`advance(ms)` moves and that serves as both (deterministic tests). Hardware "interrupts" (the
+watchdog and the guard timer, both counting real time) are delivered whenever board time is
+read or advanced.
 
 Everything the control loop calls per step (`sample_pilot`, `set_pwm`, `set_contactor`, the
 inputs) allocates nothing, so the station's safety path can be proven allocation-free here.
@@ -206,12 +209,18 @@ class Board:
         self.resets = 0
 
     # Time.
-    def now(self):
-        """Board time without delivering interrupts (ms since start; the unix port's ticks
-        period is 2**62, so it never wraps)."""
+    def real_ms(self):
+        """Real ms since start, without delivering interrupts (the unix port's ticks period is
+        2**62, so it never wraps); the manual clock when there is one."""
         if self.speed is None:
             return self._manual_ms
-        return time.ticks_diff(time.ticks_ms(), self._t0) * self._speed_milli // 1000
+        return time.ticks_diff(time.ticks_ms(), self._t0)
+
+    def now(self):
+        """Board time without delivering interrupts (ms since start)."""
+        if self.speed is None:
+            return self._manual_ms
+        return self.real_ms() * self._speed_milli // 1000
 
     def ticks_ms(self):
         now = self.now()
@@ -235,32 +244,39 @@ class Board:
         self._interrupts(self.now())
 
     async def sleep_ms(self, ms):
+        """Sleep `ms` of board time."""
+        await self.real_sleep_ms(ms if self.speed is None else ms * 1000 // self._speed_milli)
+
+    async def real_sleep_ms(self, ms):
+        """Sleep `ms` of real time."""
         if self.speed is not None:
-            await asyncio.sleep_ms(ms * 1000 // self._speed_milli)
+            await asyncio.sleep_ms(ms)
             return
-        deadline = self.now() + ms
-        while self.now() < deadline:
+        deadline = self._manual_ms + ms
+        while self._manual_ms < deadline:
             await asyncio.sleep_ms(0)
 
-    # Watchdog, guard timer, reset.
+    # Watchdog, guard timer, reset: they count real time, as the hardware's do.
     def wdt_start(self, timeout_ms):
         self._wdt_timeout = timeout_ms
-        self._wdt_fed = self.now()
+        self._wdt_fed = self.real_ms()
 
     def wdt_feed(self):
-        self._wdt_fed = self.now()
+        self._wdt_fed = self.real_ms()
 
     def start_guard(self, period_ms, callback):
-        """Call `callback(now_ms)` every `period_ms`, whatever the tasks are doing."""
+        """Call `callback(ticks_ms)` every `period_ms` of real time, whatever the tasks are
+        doing."""
         self._guard = callback
         self._guard_period = period_ms
-        self._guard_due = self.now() + period_ms
+        self._guard_due = self.real_ms() + period_ms
 
     def _interrupts(self, now):
-        if self._guard is not None and now >= self._guard_due:
-            self._guard_due = now + self._guard_period
+        real = self.real_ms()
+        if self._guard is not None and real >= self._guard_due:
+            self._guard_due = real + self._guard_period
             self._guard(now)
-        if self._wdt_timeout and now - self._wdt_fed > self._wdt_timeout:
+        if self._wdt_timeout and real - self._wdt_fed > self._wdt_timeout:
             self.reset()
 
     def reset(self):

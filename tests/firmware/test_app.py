@@ -3,9 +3,11 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from host import mpy
 from host.sim import RESET_EXIT, SimError, SimStation
 
 
@@ -59,6 +61,26 @@ def test_a_crash_in_any_task_opens_at_once_then_the_watchdog_resets(charging):
 def test_a_hang_longer_than_the_watchdog_resets_with_the_contactor_open(charging):
     charging.send("stall 5000")  # the guard opens at once but cannot report before the reset
     assert charging.wait_exit(timeout=10) == RESET_EXIT
+
+
+@pytest.mark.parametrize("speed", [1, 50])
+def test_supervision_and_control_period_count_real_time(speed):
+    """At any sim speed the loop steps every 10 ms of real time; a 20 ms block of the event
+    loop (1 s of board time at 50x) is no stall, a 300 ms one is."""
+    done = subprocess.run(
+        mpy.command(Path(__file__).with_name("mp_clocks.py"), str(speed), "20", "300"),
+        capture_output=True,
+        text=True,
+        env=mpy.environ(),
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(done.stdout)
+    assert 20 <= result["steps"] <= 60  # 50 in 500 ms of real time, fewer on a busy host
+    assert 400 * speed <= result["board_ms"] <= 700 * speed
+    assert result["closed"]
+    assert result["short"] == {"closed": True, "hang": []}
+    assert result["long"] == {"closed": False, "hang": ["stall"]}
 
 
 def test_bad_board_json_is_a_clear_error(tmp_path):
