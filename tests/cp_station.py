@@ -20,10 +20,15 @@ class Firmware:
         self.sim: SimStation | None = None
 
     async def start(
-        self, heapsize: int | None = None, timeout: float = 20, env: dict | None = None
+        self,
+        heapsize: int | None = None,
+        timeout: float = 20,
+        env: dict | None = None,
+        speed: float = 1.0,
     ) -> None:
-        """Start the firmware; `env`: environment overrides (e.g. a .mpy module layout)."""
-        self.sim = SimStation(self.data_dir, heapsize=heapsize, env=env)
+        """Start the firmware; `env`: environment overrides (e.g. a .mpy module layout);
+        `speed`: board time per real time."""
+        self.sim = SimStation(self.data_dir, speed=speed, heapsize=heapsize, env=env)
         await asyncio.to_thread(self.sim.start, timeout)
 
     def alive(self) -> bool:

@@ -15,9 +15,12 @@ CALL_TIMEOUT_S = 30
 RESET_DRAIN_S = 10  # how long a Reset waits for the queue to reach the central system
 RESET_GRACE_S = 1  # lets the Reset answer leave before the restart
 VOLATILE_MAX = 4  # clock-aligned MeterValues outside transactions waiting to be sent
+METER_WAIT_S = 10  # a StopTransaction waits this long at most for a reading after the opening
+ENERGY_SAVE_S = 10  # a running transaction's meter register reaches flash this often
 TX_ACTIONS = ("StartTransaction", "StopTransaction", "MeterValues")
 
-# Station fault code -> OCPP ChargePointErrorCode. 'derating' is a warning, not a fault.
+# Station fault code -> OCPP ChargePointErrorCode. 'derating' is a warning, not a fault. Pilot
+# trouble is EVCommunicationError, which per OCPP 1.6 is not a fault: SuspendedEVSE, not Faulted.
 ERRORS = {
     "rcd": "GroundFailure",
     "rcd_selftest": "GroundFailure",
@@ -51,7 +54,8 @@ def _error(faults):
     """(errorCode, info, vendorErrorCode, faulted) of the first fault in `faults`."""
     for fault in faults:
         if fault.code != "derating":
-            return ERRORS.get(fault.code, "OtherError"), fault.message, fault.code, True
+            code = ERRORS.get(fault.code, "OtherError")
+            return code, fault.message, fault.code, code != "EVCommunicationError"
     for fault in faults:
         return ERRORS["derating"], fault.message, fault.code, False
     return "NoError", "", "", False
@@ -75,6 +79,13 @@ class Session:
         self.since = 0  # board time when `status` began
         self.reported = None  # what the central system was last told
         self.next_sample = 0
+        self.next_save = 0  # board time the meter register goes to flash next
+        self.closing = None  # [local, tag, meter floor, time, reason, transactionData Begin]
+        self.closing_by = 0  # board time by which the StopTransaction goes, fresh reading or not
+        self.opened_ms = None  # board ticks when the contactor was seen open while closing
+        self.slots = []  # every Fault that can be raised here
+        self.marks = []  # their `since_ms` at the last tick: a change is a new activation
+        self.held = None  # a fault that was raised and cleared between two ticks
 
 
 class ChargePoint:
@@ -86,6 +97,9 @@ class ChargePoint:
         self.config = Config(board.data_dir, len(station.connectors))
         self.cache = Cache(board.data_dir)
         self.sessions = [Session(0, station)] + [Session(c.id, c) for c in station.connectors]
+        for s in self.sessions:
+            s.slots = [f for f in station.all_faults() if f.connector == s.id]
+            s.marks = [f.since_ms for f in s.slots]
         self.link = None  # the Link, once there is one (for WebSocketPingInterval)
         self.rpc = None
         self.accepted = False  # BootNotification accepted since power-up
@@ -115,12 +129,14 @@ class ChargePoint:
         return None
 
     def _recover(self, s):
-        """A transaction left open by a power cut ends now, reason PowerLoss, with the last
-        meter register and time that reached flash."""
+        """A transaction left open by a power cut ends, reason PowerLoss, at the last time that
+        reached flash, with the meter register once the meter answers (it is monotonic and
+        counted while the board was down) or, without an answer, the last one on flash."""
         open_tx = self.queue.open_tx(s.id)
         if open_tx:
             local, tag, meter, when = open_tx
-            self._push_stop(local, tag, meter, when, "PowerLoss", None)
+            s.closing = [local, tag, meter, when, "PowerLoss", None]
+            s.closing_by = self.now() + METER_WAIT_S
 
     def sample(self, s, measurands, context):
         """sampledValue list of connector `s` for the configured `measurands`."""
@@ -162,31 +178,49 @@ class ChargePoint:
         s.started = now
         s.begin = self.sample(s, self.config.measurands("StopTxnSampledData"), "Transaction.Begin")
         s.next_sample = now + self.config.get("MeterValueSampleInterval")
+        s.next_save = now + ENERGY_SAVE_S
         s.connector.permit(True)
 
     def stop(self, s, reason):
+        """End the transaction now; its StopTransaction waits for a meter reading taken after
+        the contactor opened (`_close`), so meterStop counts all the energy the EV drew."""
         if s.tx is None:
             return
         now = self.now()
-        meter = _energy(s)
-        end = self.sample(s, self.config.measurands("StopTxnSampledData"), "Transaction.End")
-        data = None
-        if s.begin is not None:
-            data = [
-                {"timestamp": isotime.format(s.started), "sampledValue": s.begin},
-                {"timestamp": isotime.format(now), "sampledValue": end},
-            ]
-        self._push_stop(s.tx, s.tag, meter, now, reason, data)
+        begin = None
+        if s.begin:
+            begin = {"timestamp": isotime.format(s.started), "sampledValue": s.begin}
+        s.closing = [s.tx, s.tag, _energy(s), now, reason, begin]
+        s.closing_by = now + METER_WAIT_S
         s.connector.permit(False)
         s.tx = s.tag = s.begin = None
         s.finished = True
 
-    def _push_stop(self, local, tag, meter, when, reason, data):
+    def _close(self, s, now):
+        """Queue the StopTransaction of `s` once the meter was read after the contactor opened
+        (or without a meter, or when no reading comes in time)."""
+        c = s.connector
+        r = c.reading
+        if s.opened_ms is None and not c.contactor_closed:
+            s.opened_ms = self.board.ticks_ms()
+        fresh = (
+            r is not None
+            and s.opened_ms is not None
+            and r.ok_ms is not None
+            and self.board.ticks_diff(r.ok_ms, s.opened_ms) > 0
+        )
+        if r is not None and not fresh and now < s.closing_by:
+            return
+        local, tag, meter, when, reason, begin = s.closing
+        s.closing = s.opened_ms = None
+        meter = max(meter, _energy(s))  # the register only grows; a meter lost at boot reads 0
         payload = {"meterStop": meter, "timestamp": isotime.format(when), "reason": reason}
         if tag:
             payload["idTag"] = tag
-        if data and data[0]["sampledValue"]:
-            payload["transactionData"] = data
+        if begin:
+            end = self.sample(s, self.config.measurands("StopTxnSampledData"), "Transaction.End")
+            end_value = {"timestamp": isotime.format(when), "sampledValue": end}
+            payload["transactionData"] = [begin, end_value]
         self.queue.push("StopTransaction", payload, local, meter, when)
 
     def _meter_values(self, s, measurands, context, now):
@@ -235,7 +269,8 @@ class ChargePoint:
     def tick(self):
         now = self.now()
         if self.reset_at is not None and now >= self.reset_at:
-            if not self.queue.pending() or now >= self.reset_by:
+            idle = not self.queue.pending() and not any(s.closing for s in self.sessions)
+            if idle or now >= self.reset_by:
                 self.board.reset()
         aligned = self.config.get("ClockAlignedDataInterval")
         clock_due = False
@@ -247,7 +282,9 @@ class ChargePoint:
         for s in self.sessions[1:]:
             c = s.connector
             plugged = c.pilot_state in ("B", "C", "D")
-            if s.tx is None:
+            if s.closing is not None:
+                self._close(s, now)  # no new transaction before this StopTransaction is queued
+            elif s.tx is None:
                 c.available = not self._inoperative(s)
                 if not plugged:
                     s.finished = False
@@ -264,21 +301,45 @@ class ChargePoint:
                     s.next_sample = now + interval
                     measurands = self.config.measurands("MeterValuesSampledData")
                     self._meter_values(s, measurands, "Sample.Periodic", now)
+                if now >= s.next_save:
+                    s.next_save = now + ENERGY_SAVE_S
+                    self.queue.note(s.tx, _energy(s), now)  # for the PowerLoss stop
             if clock_due:
                 measurands = self.config.measurands("MeterValuesAlignedData")
                 self._meter_values(s, measurands, "Sample.Clock", now)
         for s in self.sessions:
             self._update_status(s, now)
 
+    def _faults(self, s):
+        """Active faults of `s`, then one raised and cleared again between two ticks (an RCD
+        trip clears once the contactor is open): it stays in the status for this tick and,
+        during a transaction, until current is offered again."""
+        c = s.connector
+        held = s.held
+        if held is not None and (s.tx is None or c.limit_a):
+            held = None
+        for i, fault in enumerate(s.slots):
+            if fault.since_ms != s.marks[i]:
+                s.marks[i] = fault.since_ms
+                if not fault.active and fault.code != "derating":
+                    held = fault
+        s.held = held
+        faults = c.faults()
+        if held is not None:
+            faults.append(held)
+        return faults
+
     def _update_status(self, s, now):
         c = s.connector
-        code, info, vendor, faulted = _error(c.faults())
+        code, info, vendor, faulted = _error(self._faults(s))
         if self._inoperative(s) and s.tx is None:
             status = "Unavailable"
         elif faulted:
             status = "Faulted"
         elif s.id == 0:
             status = "Available"
+        elif code == "EVCommunicationError":
+            status = "SuspendedEVSE"
         elif s.tx is not None:
             if c.contactor_closed:
                 status = "Charging"
@@ -299,10 +360,14 @@ class ChargePoint:
             s.since = now
 
     def _status_due(self, now):
+        """A session whose status changed and is stable for MinimumStatusDuration; a fault
+        goes at once (the central system learns of a short trip too)."""
         wait = self.config.get("MinimumStatusDuration")
         for s in self.sessions:
-            if s.status is not None and s.status != s.reported and now - s.since >= wait:
-                return s
+            status = s.status
+            if status is not None and status != s.reported:
+                if status[0] == "Faulted" or now - s.since >= wait:
+                    return s
         return None
 
     # ---- online: the single sender

@@ -54,7 +54,7 @@ class Queue:
             if tx[0] == local:
                 if action == "StopTransaction":
                     del self.open[connector]
-                else:
+                elif when >= tx[3]:  # not older than a note()
                     tx[2], tx[3] = meter, when
                 return
 
@@ -109,6 +109,12 @@ class Queue:
         self.cached = None
         if action == "StopTransaction" and self.real.pop(local, None) is not None:
             self._save()
+
+    def note(self, local, meter, when):
+        """Keep the meter register of running transaction `local` on flash (for its PowerLoss
+        stop after a power cut)."""
+        self._track("MeterValues", None, local, meter, when)
+        self._save()
 
     def real_tx(self, local):
         return self.real.get(local)
