@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from host.bench import record, report, session
 from host.bench.centralsystem import EmbeddedCentralSystem
 from host.bench.replay import Replay
-from host.bench.target import SimTarget
+from host.bench.target import MAX_SPEED, SimTarget, fastest_speed
 from host.cli import main
 from tests.ports import free_port
 
@@ -110,6 +110,22 @@ def test_any_text_parses_or_names_a_line(lines):
 def test_library_sessions_parse(path):
     s = session.load(path)
     assert s.steps and s.description
+
+
+@pytest.mark.parametrize("path", LIBRARY, ids=lambda p: p.stem)
+def test_library_sessions_run_at_a_speed_the_sim_judges_fairly(path):
+    """A deadline shorter than RESOLUTION_STEPS control steps of station time would judge the
+    host's scheduling, scaled by the speed, rather than the firmware."""
+    s = session.load(path)
+    assert s.speed <= fastest_speed(s), f"{path.name}: at most speed {fastest_speed(s):g}"
+
+
+def test_fastest_speed_keeps_the_tightest_deadline_ten_steps_long():
+    tight = session.parse("0s ev plug\n+0s expect pilot B within 500ms", "t.session")
+    assert fastest_speed(tight) == 5.0  # 500 ms = 10 steps of 10 ms real time at 5x
+    loose = session.parse("0s ev plug\n+0s expect pilot B within 1m", "l.session")
+    assert fastest_speed(loose) == MAX_SPEED
+    assert fastest_speed(session.parse("0s ev plug", "n.session")) == MAX_SPEED
 
 
 # ---- replay against the simulated station -----------------------------------------------------

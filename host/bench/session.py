@@ -6,7 +6,7 @@ usually first) describe the session; step lines start with a time. See README "B
     name normal-charge
     description Plug in, present a tag, charge one hour at 7.4 kW, unplug.
     connector 1
-    speed 500
+    speed 20
     0s      ev plug
     +2s     user tag 04A1B2C3
     +0s     expect contactor closed within 10s
@@ -46,7 +46,7 @@ class Session:
     description: str = ""
     pending: str = ""  # reason why the session cannot run yet; replay skips it
     connector: int = 1
-    speed: float = 100.0
+    speed: float = 10.0  # sim speed; see host/bench/target.py fastest_speed()
     duration_ms: int | None = None
     tag_status: dict = field(default_factory=dict)  # idTag -> status the CS answers
     steps: list[Step] = field(default_factory=list)

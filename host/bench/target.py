@@ -11,8 +11,26 @@ from pathlib import Path
 
 from host import mpy
 from host.bench.link import CONSOLE_FD_ENV, open_pty
+from host.bench.session import Session
 
 STATION_ID = "BENCH1"
+
+# How fast the simulated station may run. Its control step takes CONTROL_PERIOD_MS of real time
+# (firmware/app.py), so at speed S a step is S times that of station time, and so is the time the
+# station takes to react to a bench step (console poll, a step or two, the event line). A
+# deadline must span RESOLUTION_STEPS steps to be judged as on a board, where a step is 10 ms.
+# Above MAX_SPEED the sim's meter readings (one bus transaction per step, 12 steps a cycle for
+# two SDM630s) come too seldom for meter_silence_ms (5 s) and the station sees a failing meter.
+CONTROL_PERIOD_MS = 10
+RESOLUTION_STEPS = 10
+MAX_SPEED = 20.0
+
+
+def fastest_speed(session: Session) -> float:
+    """The highest sim speed that judges every deadline of `session` fairly: each spans at
+    least RESOLUTION_STEPS control steps of station time."""
+    steps_ms = RESOLUTION_STEPS * CONTROL_PERIOD_MS
+    return min([MAX_SPEED] + [s.within_ms / steps_ms for s in session.steps if s.within_ms])
 
 
 @functools.cache
@@ -68,7 +86,7 @@ class SerialTarget(Target):
 class SimTarget(Target):
     """The firmware under micropython with the simulated board, in a fresh data directory."""
 
-    def __init__(self, speed: float = 100.0, data_dir: str | None = None):
+    def __init__(self, speed: float = MAX_SPEED, data_dir: str | None = None):
         self.speed = speed
         self.name = "sim"
         self.features = frozenset({"sim", "ev"})
