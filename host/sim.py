@@ -170,7 +170,11 @@ def add_parser(subparsers):
     )
     parser.add_argument("--data", required=True, help="data directory (board.json, station.json)")
     parser.add_argument(
-        "--speed", type=float, default=1.0, help="board time per real time (default 1.0)"
+        "--speed",
+        type=float,
+        default=1.0,
+        help="board time per real time (default 1.0; the control loop and its supervision "
+        "keep real time)",
     )
     parser.add_argument("--id", help="charge point identity for OCPP (with --url)")
     parser.add_argument(
