@@ -87,8 +87,8 @@ def make_tls(data_dir: Path) -> ssl.SSLContext:
     return context
 
 
-def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def now_iso(offset: timedelta = timedelta(0)) -> str:
+    return (datetime.now(UTC) + offset).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Wire:
@@ -137,12 +137,12 @@ class Station(ChargePoint):
         replies = self.cs.boot_replies
         status, interval = replies.pop(0) if replies else ("Accepted", 300)
         return call_result.BootNotification(
-            current_time=now_iso(), interval=interval, status=status
+            current_time=now_iso(self.cs.clock_offset), interval=interval, status=status
         )
 
     @on(Action.heartbeat)
     def on_heartbeat(self):
-        return call_result.Heartbeat(current_time=now_iso())
+        return call_result.Heartbeat(current_time=now_iso(self.cs.clock_offset))
 
     @on(Action.status_notification)
     def on_status(self, connector_id, error_code, status, **_):
@@ -190,6 +190,7 @@ class CentralSystem:
         self.next_tx = 1000
         self.status: dict[int, tuple[str, str]] = {}
         self.boot_replies: list[tuple[str, int]] = []  # (status, interval) for the next boots
+        self.clock_offset = timedelta(0)  # the central system's clock minus the real one
         self.tags: dict[str, str] = {}  # idTag -> status; unknown tags are Accepted
         self.station: Station | None = None
         self.connections = 0

@@ -4,6 +4,7 @@ the contactor opened, and the PowerLoss stop after a power cut carries the last 
 The real firmware under micropython, a central system on the `ocpp` package, real WebSockets."""
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
 from ocpp.v16 import call
 
@@ -109,6 +110,29 @@ def test_the_power_loss_stop_carries_the_last_meter_register(tmp_path):
             assert stop["reason"] == "PowerLoss"
             # The register reaches flash every 10 s of board time (about 21 Wh at 7.4 kW).
             assert energy - 25 <= stop["meterStop"] <= energy + 5, (energy, stop)
+        finally:
+            await fw.kill()
+            await cs.stop()
+
+    run(scenario())
+
+
+def test_the_board_clock_follows_the_central_system(tmp_path):
+    async def scenario():
+        cs = await CentralSystem().start()
+        cs.clock_offset = timedelta(days=400, hours=3)  # a board clock far off, as without NTP
+        fw = Firmware(tmp_path / "flash", cs.url())
+        try:
+            await fw.start()
+            await cs.wait(lambda: len(cs.status) == 3, what="boot")
+            await cs.wait(lambda: cs.calls("Heartbeat"), what="a heartbeat")
+            await fw.command("ev 1 B")
+            await cs.wait(lambda: cs.status[1][0] == "Preparing", what="Preparing")
+            expected = datetime.now(UTC) + cs.clock_offset
+            # Statuses computed before the boot answer are stamped in the new clock too.
+            for payload in cs.calls("StatusNotification"):
+                stamp = datetime.fromisoformat(payload["timestamp"].replace("Z", "+00:00"))
+                assert abs(stamp - expected) < timedelta(seconds=30), payload
         finally:
             await fw.kill()
             await cs.stop()

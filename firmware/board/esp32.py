@@ -7,7 +7,7 @@ The contactor outputs are driven low first, before anything else is set up, so a
 import time
 
 import asyncio
-from machine import ADC, PWM, UART, WDT, Pin, Timer, reset
+from machine import ADC, PWM, RTC, UART, WDT, Pin, Timer, reset
 from protocol import pilot
 
 _PILOT_SAMPLES = 40  # ADC reads per pilot sample: covers about two 1 kHz PWM periods
@@ -153,6 +153,11 @@ class Board:
 
     def time(self):
         return time.time() + self._epoch
+
+    def set_time(self, unix_seconds):
+        """Set the RTC (OCPP follows the central system's clock when there is no NTP)."""
+        tm = time.gmtime(int(unix_seconds) - self._epoch)
+        RTC().datetime((tm[0], tm[1], tm[2], tm[6] + 1, tm[3], tm[4], tm[5], 0))
 
     async def sleep_ms(self, ms):
         await asyncio.sleep_ms(ms)

@@ -236,6 +236,10 @@ class Board:
     def time(self):
         return self._epoch + self.now() // 1000
 
+    def set_time(self, unix_seconds):
+        """Set the clock (OCPP follows the central system's): only the offset changes."""
+        self._epoch = int(unix_seconds) - self.now() // 1000
+
     def advance(self, ms):
         """Manual clock: move board time forward by `ms`, delivering due interrupts."""
         if self.speed is not None:

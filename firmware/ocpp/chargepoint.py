@@ -72,6 +72,7 @@ async def _connect(cp, sc):
             while not cp.accepted:
                 reply = await rpc.call("BootNotification", boot, CALL_TIMEOUT_S) or {}
                 interval = reply["interval"]
+                cp.set_clock(reply.get("currentTime"))
                 if reply["status"] == "Accepted":
                     if interval > 0:
                         cp.config.change("HeartbeatInterval", str(interval))

@@ -17,6 +17,7 @@ RESET_GRACE_S = 1  # lets the Reset answer leave before the restart
 VOLATILE_MAX = 4  # clock-aligned MeterValues outside transactions waiting to be sent
 METER_WAIT_S = 10  # a StopTransaction waits this long at most for a reading after the opening
 ENERGY_SAVE_S = 10  # a running transaction's meter register reaches flash this often
+CLOCK_SLACK_S = 2  # the board clock follows the central system's when further off than this
 TX_ACTIONS = ("StartTransaction", "StopTransaction", "MeterValues")
 
 # Station fault code -> OCPP ChargePointErrorCode. 'derating' is a warning, not a fault. Pilot
@@ -121,6 +122,30 @@ class ChargePoint:
 
     def _inoperative(self, s):
         return 0 in self.config.inoperative or s.id in self.config.inoperative
+
+    def set_clock(self, current_time):
+        """Follow the central system's clock (currentTime of BootNotification and Heartbeat;
+        a board without NTP has no other), moving the deadlines with it; the change in s."""
+        try:
+            t = isotime.parse(current_time)
+        except (TypeError, ValueError):
+            return 0
+        delta = t - self.now()
+        if -CLOCK_SLACK_S <= delta <= CLOCK_SLACK_S:
+            return 0
+        self.board.set_time(t)
+        self.retry_at += delta
+        self.reset_by += delta
+        if self.reset_at is not None:
+            self.reset_at += delta
+        self.next_aligned = 0  # realigned at the next tick
+        for s in self.sessions:
+            s.since += delta
+            s.ready_until += delta
+            s.next_sample += delta
+            s.next_save += delta
+            s.closing_by += delta
+        return delta
 
     def _find_tx(self, real_id):
         for s in self.sessions[1:]:
@@ -391,8 +416,9 @@ class ChargePoint:
                 elif self.queue.pending() and now >= self.retry_at:
                     await self._deliver(rpc)
                 elif now >= next_heartbeat:
-                    await rpc.call("Heartbeat", {}, CALL_TIMEOUT_S)
+                    reply = await rpc.call("Heartbeat", {}, CALL_TIMEOUT_S)
                     next_heartbeat = now + (self.config.get("HeartbeatInterval") or 86400)
+                    next_heartbeat += self.set_clock(reply.get("currentTime"))
                 else:
                     await self.board.sleep_ms(100)
         finally:
