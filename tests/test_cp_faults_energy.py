@@ -121,18 +121,26 @@ def test_the_board_clock_follows_the_central_system(tmp_path):
     async def scenario():
         cs = await CentralSystem().start()
         cs.clock_offset = timedelta(days=400, hours=3)  # a board clock far off, as without NTP
+        cs.boot_replies = [("Accepted", 1)]  # a heartbeat every second
         fw = Firmware(tmp_path / "flash", cs.url())
+
+        def stamped_near(payload, offset):
+            stamp = datetime.fromisoformat(payload["timestamp"].replace("Z", "+00:00"))
+            return abs(stamp - (datetime.now(UTC) + offset)) < timedelta(seconds=30)
+
         try:
             await fw.start()
             await cs.wait(lambda: len(cs.status) == 3, what="boot")
-            await cs.wait(lambda: cs.calls("Heartbeat"), what="a heartbeat")
+            # Statuses computed before the boot answer are stamped in the new clock too.
+            assert all(stamped_near(p, cs.clock_offset) for p in cs.calls("StatusNotification"))
+            # The central system's clock moves back two hours: the next heartbeat follows it.
+            cs.clock_offset = timedelta(hours=-2)
+            beats = len(cs.calls("Heartbeat"))
+            await cs.wait(lambda: len(cs.calls("Heartbeat")) >= beats + 2, what="heartbeats")
             await fw.command("ev 1 B")
             await cs.wait(lambda: cs.status[1][0] == "Preparing", what="Preparing")
-            expected = datetime.now(UTC) + cs.clock_offset
-            # Statuses computed before the boot answer are stamped in the new clock too.
-            for payload in cs.calls("StatusNotification"):
-                stamp = datetime.fromisoformat(payload["timestamp"].replace("Z", "+00:00"))
-                assert abs(stamp - expected) < timedelta(seconds=30), payload
+            assert stamped_near(cs.calls("StatusNotification")[-1], cs.clock_offset)
+            await cs.wait(lambda: len(cs.calls("Heartbeat")) >= beats + 4, what="heartbeats")
         finally:
             await fw.kill()
             await cs.stop()
