@@ -64,9 +64,10 @@ class App:
         # open) and run once main() waits; the control task starts last. One line each:
         # OCPP charge point (when station.json has "url"):
         if self.station_config.get("url"):
+            import net
             from ocpp import chargepoint
 
-            chargepoint.start(self)
+            net.start(self, lambda: chargepoint.start(self))  # OCPP once the network is up
         # console:
         from console import start as start_console  # does nothing unless a console is set up
 

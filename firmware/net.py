@@ -116,16 +116,6 @@ async def ntp_time(board, address):
         sock.close()
 
 
-def set_clock(unix_seconds):
-    """Set the RTC from Unix time (the port's own epoch may be 2000)."""
-    import machine  # pyright: ignore[reportMissingImports]
-    import time  # pyright: ignore[reportMissingImports]
-
-    epoch = 946684800 if time.gmtime(0)[0] == 2000 else 0
-    tm = time.gmtime(unix_seconds - epoch)
-    machine.RTC().datetime((tm[0], tm[1], tm[2], tm[6] + 1, tm[3], tm[4], tm[5], 0))
-
-
 async def run(board, station_config, on_up):
     """Keep the network up; call `on_up()` once, the first time it is up (clock set if NTP
     answered: a station without NTP still charges and OCPP still connects)."""
@@ -148,7 +138,7 @@ async def run(board, station_config, on_up):
                 looked_up = True
             seconds = await ntp_time(board, address) if address else None
             if seconds is not None:
-                set_clock(seconds)
+                board.set_time(seconds)
                 synced_ms = now
         if on_up is not None:
             on_up()
