@@ -69,7 +69,7 @@ def play(station, speed, out=print):
 def add_parser(subparsers):
     parser = subparsers.add_parser(
         "demo",
-        help="a scripted EV session on the simulated station (what `make run` shows)",
+        help="a scripted EV session on the simulated station",
         description="Start the simulated station and show its live state while a short "
         "scripted EV session plays: plug, authorize, charge, smart-charging limit, pause, "
         "resume, unplug. About 40 s; Ctrl-C stops it.",
