@@ -248,7 +248,10 @@ VIEWS.stations = async (main, arg, params) => {
     if (station && applyStationEvent(station, event)) {
       redraw(station);
     } else if (station && event.type === 'boot') { // vendor, model, firmware may have changed
-      Object.assign(station, await api('GET', `/api/stations/${enc(station.id)}`));
+      // Connectors and online state come from their own events: a status that arrives while
+      // this answer is on its way is newer than the answer.
+      const { connectors, online, ...described } = await api('GET', `/api/stations/${enc(station.id)}`);
+      Object.assign(station, described);
       redraw(station);
     } else if (!station && event.type === 'online' && !offset) {
       reload(); // a station we have not listed yet
