@@ -13,7 +13,6 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from websockets.exceptions import ConnectionClosed
 
 from host.cs import schemas, storage
 from host.cs.storage import now_iso
@@ -99,9 +98,9 @@ class CommandQueue:
         session.pending[uid] = future
         try:
             frame = f'[2,"{uid}",{orjson.dumps(row["action"]).decode()},{row["payload"]}]'
-            await self.cs.send(session, frame)
+            self.cs.send(session, frame)
             reply = await asyncio.wait_for(future, self.timeout_s)
-        except (ConnectionClosed, ConnectionError):
+        except ConnectionError:
             state, fields = "failed", {"error": "connection closed before the answer"}
         except TimeoutError:
             state, fields = "failed", {"error": f"no answer within {self.timeout_s:g} s"}

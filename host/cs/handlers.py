@@ -1,8 +1,9 @@
 """What the central system does with each charge-point-initiated OCPP 1.6 message.
 
 A handler takes the station's session and the validated payload and returns the response
-payload. Handlers that store something return only after the batch holding it is committed,
-so an answer always means "stored".
+payload at once, after queueing its writes (the server answers once they are committed, so
+an answer always means "stored"), or, when it needs a database read, a coroutine that
+returns it once the batch holding the read is committed.
 """
 
 import json
@@ -15,7 +16,9 @@ from host.cs.storage import now_iso
 if TYPE_CHECKING:
     from host.cs.server import CentralSystem, Session
 
-Handler = Callable[["CentralSystem", "Session", dict[str, Any]], Awaitable[dict[str, Any]]]
+Handler = Callable[
+    ["CentralSystem", "Session", dict[str, Any]], dict[str, Any] | Awaitable[dict[str, Any]]
+]
 
 
 async def boot_notification(cs: "CentralSystem", session: "Session", p: dict) -> dict:
@@ -35,11 +38,10 @@ async def boot_notification(cs: "CentralSystem", session: "Session", p: dict) ->
     return {"status": status, "currentTime": now_iso(), "interval": interval}
 
 
-async def heartbeat(cs: "CentralSystem", session: "Session", p: dict) -> dict:
-    cs.store.write(
-        "UPDATE stations SET last_seen = ? WHERE id = ?", (now_iso(), session.station_id)
-    )
-    return {"currentTime": now_iso()}
+def heartbeat(cs: "CentralSystem", session: "Session", p: dict) -> dict:
+    now = now_iso()
+    cs.store.write("UPDATE stations SET last_seen = ? WHERE id = ?", (now, session.station_id))
+    return {"currentTime": now}
 
 
 async def authorize(cs: "CentralSystem", session: "Session", p: dict) -> dict:
@@ -54,12 +56,11 @@ async def stop_transaction(cs: "CentralSystem", session: "Session", p: dict) -> 
     return await cs.store.call(storage.stop_transaction, session.station_id, p)
 
 
-async def meter_values(cs: "CentralSystem", session: "Session", p: dict) -> dict:
+def meter_values(cs: "CentralSystem", session: "Session", p: dict) -> dict:
     rows = storage.meter_value_rows(
         session.station_id, p["connectorId"], p.get("transactionId"), p["meterValue"]
     )
     cs.store.write_many(storage.METER_VALUE_SQL, rows)
-    await cs.store.flush()
     return {}
 
 
@@ -76,7 +77,7 @@ STATUS_HISTORY_SQL = (
 )
 
 
-async def status_notification(cs: "CentralSystem", session: "Session", p: dict) -> dict:
+def status_notification(cs: "CentralSystem", session: "Session", p: dict) -> dict:
     row = (
         session.station_id,
         p["connectorId"],
@@ -89,18 +90,16 @@ async def status_notification(cs: "CentralSystem", session: "Session", p: dict) 
     )
     cs.store.write(STATUS_SQL, row)
     cs.store.write(STATUS_HISTORY_SQL, row + (now_iso(),))
-    await cs.store.flush()
     return {}
 
 
 def notification(action: str, answer: dict[str, Any]) -> Handler:
     """A message stored as it came (statuses, events, requests for the operator)."""
 
-    async def store(cs: "CentralSystem", session: "Session", p: dict) -> dict:
+    def store(cs: "CentralSystem", session: "Session", p: dict) -> dict:
         cs.store.write(
             storage.NOTIFICATION_SQL, (session.station_id, action, json.dumps(p), now_iso())
         )
-        await cs.store.flush()
         return answer
 
     return store

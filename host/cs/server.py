@@ -1,9 +1,12 @@
 """The OCPP 1.6J central system: WebSocket endpoint, station sessions, OCPP-J framing.
 
-Stations connect at ws[s]://HOST:PORT/ocpp/<chargePointId> with subprotocol ocpp1.6.
-Every frame is parsed, validated against the official schemas with compiled validators and
-answered on the event loop: no thread per message, no camel/snake key conversion. Storage
-work goes to the batching `Store`; commands to stations go through `CommandQueue`.
+Stations connect at ws[s]://HOST:PORT/ocpp/<chargePointId> with subprotocol ocpp1.6. Each
+connection is an asyncio.Protocol around the `websockets` package's sans-I/O ServerProtocol:
+frames are parsed, validated against the official schemas with compiled validators and
+dispatched as they arrive, with no task, queue or future per frame. A handler that stores
+something is answered once its batch is committed (`Store.after_commit`); the few that need
+a database read return an awaitable and run as a task. Commands to stations go through
+`CommandQueue`. One timer pings idle stations and drops those that stop answering.
 """
 
 import asyncio
@@ -11,15 +14,16 @@ import base64
 import binascii
 import logging
 import ssl
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
 import orjson
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
-from websockets.frames import CloseCode
-from websockets.http11 import Request, Response
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request
+from websockets.protocol import OPEN, State
+from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
 from host.cs import schemas, storage
@@ -33,19 +37,11 @@ SUBPROTOCOL = Subprotocol("ocpp1.6")
 PATH_PREFIX = "/ocpp/"
 MAX_ID_LENGTH = 48  # OCPP 1.6 chargeBoxIdentity is CiString48
 UNKNOWN_POLICIES = ("reject", "accept", "pending")
+_UNKNOWN_APPROVAL = {"reject": None, "accept": "accepted", "pending": "pending"}
+OPEN_TIMEOUT_S = 10  # from TCP accept to a finished opening handshake
 
-
-class Session:
-    """One connected station."""
-
-    __slots__ = ("station_id", "ws", "registration", "pending", "sending")
-
-    def __init__(self, station_id: str, ws: ServerConnection, registration: str | None):
-        self.station_id = station_id
-        self.ws = ws
-        self.registration = registration  # status of its last BootNotification answer
-        self.pending: dict[str, asyncio.Future] = {}  # our CALLs awaiting the station's reply
-        self.sending = False  # a command delivery is in progress
+# Close codes (RFC 6455)
+GOING_AWAY, PROTOCOL_ERROR, UNSUPPORTED_DATA, INVALID_DATA = 1001, 1002, 1003, 1007
 
 
 def station_id_from_path(path: str) -> str | None:
@@ -69,8 +65,8 @@ def tls_context(cert: str, key: str, client_ca: str | None = None) -> ssl.SSLCon
     return context
 
 
-def _peer_common_name(connection: ServerConnection) -> str | None:
-    tls = connection.transport.get_extra_info("ssl_object")
+def _peer_common_name(transport: asyncio.BaseTransport) -> str | None:
+    tls = transport.get_extra_info("ssl_object")
     cert = tls.getpeercert() if tls else None
     for rdn in (cert or {}).get("subject", ()):
         for name, value in rdn:
@@ -88,6 +84,125 @@ def _basic_auth(request: Request) -> tuple[str, str] | None:
     except (binascii.Error, UnicodeDecodeError):
         return None
     return user, password
+
+
+def _select_subprotocol(protocol: ServerProtocol, offered: Any) -> Subprotocol | None:
+    # OCPP-J: without ocpp1.6 the handshake completes without a subprotocol, then we close.
+    return SUBPROTOCOL if SUBPROTOCOL in offered else None
+
+
+class Session(asyncio.Protocol):
+    """One station's connection: the WebSocket protocol and the OCPP session on it. It is in
+    `CentralSystem.sessions` from its accepted handshake until it closes or is replaced."""
+
+    __slots__ = (
+        "cs",
+        "ws",
+        "transport",
+        "station_id",
+        "registration",
+        "pending",
+        "sending",
+        "last_heard",
+        "fragments",
+        "close_timer",
+    )
+
+    def __init__(self, cs: "CentralSystem"):
+        self.cs = cs
+        self.ws = ServerProtocol(
+            subprotocols=[SUBPROTOCOL],
+            select_subprotocol=_select_subprotocol,
+            max_size=cs.max_message,
+        )
+        self.transport: asyncio.Transport | None = None
+        self.station_id = ""
+        self.registration: str | None = None  # status of its last BootNotification answer
+        self.pending: dict[str, asyncio.Future] = {}  # our CALLs awaiting the station's reply
+        self.sending = False  # a command delivery is in progress
+        self.last_heard = time.monotonic()
+        self.fragments: list[bytes] | None = None  # a fragmented message being received
+        self.close_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def open(self) -> bool:
+        return self.ws.state is OPEN
+
+    # ---- asyncio.Protocol ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.cs.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_heard = time.monotonic()
+        ws = self.ws
+        ws.receive_data(data)
+        for event in ws.events_received():
+            if isinstance(event, Request):
+                self.cs.on_request(self, event)
+            elif ws.state is OPEN:
+                self._on_frame(event)
+        self.flush()
+
+    def eof_received(self) -> bool:
+        self.ws.receive_eof()
+        self.flush()
+        return False  # the peer is done: asyncio closes the transport once our data is out
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.close_timer is not None:
+            self.close_timer.cancel()
+        self.ws.state = State.CLOSED
+        self.cs.on_closed(self)
+
+    # ---- WebSocket ----------------------------------------------------------------------
+
+    def _on_frame(self, frame: Frame) -> None:
+        opcode = frame.opcode
+        if opcode is Opcode.TEXT:
+            if frame.fin:
+                self.cs.on_message(self, frame.data)
+            else:
+                self.fragments = [frame.data]
+        elif opcode is Opcode.CONT and self.fragments is not None:
+            self.fragments.append(frame.data)
+            if frame.fin:
+                data, self.fragments = b"".join(self.fragments), None
+                self.cs.on_message(self, data)
+        elif opcode is Opcode.BINARY:
+            self.close(UNSUPPORTED_DATA, "OCPP-J messages are text frames")
+
+    def flush(self) -> None:
+        """Write what the protocol has to send; close the TCP connection when it says so."""
+        transport = self.transport
+        assert transport is not None
+        for data in self.ws.data_to_send():
+            if data:
+                transport.write(data)
+            elif transport.can_write_eof():
+                transport.write_eof()
+        if self.ws.close_expected() and self.close_timer is None:
+            # The peer closes TCP after the closing handshake; a silent one is cut off.
+            self.close_timer = asyncio.get_running_loop().call_later(
+                self.cs.close_timeout_s, transport.abort
+            )
+
+    def send(self, text: str) -> None:
+        if self.ws.state is not OPEN:
+            raise ConnectionError(f"{self.station_id}: connection closed")
+        self.ws.send_text(text.encode())
+        self.flush()
+
+    def close(self, code: int, reason: str) -> None:
+        """Start the closing handshake (no-op unless open)."""
+        if self.ws.state is OPEN:
+            self.ws.send_close(code, reason)
+            self.flush()
+
+    def abort(self) -> None:
+        assert self.transport is not None
+        self.transport.abort()
 
 
 class CentralSystem:
@@ -110,38 +225,29 @@ class CentralSystem:
         self.unknown = unknown
         self.heartbeat_s = heartbeat_s
         self.boot_retry_s = boot_retry_s
+        # A vanished station is offline within two ping intervals: it gets a ping once silent
+        # for one interval and is dropped when silent for one and a half; the watch runs
+        # every half interval.
         self.ping_interval_s = ping_interval_s
+        self.close_timeout_s = ping_interval_s / 2
         self.max_message = max_message
         self.ssl_context = ssl_context
-        self.sessions: dict[str, Session] = {}
+        self.connections: set[Session] = set()  # every open TCP connection
+        self.sessions: dict[str, Session] = {}  # accepted ones, by station id
         self.commands = CommandQueue(self, timeout_s=command_timeout_s, poll_s=poll_s)
-        self.server: Server | None = None
-        self._closing: set[asyncio.Task] = set()
+        self.server: asyncio.Server | None = None
+        self._watch: asyncio.Task | None = None
+        self._tasks: set[asyncio.Task] = set()  # handlers that await the database
         # Observers (the web dashboard): fn(kind, station_id, frame_text_or_None) with kind
         # "connected", "disconnected", "in" or "out"; they must be quick and never raise.
         self.listeners: list[Callable[[str, str, str | None], None]] = []
 
-    async def start(self, host: str = "127.0.0.1", port: int = 9000) -> Server:
+    async def start(self, host: str = "127.0.0.1", port: int = 9000) -> asyncio.Server:
         await self.store.call(_all_offline)
-        self.server = await serve(
-            self._connection,
-            host,
-            port,
-            subprotocols=[SUBPROTOCOL],
-            select_subprotocol=_select_subprotocol,
-            process_request=self._process_request,
-            compression=None,  # per-connection deflate state would cost ~100 KiB each
-            # A vanished station is offline within two ping intervals: one to the next ping,
-            # half to miss its pong, half for the closing handshake it will not answer.
-            ping_interval=self.ping_interval_s,
-            ping_timeout=self.ping_interval_s / 2,
-            close_timeout=self.ping_interval_s / 2,
-            max_size=self.max_message,
-            max_queue=4,
-            ssl=self.ssl_context,
-            server_header=None,
-            backlog=4096,
+        self.server = await asyncio.get_running_loop().create_server(
+            lambda: Session(self), host, port, ssl=self.ssl_context, backlog=4096
         )
+        self._watch = asyncio.create_task(self._watch_connections())
         self.commands.start()
         return self.server
 
@@ -152,30 +258,60 @@ class CentralSystem:
 
     async def stop(self) -> None:
         self.commands.stop()
+        if self._watch:
+            self._watch.cancel()
         if self.server:
             self.server.close()
+        for session in list(self.connections):
+            session.close(GOING_AWAY, "central system shutting down")
+        deadline = time.monotonic() + self.close_timeout_s
+        while self.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        for session in list(self.connections):
+            session.abort()
+        if self.server:
             await self.server.wait_closed()
         await self.store.flush()
 
     # ---- handshake ----------------------------------------------------------------------
 
-    async def _process_request(
-        self, connection: ServerConnection, request: Request
-    ) -> Response | None:
+    def on_request(self, session: Session, request: Request) -> None:
         station_id = station_id_from_path(request.path)
         if station_id is None:
-            return connection.respond(404, "Stations connect at /ocpp/<chargePointId>\n")
-        station = await self.store.call(storage.get_station, station_id)
+            self._refuse(session, 404, "Stations connect at /ocpp/<chargePointId>\n")
+            return
+
+        def checked(ok: bool, station: Any) -> None:
+            if session.transport is None or session.transport.is_closing():
+                return
+            if not ok:
+                log.error("%s: station lookup failed: %s", station_id, station)
+                self._refuse(session, 500, "Station lookup failed\n")
+            else:
+                self._authenticate(session, request, station_id, station)
+
+        approval = _UNKNOWN_APPROVAL[self.unknown]
+        self.store.submit(storage.station_for_connection, (station_id, approval), checked)
+
+    def _refuse(self, session: Session, status: int, text: str, **headers: str) -> None:
+        response = session.ws.reject(status, text)
+        for name, value in headers.items():
+            response.headers[name] = value
+        session.ws.send_response(response)
+        session.flush()
+
+    def _authenticate(
+        self, session: Session, request: Request, station_id: str, station: dict | None
+    ) -> None:
         if station is None:
-            if self.unknown == "reject":
-                return connection.respond(404, f"Unknown station {station_id}\n")
-            approval = "accepted" if self.unknown == "accept" else "pending"
-            station = await self.store.call(storage.add_station, station_id, approval)
+            return self._refuse(session, 404, f"Unknown station {station_id}\n")
         if station["approval"] == "rejected":
-            return connection.respond(403, f"Station {station_id} is rejected\n")
+            return self._refuse(session, 403, f"Station {station_id} is rejected\n")
         profile = station["security_profile"]
-        if profile >= 2 and connection.transport.get_extra_info("ssl_object") is None:
-            return connection.respond(403, f"Security profile {profile} requires TLS\n")
+        transport = session.transport
+        assert transport is not None
+        if profile >= 2 and transport.get_extra_info("ssl_object") is None:
+            return self._refuse(session, 403, f"Security profile {profile} requires TLS\n")
         if profile in (1, 2):
             credentials = _basic_auth(request)
             if (
@@ -183,71 +319,88 @@ class CentralSystem:
                 or credentials[0] != station_id
                 or not storage.key_matches(station, credentials[1])
             ):
-                response = connection.respond(401, "Basic authentication failed\n")
-                response.headers["WWW-Authenticate"] = 'Basic realm="ocpp"'
-                return response
-        if profile == 3 and _peer_common_name(connection) != station_id:
-            return connection.respond(401, "Client certificate does not name this station\n")
-        # Only what the session needs: the connection lives as long as the station stays.
-        registration = station["registration"] if station["approval"] == "accepted" else None
-        connection.station = (station_id, registration)  # type: ignore[attr-defined]
-        return None
-
-    # ---- connection ---------------------------------------------------------------------
-
-    async def _connection(self, ws: ServerConnection) -> None:
-        station_id, registration = ws.station  # type: ignore[attr-defined]
-        del ws.station  # type: ignore[attr-defined]
-        if ws.subprotocol != SUBPROTOCOL:
-            # OCPP-J: finish the handshake without a subprotocol, then close at once.
-            await ws.close(CloseCode.PROTOCOL_ERROR, "subprotocol ocpp1.6 required")
-            return
-        session = Session(station_id, ws, registration)
+                return self._refuse(
+                    session,
+                    401,
+                    "Basic authentication failed\n",
+                    **{"WWW-Authenticate": 'Basic realm="ocpp"'},
+                )
+        if profile == 3 and _peer_common_name(transport) != station_id:
+            return self._refuse(session, 401, "Client certificate does not name this station\n")
+        response = session.ws.accept(request)
+        session.ws.send_response(response)
+        session.flush()
+        if response.status_code != 101:
+            return None
+        if session.ws.subprotocol != SUBPROTOCOL:
+            return session.close(PROTOCOL_ERROR, "subprotocol ocpp1.6 required")
+        session.station_id = station_id
+        if station["approval"] == "accepted":
+            session.registration = station["registration"]
         previous = self.sessions.get(station_id)
         self.sessions[station_id] = session
         if previous is not None:
-            # Without waiting: a half-dead old connection may take close_timeout to go.
-            closing = asyncio.create_task(
-                previous.ws.close(CloseCode.GOING_AWAY, "replaced by a new connection")
-            )
-            self._closing.add(closing)
-            closing.add_done_callback(self._closing.discard)
+            previous.close(GOING_AWAY, "replaced by a new connection")
         self.store.write(storage.ONLINE_SQL, (1, now_iso(), station_id))
         self._notify("connected", station_id, None)
         self.commands.wake(session)
-        try:
-            async for message in ws:
-                if isinstance(message, bytes):
-                    await ws.close(CloseCode.UNSUPPORTED_DATA, "OCPP-J messages are text frames")
-                    break
-                await self._on_frame(session, message)
-        except ConnectionClosed:
-            pass
-        finally:
-            for future in session.pending.values():
-                if not future.done():
-                    future.set_exception(ConnectionError("connection closed before the answer"))
-            if self.sessions.get(station_id) is session:
-                del self.sessions[station_id]
-                self.store.write(storage.ONLINE_SQL, (0, now_iso(), station_id))
-                self._notify("disconnected", station_id, None)
+        return None
 
-    async def _on_frame(self, session: Session, text: str) -> None:
-        self.store.write(LOG_SQL, (session.station_id, now_iso(), "in", text))
-        self._notify("in", session.station_id, text)
+    def on_closed(self, session: Session) -> None:
+        self.connections.discard(session)
+        for future in session.pending.values():
+            if not future.done():
+                future.set_exception(ConnectionError("connection closed before the answer"))
+        station_id = session.station_id
+        if station_id and self.sessions.get(station_id) is session:
+            del self.sessions[station_id]
+            self.store.write(storage.ONLINE_SQL, (0, now_iso(), station_id))
+            self._notify("disconnected", station_id, None)
+
+    async def _watch_connections(self) -> None:
+        """Ping stations silent for a ping interval, drop those silent for one and a half
+        (they did not answer), and those that never finished their opening handshake."""
+        interval = self.ping_interval_s
+        while True:
+            await asyncio.sleep(interval / 2)
+            now = time.monotonic()
+            for session in list(self.connections):
+                silent = now - session.last_heard
+                if session.open:
+                    if silent >= 1.5 * interval:
+                        log.info("%s: no answer to ping, dropped", session.station_id)
+                        session.abort()
+                    elif silent >= interval:
+                        session.ws.send_ping(b"")
+                        session.flush()
+                elif session.ws.state is State.CONNECTING and silent >= OPEN_TIMEOUT_S:
+                    session.abort()
+
+    # ---- messages -----------------------------------------------------------------------
+
+    def on_message(self, session: Session, data: bytes) -> None:
         try:
-            message = orjson.loads(text)
+            text = data.decode()
+        except UnicodeDecodeError:
+            session.close(INVALID_DATA, "text frames are UTF-8")
+            return
+        station_id = session.station_id
+        self.store.write(LOG_SQL, (station_id, now_iso(), "in", text))
+        if self.listeners:
+            self._notify("in", station_id, text)
+        try:
+            message = orjson.loads(data)
         except orjson.JSONDecodeError:
-            await self._error(session, "-1", "FormationViolation", "message is not valid JSON")
+            self._error(session, "-1", "FormationViolation", "message is not valid JSON")
             return
         if not (
-            isinstance(message, list)
+            type(message) is list
             and len(message) >= 3
             and message[0] in (2, 3, 4)
-            and isinstance(message[1], str)
+            and type(message[1]) is str
         ):
             uid = message[1] if isinstance(message, list) and len(message) > 1 else "-1"
-            await self._error(
+            self._error(
                 session,
                 uid if isinstance(uid, str) else "-1",
                 "ProtocolError",
@@ -258,8 +411,8 @@ class CentralSystem:
             self.commands.on_reply(session, message)
             return
         uid = message[1]
-        if len(message) != 4 or not isinstance(message[2], str) or len(uid) > 36:
-            await self._error(
+        if len(message) != 4 or type(message[2]) is not str or len(uid) > 36:
+            self._error(
                 session, uid, "ProtocolError", "a CALL is [2, id (≤ 36 chars), action, payload]"
             )
             return
@@ -267,43 +420,63 @@ class CentralSystem:
         handler = HANDLERS.get(action)
         if handler is None:
             code = "NotSupported" if schemas.known(action) else "NotImplemented"
-            await self._error(session, uid, code, f"{action} is not a charge point request")
+            self._error(session, uid, code, f"{action} is not a charge point request")
             return
         if action != "BootNotification" and session.registration != "Accepted":
-            await self._error(
-                session, uid, "SecurityError", "BootNotification must be accepted first"
-            )
+            self._error(session, uid, "SecurityError", "BootNotification must be accepted first")
             return
         try:
             schemas.check(action, payload)
         except schemas.SchemaError as error:
-            await self._error(session, uid, error.code, str(error))
+            self._error(session, uid, error.code, str(error))
             return
         try:
-            result = await handler(self, session, payload)
+            result = handler(self, session, payload)
         except Exception:
-            log.exception("%s %s failed", session.station_id, action)
-            await self._error(session, uid, "InternalError", f"{action} could not be processed")
+            log.exception("%s %s failed", station_id, action)
+            self._error(session, uid, "InternalError", f"{action} could not be processed")
             return
-        await self.send(session, orjson.dumps([3, uid, result]).decode())
+        if type(result) is dict:
+            # Answered once what the handler queued is committed: an answer means "stored".
+            self.store.after_commit(lambda ok, _: self._answer(session, uid, action, ok, result))
+        else:
+            task = asyncio.ensure_future(result)
+            self._tasks.add(task)
+            task.add_done_callback(
+                lambda done: self._answer_task(session, uid, action, done),
+            )
+
+    def _answer_task(self, session: Session, uid: str, action: str, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        error = task.exception()
+        self._answer(session, uid, action, error is None, error or task.result())
+
+    def _answer(self, session: Session, uid: str, action: str, ok: bool, result: Any) -> None:
+        if not session.open:
+            return  # closed meanwhile: the station will retransmit what it needs
+        if not ok:
+            log.error("%s %s failed: %r", session.station_id, action, result)
+            self._error(session, uid, "InternalError", f"{action} could not be processed")
+            return
+        self.send(session, orjson.dumps([3, uid, result]).decode())
         if action == "BootNotification":
             self.commands.wake(session)  # queued commands follow the BootNotification answer
 
-    async def _error(self, session: Session, uid: str, code: str, description: str) -> None:
-        await self.send(session, orjson.dumps([4, uid, code, description, {}]).decode())
+    def _error(self, session: Session, uid: str, code: str, description: str) -> None:
+        self.send(session, orjson.dumps([4, uid, code, description, {}]).decode())
 
-    async def send(self, session: Session, text: str) -> None:
+    def send(self, session: Session, text: str) -> None:
+        """Send a frame to the station (raises ConnectionError when it is closed)."""
+        session.send(text)
         self.store.write(LOG_SQL, (session.station_id, now_iso(), "out", text))
-        self._notify("out", session.station_id, text)
-        await session.ws.send(text)
+        if self.listeners:
+            self._notify("out", session.station_id, text)
 
     def _notify(self, kind: str, station_id: str, text: str | None) -> None:
         for listener in self.listeners:
             listener(kind, station_id, text)
-
-
-def _select_subprotocol(connection: ServerConnection, offered: Any) -> Subprotocol | None:
-    return SUBPROTOCOL if SUBPROTOCOL in offered else None
 
 
 def _all_offline(db: storage.Db) -> None:

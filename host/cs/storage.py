@@ -12,6 +12,7 @@ import functools
 import hashlib
 import hmac
 import json
+import logging
 import os
 import secrets
 import sqlite3
@@ -20,6 +21,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
+
+log = logging.getLogger("evse.cs")
 
 COMMAND_STATES = ("queued", "sent", "answered", "expired", "failed")
 APPROVALS = ("accepted", "pending", "rejected")
@@ -210,6 +213,20 @@ def add_station(db: Db, station_id: str, approval: str = "accepted") -> dict[str
     station = get_station(db, station_id)
     assert station is not None
     return station
+
+
+def station_for_connection(db: Db, station_id: str, unknown: str | None) -> dict[str, Any] | None:
+    """The station's row; an unknown station is added with approval `unknown` unless None."""
+    station = get_station(db, station_id)
+    if station is None and unknown is not None:
+        station = add_station(db, station_id, unknown)
+    return station
+
+
+def rejected_online(db: Db) -> list[str]:
+    """Stations an operator rejected while they were connected."""
+    rows = db.execute("SELECT id FROM stations WHERE approval = 'rejected' AND online = 1")
+    return [row[0] for row in rows.fetchall()]
 
 
 def set_station(db: Db, station_id: str, **fields: Any) -> None:
@@ -513,16 +530,20 @@ def mark_command(db: Db, command_id: int, state: str, **fields: Any) -> None:
 
 # ---- the server's batching writer ---------------------------------------------------------
 
+Done = Callable[[bool, Any], None]  # called with (True, result) or (False, exception)
+
 
 class Store:
-    """Applies database work in batches: everything queued while the previous batch ran goes
-    into one transaction. `write` queues a statement; `call` queues a function of the Db and
-    returns its result once the batch is committed.
+    """Applies database work in batches: everything queued during one turn of the event loop
+    goes into one transaction. `write` queues a statement, `submit` a function of the Db
+    whose result (or exception) goes to a callback once the batch is committed, `call` is
+    `submit` for coroutines, and `after_commit` runs a callback once everything queued
+    before it is committed.
 
     SQLite batches run on the event loop itself: they are short and local, and a database
     thread would make both threads queue for the GIL at every SQLite call (sqlite3 releases
     it per statement), which measured 5x slower. PostgreSQL batches wait on the network, so
-    they run on one database thread."""
+    they run on one database thread, one batch at a time."""
 
     def __init__(self, url: str):
         self._url = url
@@ -533,9 +554,9 @@ class Store:
             else None
         )
         self.db: Db | None = None
-        self._pending: list[tuple[str | Callable | None, Any, asyncio.Future | None]] = []
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task | None = None
+        self._pending: list[tuple[str | Callable | None, Any, Done | None]] = []
+        self._busy = False  # a batch is scheduled or running
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.batches = 0
 
     async def _on_db(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -544,58 +565,79 @@ class Store:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
 
     async def open(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self.db = await self._on_db(Db, self._url)
-        self._task = asyncio.create_task(self._writer())
 
     async def close(self) -> None:
-        if self._task:
-            await self.flush()
-            self._task.cancel()
         if self.db:
+            await self.flush()
             await self._on_db(self.db.close)
+            self.db = None
         if self._thread:
             self._thread.shutdown()
 
+    def _queue(self, item: tuple[str | Callable | None, Any, Done | None]) -> None:
+        self._pending.append(item)
+        if not self._busy:
+            self._busy = True
+            assert self._loop is not None, "Store.open() first"
+            self._loop.call_soon(self._start_batch)
+
     def write(self, sql: str, params: tuple) -> None:
-        self._pending.append((sql, params, None))
-        self._wake.set()
+        self._queue((sql, params, None))
 
     def write_many(self, sql: str, rows: list[tuple]) -> None:
         for row in rows:
-            self._pending.append((sql, row, None))
-        self._wake.set()
+            self._queue((sql, row, None))
+
+    def submit(self, fn: Callable[..., Any], args: tuple, done: Done) -> None:
+        self._queue((fn, args, done))
+
+    def after_commit(self, done: Done) -> None:
+        self._queue((None, None, done))
 
     async def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         future = asyncio.get_running_loop().create_future()
         if kwargs:
             fn = functools.partial(fn, **kwargs)
-        self._pending.append((fn, args, future))
-        self._wake.set()
+        self.submit(fn, args, functools.partial(_settle, future))
         return await future
 
     async def flush(self) -> None:
         """Wait until everything queued so far is committed."""
         future = asyncio.get_running_loop().create_future()
-        self._pending.append((None, None, future))
-        self._wake.set()
+        self.after_commit(functools.partial(_settle, future))
         await future
 
-    async def _writer(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            batch, self._pending = self._pending, []
-            if not batch:
-                continue
-            results = await self._on_db(self._apply, batch)
-            self.batches += 1
-            for (_, _, future), (ok, value) in zip(batch, results, strict=True):
-                if future is None or future.done():
-                    continue
-                if ok:
-                    future.set_result(value)
-                else:
-                    future.set_exception(value)
+    def _start_batch(self) -> None:
+        batch, self._pending = self._pending, []
+        if self._thread is None:
+            self._finish(batch, self._apply(batch))
+        else:
+            assert self._loop is not None
+            running = self._loop.run_in_executor(self._thread, self._apply, batch)
+            running.add_done_callback(functools.partial(self._finish_threaded, batch))
+
+    def _finish_threaded(self, batch: list, running: asyncio.Future) -> None:
+        try:
+            results = running.result()
+        except Exception as error:  # noqa: BLE001 - the database is gone: every item failed
+            results = [(False, error)] * len(batch)
+        self._finish(batch, results)
+
+    def _finish(self, batch: list, results: list[tuple[bool, Any]]) -> None:
+        self.batches += 1
+        self._busy = False
+        if self._pending:  # queued while a threaded batch ran
+            self._busy = True
+            assert self._loop is not None
+            self._loop.call_soon(self._start_batch)
+        for (_, _, done), (ok, value) in zip(batch, results, strict=True):
+            if done is not None:
+                try:
+                    done(ok, value)
+                except Exception:  # noqa: BLE001 - one failing callback must not stop the rest
+                    log.exception("database callback failed")
 
     def _apply(self, batch: list) -> list[tuple[bool, Any]]:
         db = self.db
@@ -621,7 +663,7 @@ class Store:
     def _run(db: Db, batch: list) -> list[tuple[bool, Any]]:
         """Statements queued between two functions run as one executemany per statement
         (rows of one statement keep their order); a function sees every write queued
-        before it. Flush markers (None) only wait for the commit."""
+        before it. Commit markers (None) only wait for the commit."""
         results: list[tuple[bool, Any]] = [(True, None)] * len(batch)
         writes: dict[str, list[tuple]] = {}
         for index, (what, args, _) in enumerate(batch):
@@ -635,3 +677,12 @@ class Store:
         for sql, rows in writes.items():
             db.executemany(sql, rows)
         return results
+
+
+def _settle(future: asyncio.Future, ok: bool, value: Any) -> None:
+    if future.done():  # its waiter was cancelled
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
