@@ -1,12 +1,13 @@
 """The station application: board, station, the control task and its supervisor, and the
 optional tasks (OCPP, console) that hook in at the marked lines of `App.main`.
 
-Two clocks, one rule. Board time (`board.ticks_ms()`, `sleep_ms`, `time()`) is what charging
-logic counts in: debounce, fault timers, meter and OCPP intervals. Real time (`board.real_ms()`,
-`real_sleep_ms`) paces and guards CPU work, which no simulation makes faster: the control period,
-the stall guard and the watchdog count in it. On a board both are the same clock; the simulated
-board runs board time `speed` times faster, so there one control period is
-CONTROL_PERIOD_MS * speed of board time, and a busy host is not mistaken for a hung board.
+Two clocks. Board time (`board.ticks_ms()`, `sleep_ms`, `time()`) is what the station lives
+in: the control period, debounce, fault timers, meter and OCPP intervals. Real time
+(`board.real_ms()`, `real_sleep_ms`) is what supervision counts, since a hang is a hang in real
+time: the stall guard and the watchdog. On a board both are the same clock. The simulated board
+(board/sim.py) moves board time by a fixed step per round of its event loop, at most `speed`
+times real time, so every control step spans at most one sim step of board time whatever the
+host's load, and a slow host is a slower simulation, not a hung board.
 
 Safety supervision, in layers that no other work can starve:
 - the control task steps the station every CONTROL_PERIOD_MS and records when a step completed;
@@ -24,8 +25,8 @@ import asyncio
 from board import load, path
 from station import Station
 
-# Real time, all three.
-CONTROL_PERIOD_MS = 10
+CONTROL_PERIOD_MS = 10  # board time
+# Real time, both:
 STALL_MS = 100  # no completed step for this long: contactors open (IEC 61851-1 allows 100 ms)
 GUARD_PERIOD_MS = 20
 
@@ -82,18 +83,18 @@ class App:
 
     async def _control(self):
         board, station = self.board, self.station
-        due = board.real_ms()
+        due = board.ticks_ms()
         while True:
             now = board.ticks_ms()
             station.step(now)
             self.stepped_ms = board.real_ms()
             station.service(now)
             due = board.ticks_add(due, CONTROL_PERIOD_MS)
-            wait = board.ticks_diff(due, board.real_ms())
-            if wait < 0:  # overrun: keep the period from now on
-                due = board.real_ms()
+            wait = board.ticks_diff(due, board.ticks_ms())
+            if wait < 0:  # overrun (or a sim step longer than the period): from now on
+                due = board.ticks_ms()
                 wait = 0
-            await board.real_sleep_ms(wait)
+            await board.sleep_ms(wait)
 
     def _healthy(self):
         board = self.board

@@ -10,7 +10,7 @@ import sys
 from protocol import console as proto
 
 OUTBOX_MAX = 64  # queued lines; beyond this, events are dropped and counted
-POLL_MS = 5  # real time between port polls (the wire runs in real time, even in a fast sim)
+POLL_MS = 5  # board time between port polls: in a fast sim, a command acts as soon in board time
 
 
 class _PtyPort:
@@ -345,4 +345,4 @@ class Console:
                 self.flush()
             except Exception as e:  # the console must never take the station down
                 self.send(proto.format_event(self._ms, "log", (0, "console: " + repr(e))))
-            await asyncio.sleep_ms(POLL_MS)
+            await self.board.sleep_ms(POLL_MS)

@@ -91,6 +91,9 @@ class Board:
     def ticks_diff(self, a, b):
         return time.ticks_diff(a, b)
 
+    async def sleep_ms(self, ms):
+        await asyncio.sleep_ms(ms)
+
     def temperature_c(self):
         return self.temperature
 

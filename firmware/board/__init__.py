@@ -35,6 +35,8 @@ def load(data_dir):
 
         from board import sim
 
-        speed = float(os.getenv("EVSE_SIM_SPEED") or 1)  # host/sim.py sets it
-        return sim.Board(data_dir, speed=speed, config=config)
+        speed = os.getenv("EVSE_SIM_SPEED") or "1"  # host/sim.py sets both; see board/sim.py
+        speed = sim.INFINITY if speed == "max" else float(speed)
+        step_ms = int(os.getenv("EVSE_SIM_STEP_MS") or sim.STEP_MS)
+        return sim.Board(data_dir, speed=speed, config=config, step_ms=step_ms)
     raise ValueError("board.json: unknown board " + repr(name))

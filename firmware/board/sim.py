@@ -1,12 +1,17 @@
 """The simulated board for the unix port: virtual pins, simulated EVs, RCDs, contactors with
 feedback, a temperature sensor and Modbus meters on a simulated RS-485 bus.
 
-Clocks: board time (`ticks_ms`, `sleep_ms`, `time`) runs at `speed` times real time; real time
-(`real_ms`, `real_sleep_ms`) is the host's, which CPU work runs to, so the app paces and
-supervises its control loop in it (see app.py). `speed=None` is a manual clock that only
-`advance(ms)` moves and that serves as both (deterministic tests). Hardware "interrupts" (the
-watchdog and the guard timer, both counting real time) are delivered whenever board time is
-read or advanced.
+Clocks. Board time (`ticks_ms`, `sleep_ms`, `time`) is step-locked: it stands still while
+tasks run and moves by `step_ms` (10 ms, a board's control period, up to MAX_STEP_MS) once per
+round of the event loop, in which every ready task, the control task included, runs once. So a
+control step never spans more than `step_ms` of board time, whatever the host's load, and
+`sleep_ms` waits for board time to get there. Rounds run back to back, as fast as the host
+allows, but board time never runs ahead of real time * `speed` (a cap; `INFINITY`: none). Real
+time (`real_ms`, `real_sleep_ms`) is the host's: the stall guard and the watchdog count it (see
+app.py), and so does anything waiting on the outside world. `speed=None` is a manual clock that
+only `advance(ms)` moves and that serves as both (deterministic tests). Hardware "interrupts"
+(the watchdog and the guard timer, both counting real time) are delivered whenever board time
+is read or moves.
 
 Everything the control loop calls per step (`sample_pilot`, `set_pwm`, `set_contactor`, the
 inputs) allocates nothing, so the station's safety path can be proven allocation-free here.
@@ -22,6 +27,9 @@ from protocol import pilot
 VOLTAGE_V = 230.0
 MANUAL_EPOCH = 1767225600  # 2026-01-01T00:00:00Z: board.time() origin of a manual clock
 RESET_EXIT = 75  # exit status of the simulated board when it resets
+STEP_MS = 10  # board time per round of the event loop (one control step): a board's period
+MAX_STEP_MS = 50  # coarsest step the station is designed for (50 ms pilot debounce)
+INFINITY = float("inf")  # speed: no cap, as fast as the host allows
 
 # High-plateau voltage each EV state presents (E: pilot shorted to earth, F: to -12 V).
 _LEVEL_MV = {"A": 12000, "B": 9000, "C": 6000, "D": 3000, "E": 0, "F": -12000}
@@ -181,7 +189,7 @@ class SimUart:
 class Board:
     simulated = True
 
-    def __init__(self, data_dir=".", connectors=2, speed=1.0, config=None):
+    def __init__(self, data_dir=".", connectors=2, speed=1.0, config=None, step_ms=STEP_MS):
         config = config or {}
         self.data_dir = data_dir
         self.config = config
@@ -189,9 +197,15 @@ class Board:
         model = meter.get("model", "SDM630")
         rcd_trip_ma = 30 if (config.get("rcd") or {}).get("type", "A") == "A" else 6
         specs = config.get("connectors") or [{} for _ in range(connectors)]
+        if speed is not None and not speed > 0:
+            raise ValueError("sim speed must be positive")
+        if not 1 <= step_ms <= MAX_STEP_MS:
+            raise ValueError("sim step must be 1..%d ms" % MAX_STEP_MS)
         self.speed = speed
-        self._manual_ms = 0
-        self._speed_milli = int(speed * 1000) if speed else 0
+        self.step_ms = step_ms
+        self._now = 0  # board time, ms since start
+        self._sleepers = []  # (due board ms, asyncio.Event) of the tasks in sleep_ms
+        self._clock = None  # the task that moves board time (started by the first sleep_ms)
         self._t0 = time.ticks_ms()
         self._epoch = MANUAL_EPOCH if speed is None else int(time.time())
         self.connectors = [
@@ -213,17 +227,15 @@ class Board:
         """Real ms since start, without delivering interrupts (the unix port's ticks period is
         2**62, so it never wraps); the manual clock when there is one."""
         if self.speed is None:
-            return self._manual_ms
+            return self._now
         return time.ticks_diff(time.ticks_ms(), self._t0)
 
     def now(self):
         """Board time without delivering interrupts (ms since start)."""
-        if self.speed is None:
-            return self._manual_ms
-        return self.real_ms() * self._speed_milli // 1000
+        return self._now
 
     def ticks_ms(self):
-        now = self.now()
+        now = self._now
         self._interrupts(now)
         return now
 
@@ -234,31 +246,62 @@ class Board:
         return ticks + delta
 
     def time(self):
-        return self._epoch + self.now() // 1000
+        return self._epoch + self._now // 1000
 
     def set_time(self, unix_seconds):
         """Set the clock (OCPP follows the central system's): only the offset changes."""
-        self._epoch = int(unix_seconds) - self.now() // 1000
+        self._epoch = int(unix_seconds) - self._now // 1000
 
     def advance(self, ms):
-        """Manual clock: move board time forward by `ms`, delivering due interrupts."""
+        """Manual clock: move board time forward by `ms`, waking sleepers and delivering due
+        interrupts."""
         if self.speed is not None:
             raise ValueError("advance() needs a manual clock (speed=None)")
-        self._manual_ms += ms
-        self._interrupts(self.now())
+        self._move_to(self._now + ms)
 
     async def sleep_ms(self, ms):
-        """Sleep `ms` of board time."""
-        await self.real_sleep_ms(ms if self.speed is None else ms * 1000 // self._speed_milli)
+        """Sleep until board time has moved on by `ms` (0: until it next moves)."""
+        if self._clock is None and self.speed is not None:
+            self._clock = asyncio.create_task(self._run_clock())  # board time starts to run
+        woken = asyncio.Event()
+        self._sleepers.append((self._now + max(ms, 0), woken))
+        await woken.wait()
 
     async def real_sleep_ms(self, ms):
-        """Sleep `ms` of real time."""
-        if self.speed is not None:
+        """Sleep `ms` of real time (of the manual clock when there is one)."""
+        if self.speed is None:
+            await self.sleep_ms(ms)
+        else:
             await asyncio.sleep_ms(ms)
-            return
-        deadline = self._manual_ms + ms
-        while self._manual_ms < deadline:
+
+    async def _run_clock(self):
+        """Move board time one step_ms per round of the event loop (every ready task runs
+        between two rounds, so the control task steps once per round), as fast as the host
+        allows but never ahead of real time * speed. When the host falls behind, the pace
+        restarts from where board time is rather than racing to catch up."""
+        paced_real, paced_board = self.real_ms(), self._now
+        while True:
+            target = self._now + self.step_ms
+            if self.speed != INFINITY:
+                real = self.real_ms()
+                allowed = paced_board + (real - paced_real) * self.speed
+                if allowed > target + self.step_ms:  # behind: pace from here
+                    paced_real, paced_board = real, self._now
+                elif allowed < target:
+                    await asyncio.sleep_ms(int((target - allowed) / self.speed) + 1)
+            self._move_to(target)
             await asyncio.sleep_ms(0)
+
+    def _move_to(self, now):
+        self._now = now
+        self._interrupts(now)
+        sleepers = self._sleepers
+        i = 0
+        while i < len(sleepers):
+            if sleepers[i][0] <= now:
+                sleepers.pop(i)[1].set()
+            else:
+                i += 1
 
     # Watchdog, guard timer, reset: they count real time, as the hardware's do.
     def wdt_start(self, timeout_ms):

@@ -5,7 +5,8 @@ Commands (connector N from 1):
   ev N A|B|C|D|E|F   power N WATTS   diode N 0|1   vent N 0|1   obey N 0|1
   leak N MA   rcddead N 0|1   weld N 0|1   temp C   meter N none|silent|garbage|crc|exception
   permit N 0|1   available N 0|1   limit N AMPS|none   clear N (0: station)
-  status   watch MS (a status line every MS of board time; 0 stops)   crash   stall MS   quit
+  status   watch MS (a status line every MS of board time; 0 stops)   crash
+  stall MS (block the event loop for MS of real time)   quit
 Every line answers one JSON line: {"ok": ...}, {"error": ...} or {"status": ...}. Besides,
 watch prints {"watch": status} and every station event prints {"event": [kind, n, value]}.
 """
@@ -137,10 +138,11 @@ async def _crash():
 
 
 def _stall(board, ms):
-    """Block the event loop for `ms` of board time, as a runaway task would."""
-    end = board.ticks_add(board.ticks_ms(), ms)
-    while board.ticks_diff(end, board.ticks_ms()) > 0:
-        pass
+    """Block the event loop for `ms` of real time, as a runaway task would (reading the board's
+    clock, which delivers the sim's timer interrupts as the hardware's would fire)."""
+    end = board.real_ms() + ms
+    while board.real_ms() < end:
+        board.ticks_ms()
 
 
 def _print(obj):

@@ -31,7 +31,12 @@ def add_parser(subparsers: Any) -> None:
     replay.add_argument("--target", default="sim", help="sim (default) or serial:PORT")
     replay.add_argument("--report", metavar="DIR", help="write PNG/HTML/JUnit reports here")
     replay.add_argument("--cs", metavar="URL", help="central system (default: an embedded one)")
-    replay.add_argument("--speed", type=float, help="sim clock speed (default: the session's)")
+    replay.add_argument(
+        "--speed",
+        type=_speed,
+        help="cap on the sim's board time per real time, or max (default: the session's, "
+        "else max); the sim's resolution does not depend on it",
+    )
     replay.add_argument(
         "--listen",
         metavar="[HOST:]PORT",
@@ -59,6 +64,15 @@ def add_parser(subparsers: Any) -> None:
     imp.set_defaults(func=import_command)
 
 
+def _speed(text: str) -> float:
+    from host.bench.session import parse_speed
+
+    try:
+        return parse_speed(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def session_files(names: list[str]) -> list[Path]:
     files: list[Path] = []
     for name in names:
@@ -78,7 +92,7 @@ def make_target(spec: str, speed: float | None, fixture: bool):
     from host.bench.target import SerialTarget, SimTarget
 
     if spec == "sim":
-        return lambda session: SimTarget(speed or session.speed)
+        return lambda session: SimTarget(speed or session.speed)  # prepare() picks the step
     if spec.startswith("serial:") and len(spec) > 7:
         return lambda session: SerialTarget(spec[7:], fixture)
     raise UserError(f"--target {spec!r}: use sim or serial:PORT")

@@ -65,7 +65,11 @@ class ConsoleLink:
     def _read_loop(self) -> None:
         while not self._closed:
             try:
-                data = self.serial.read(4096)
+                # At least one byte (or the timeout), then whatever else is waiting: a
+                # plain read(4096) would hold every line back until the timeout.
+                data = self.serial.read(1)
+                if data and self.serial.in_waiting:
+                    data += self.serial.read(self.serial.in_waiting)
             except (serial.SerialException, OSError, TypeError):
                 if self._closed:
                     return
@@ -103,7 +107,10 @@ class ConsoleLink:
     def command(self, name: str, *args: object, timeout: float = 5.0) -> list[str]:
         """Send a command and return the words of its `ok`; CommandFailed on `err`,
         StationSilent when no reply comes within `timeout` seconds."""
-        request_id = self.send(name, *args)
+        return self.reply(self.send(name, *args), name, timeout)
+
+    def reply(self, request_id: str, name: str, timeout: float = 5.0) -> list[str]:
+        """The words of the `ok` to a command already sent (as `command()`)."""
         with self._cond:
             if not self._cond.wait_for(lambda: request_id in self._replies, timeout):
                 raise StationSilent(f"no reply to `{name}` within {timeout:g} s")

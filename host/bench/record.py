@@ -111,7 +111,6 @@ def synthesize(observations: list[Observation], connector: int, name: str, origi
         f"name {name}",
         f"description {origin}",
         f"connector {connector}",
-        "speed 20",
         f"duration {format_duration(end + 30_000)}",
         "",
     ]

@@ -5,9 +5,17 @@ Threads: the console link reads station lines on its own thread; the relay and t
 central system run on an asyncio loop thread; the session's steps are played here. Everything
 seen lands on one timeline in session time (station ms since the session started), which the
 expectations are judged against once the run is over.
+
+The station's clock is read, not assumed: a simulated station runs as fast as its host allows
+(up to its speed cap), so the bench asks for the station's time (`time`) while it waits for a
+step's moment and stamps each step with the time the station gave just before it. Only OCPP
+frames, which reach the bench's relay rather than the console, get a time estimated from the
+newest reading and the rate the station's clock was seen to run at.
 """
 
 import asyncio
+import bisect
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +32,10 @@ SILENCE_S = 10.0  # real seconds without a line from the station: it stopped ans
 CONNECT_S = 20.0  # real seconds for the station to answer its console after start
 OPERATOR_TIMEOUT_S = 10.0
 DEFAULT_EV_POWER_W = 7400.0
+CLOCK_POLL_S = 0.02  # real seconds between readings of the station's clock while waiting
+RATE_WINDOW_S = 0.01  # the rate of the station's clock is measured over this much real time
+FRAME_SLACK_S = 0.005  # how far apart in real time the console and the relay may see one moment
+REPORT_EVERY_S = 0.05  # meter lines at least this far apart in real time (at the speed cap)
 
 
 @dataclass
@@ -54,6 +66,7 @@ class Result:
     aborted: str = ""
     log: list[str] = field(default_factory=list)  # non-protocol station lines
     late_ms: dict[int, int] = field(default_factory=dict)  # step line -> how late it ran
+    rate: float = 1.0  # station ms per real ms, as measured over the run
 
     @property
     def passed(self) -> bool:
@@ -88,12 +101,15 @@ class Replay:
         self.target = target
         self.cs_url = cs_url
         self.progress = progress
-        self.speed = target.speed
+        self.rate = target.speed if math.isfinite(target.speed) else 100.0  # until measured
         self.connector = session.connector
         self.result = Result(session, target.name)
         self._lock = threading.Lock()
         self._t0: int | None = None  # station ms at session time 0
-        self._last_evt = (time.monotonic(), 0)  # (wall, station ms) of the newest event
+        self._clock = (time.monotonic(), 0)  # (wall, station ms) of the newest reading
+        self._rate_from = self._clock  # the reading the rate is measured from
+        self._readings: list[tuple[float, int]] = []  # (wall, station ms) of every reading
+        self._frames: list[tuple[Event, float]] = []  # OCPP frames and when they arrived
         self._ev = {"state": "A", "power": DEFAULT_EV_POWER_W}
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -104,14 +120,41 @@ class Replay:
     # ---- timeline ----------------------------------------------------------------------
 
     def _station_ms(self) -> int:
-        """The station's clock now, estimated from its newest event."""
-        wall, ms = self._last_evt
-        return ms + int((time.monotonic() - wall) * self.speed * 1000)
+        """The station's clock now, estimated from its newest reading and its rate."""
+        wall, ms = self._clock
+        return ms + int((time.monotonic() - wall) * self.rate * 1000)
 
-    def _add(self, station_ms: int, source: str, kind: str, connector: int, value: Any) -> None:
+    def _read_clock(self, wall: float, ms: int) -> None:
+        """A reading of the station's clock (an event's time, a `time` answer)."""
+        if ms < self._clock[1]:
+            return
+        self._clock = (wall, ms)
+        self._readings.append(self._clock)
+        since_wall, since_ms = self._rate_from
+        if wall - since_wall >= RATE_WINDOW_S:  # long enough to measure the rate over
+            measured = (ms - since_ms) / (wall - since_wall) / 1000
+            self.rate = max(0.1, (self.rate + measured) / 2)
+            self._rate_from = self._clock
+
+    def _time(self, request: str = "") -> int:
+        """The station's clock: asked now, or the answer to a `time` request already sent.
+        StationSilent when it does not answer."""
+        link = self.link
+        assert link is not None
+        try:
+            words = link.reply(request or link.send("time"), "time", self.silence_s)
+        except StationSilent:
+            raise StationSilent(f"station silent for {self.silence_s:g} s") from None
+        ms = int(words[0]) + link.offset_ms
+        self._read_clock(time.monotonic(), ms)
+        return ms
+
+    def _add(self, station_ms: int, source: str, kind: str, connector: int, value: Any) -> Event:
         with self._lock:
             t0 = self._t0 if self._t0 is not None else station_ms
-            self.result.timeline.append(Event(station_ms - t0, source, kind, connector, value))
+            event = Event(station_ms - t0, source, kind, connector, value)
+            self.result.timeline.append(event)
+        return event
 
     def _on_line(self, line: Line) -> None:
         if line.kind == "log":
@@ -120,7 +163,7 @@ class Replay:
         if line.kind != "evt":
             return
         _, ms, kind, words = line.parsed
-        self._last_evt = (line.wall, ms)
+        self._read_clock(line.wall, ms)
         connector = int(words[0]) if words and words[0].isdigit() else 0
         if kind == "state" and connector:
             fields = dict(w.split("=", 1) for w in words[1:] if "=" in w)
@@ -136,7 +179,22 @@ class Replay:
         self._add(ms, "station", kind, connector, value)
 
     def _on_frame(self, frame: network.Frame) -> None:
-        self._add(self._station_ms(), "ocpp", frame.direction, 0, frame.message)
+        wall = time.monotonic()
+        event = self._add(self._station_ms(), "ocpp", frame.direction, 0, frame.message)
+        self._frames.append((event, wall))
+
+    def _retime_frames(self) -> None:
+        """OCPP frames reach the relay, not the console: once the run is over, their station
+        time is interpolated between the readings of the station's clock around them."""
+        readings = sorted(self._readings)
+        walls = [wall for wall, _ in readings]
+        t0 = self._t0 or 0
+        for event, wall in self._frames:
+            i = bisect.bisect(walls, wall)
+            if 0 < i < len(readings):
+                (w0, ms0), (w1, ms1) = readings[i - 1], readings[i]
+                ms = ms0 + (ms1 - ms0) * (wall - w0) / (w1 - w0) if w1 > w0 else ms0
+                event.ms = int(ms) - t0
 
     # ---- running -----------------------------------------------------------------------
 
@@ -148,6 +206,7 @@ class Replay:
         if missing:
             return skip(session, self.target.name, f"needs the {'/'.join(missing)} target")
         started = time.monotonic()
+        self.target.prepare(session)
         self._thread.start()
         cs = None
         try:
@@ -174,9 +233,14 @@ class Replay:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(5)
             result.wall_s = time.monotonic() - started
+            result.rate = self.rate
         if result.aborted:  # after _teardown, which adds what the station printed
             result.verdicts.append(Verdict("station answering", None, "error", result.aborted))
-        result.verdicts[:0] = judge(session, result.timeline, self.phases, result.late_ms)
+        self._retime_frames()
+        allowance = int(self.rate * FRAME_SLACK_S * 1000)
+        result.verdicts[:0] = judge(
+            session, result.timeline, self.phases, result.late_ms, allowance
+        )
         return result
 
     def _async(self, coro: Any, timeout: float, quiet: bool = False) -> Any:
@@ -210,7 +274,7 @@ class Replay:
                 self.link = ConsoleLink(port, self._on_line)
             else:
                 self.link.reopen(port, offset_ms)
-                self._last_evt = (time.monotonic(), offset_ms)
+                self._clock = self._rate_from = (time.monotonic(), offset_ms)
             try:
                 self._sync()
                 return
@@ -225,11 +289,14 @@ class Replay:
         assert link is not None
         info = dict(w.split("=", 1) for w in link.command("info") if "=" in w)
         self.phases = int(info.get("phases", 3))
-        # Meter lines double as the station's clock for the bench: a few per real second.
-        link.command("report", max(1000, int(self.speed * 50)))
+        link.command("report", self._report_ms())
         if "ev" in self.target.features:
             self._ev_apply()
         link.command("status")
+
+    def _report_ms(self) -> int:
+        speed = self.target.speed if math.isfinite(self.target.speed) else 200.0
+        return max(1000, int(speed * REPORT_EVERY_S * 1000))
 
     def _ev_apply(self) -> None:
         assert self.link is not None
@@ -240,7 +307,7 @@ class Replay:
         link = self.link
         assert link is not None
         self._setup()
-        self._t0 = link.station_ms
+        self._t0 = self._time()
         with self._lock:  # events before the start keep their place, before 0
             for event in self.result.timeline:
                 event.ms -= self._t0
@@ -252,30 +319,37 @@ class Replay:
         self._wait(self.session.end_ms)
 
     def _wait(self, session_ms: int) -> None:
-        """Until the station's clock reaches session_ms. The clock is estimated from the newest
-        event and the speed (the sim's clock is real time times its speed), so steps land on
-        time between the station's lines; a station that goes silent ends the run."""
-        link = self.link
-        assert link is not None and self._t0 is not None
+        """Until the station's clock reaches session_ms, read every CLOCK_POLL_S at most and
+        sooner as it nears (its rate varies with its load); a station that goes silent ends
+        the run."""
+        assert self._t0 is not None
         target = self._t0 + session_ms
-        while (ahead := target - self._station_ms()) > 0:
-            if time.monotonic() - link.last_heard > self.silence_s:
-                raise StationSilent(f"station silent for {self.silence_s:g} s")
-            time.sleep(min(0.05, ahead / 1000 / self.speed))
+        while (ahead := target - self._time()) > 0:
+            time.sleep(min(CLOCK_POLL_S, ahead / 2000 / self.rate))
 
     def _do(self, step: Step) -> None:
+        """Play a step, stamped with the station's time: `time` goes out just before the step's
+        command and is answered after it, so the console usually runs both in one poll (a
+        power cut is stamped first: the station it asks is gone afterwards)."""
+        link = self.link
+        assert link is not None
         self.progress(f"  {format_duration(step.at_ms):>9}  {step.text}")
-        started = self._station_ms()
-        with self._lock:
-            self.result.late_ms[step.line] = started - (self._t0 or 0) - step.at_ms
+        cut = step.verb == "power-cut"
+        started = self._time() if cut else 0
+        request = "" if cut else link.send("time")
+        error = ""
         try:
             answer = self._action(step)
         except CommandFailed as e:
-            self.result.verdicts.append(Verdict(step.text, step.line, "error", str(e)))
-            return
+            error = str(e)
         except (TimeoutError, ConnectionError) as e:
-            detail = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-            self.result.verdicts.append(Verdict(step.text, step.line, "error", detail))
+            error = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        if request:
+            started = self._time(request)
+        with self._lock:
+            self.result.late_ms[step.line] = started - (self._t0 or 0) - step.at_ms
+        if error:
+            self.result.verdicts.append(Verdict(step.text, step.line, "error", error))
             return
         self._add(started, "bench", step.actor, self.connector, (step.text, answer))
 
@@ -344,9 +418,9 @@ class Replay:
         assert link is not None
         cut_at = self._station_ms()
         self.target.kill()
-        time.sleep(off_ms / 1000 / self.speed)  # the power stays off this long
+        time.sleep(off_ms / 1000 / self.rate)  # the power stays off this long
         self._connect(cut_at + off_ms)
-        link.command("report", max(1000, int(self.speed * 50)))
+        link.command("report", self._report_ms())
         self._ev_apply()  # the EV stayed plugged in through the cut
         link.command("status")  # a fresh start reports no changes: ask for the state
 
@@ -426,27 +500,31 @@ def _tags(session: Session) -> set[str]:
 
 
 def judge(
-    session: Session, timeline: list[Event], phases: int, late_ms: dict[int, int]
+    session: Session,
+    timeline: list[Event],
+    phases: int,
+    late_ms: dict[int, int],
+    allowance_ms: int = 0,
 ) -> list[Verdict]:
     """Verdicts of the session's expectations. Each deadline counts from when the step
-    before it really ran (a step may run a little after its time)."""
+    before it really ran (a step may run a little after its time); OCPP frames may be up to
+    allowance_ms off their estimated times."""
     verdicts = []
     late = 0
     for step in session.steps:
         if step.actor != "expect":
             late = late_ms.get(step.line, late)
             continue
-        ok, detail = _check(step, session, timeline, phases, late)
+        ok, detail = _check(step, session, timeline, phases, late, allowance_ms)
         verdicts.append(Verdict(step.text, step.line, "pass" if ok else "fail", detail))
     return verdicts
 
 
 def _check(
-    step: Step, session: Session, timeline: list[Event], phases: int, late: int
+    step: Step, session: Session, timeline: list[Event], phases: int, late: int, allowance: int
 ) -> tuple[bool, str]:
     c = session.connector
-    # The station's clock between its lines is an estimate: allow it 20 ms of real time.
-    start = step.at_ms + max(late - int(session.speed * 20), 0)
+    start = step.at_ms + late
     end = start + (step.within_ms or 0)
     if step.verb in ("contactor", "pilot", "limit"):
         wanted = step.args[0]
@@ -470,7 +548,7 @@ def _check(
                     return True, ""
         return False, f"no {step.args[0]} fault by {format_duration(end)}"
     if step.verb == "ocpp":
-        return _check_ocpp(step, timeline, start, end)
+        return _check_ocpp(step, timeline, max(start - allowance, 0), end + allowance)
     if step.verb == "status":
         observed = statuses(timeline, c)
         it = iter(observed)

@@ -6,7 +6,6 @@ usually first) describe the session; step lines start with a time. See README "B
     name normal-charge
     description Plug in, present a tag, charge one hour at 7.4 kW, unplug.
     connector 1
-    speed 20
     0s      ev plug
     +2s     user tag 04A1B2C3
     +0s     expect contactor closed within 10s
@@ -16,11 +15,14 @@ Times are station (board) time: `90s`, `2m30s`, `1h5m`, `1:05:00`, or `+10s` aft
 step. Errors name the file and line.
 """
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from protocol import console as proto
+
+DEFAULT_SPEED = 100.0  # steps land within a few hundred ms of station time of their time
 
 
 class SessionError(Exception):
@@ -46,7 +48,7 @@ class Session:
     description: str = ""
     pending: str = ""  # reason why the session cannot run yet; replay skips it
     connector: int = 1
-    speed: float = 10.0  # sim speed; see host/bench/target.py fastest_speed()
+    speed: float = DEFAULT_SPEED  # the sim's speed cap ("max": none); see host/bench/target.py
     duration_ms: int | None = None
     tag_status: dict = field(default_factory=dict)  # idTag -> status the CS answers
     steps: list[Step] = field(default_factory=list)
@@ -219,9 +221,7 @@ def _header(session: Session, words: list[str], line: str) -> None:
         if session.connector < 1:
             raise ValueError("connector counts from 1")
     elif key == "speed":
-        session.speed = _number(_one(words, "speed <factor>"), "speed")
-        if session.speed <= 0:
-            raise ValueError("speed must be > 0")
+        session.speed = parse_speed(_one(words, "speed <factor>|max"))
     elif key == "duration":
         session.duration_ms = parse_duration(_one(words, "duration <time>"))
     elif key == "tag-status":
@@ -239,6 +239,16 @@ def _one(words: list[str], usage: str) -> str:
     if len(words) != 2:
         raise ValueError(f"usage: {usage}")
     return words[1]
+
+
+def parse_speed(word: str) -> float:
+    """A sim speed cap: a number > 0, or `max` (no cap: math.inf)."""
+    if word == "max":
+        return math.inf
+    speed = _number(word, "speed")
+    if speed <= 0:
+        raise ValueError("speed must be > 0 or max")
+    return speed
 
 
 def _number(word: str, what: str) -> float:

@@ -3,6 +3,7 @@ pseudo-terminal) or a board on a serial port. Both are reached the same way, wit
 
 import functools
 import json
+import math
 import os
 import signal
 import subprocess
@@ -11,26 +12,32 @@ from pathlib import Path
 
 from host import mpy
 from host.bench.link import CONSOLE_FD_ENV, open_pty
-from host.bench.session import Session
+from host.bench.session import DEFAULT_SPEED, Session
 
 STATION_ID = "BENCH1"
 
-# How fast the simulated station may run. Its control step takes CONTROL_PERIOD_MS of real time
-# (firmware/app.py), so at speed S a step is S times that of station time, and so is the time the
-# station takes to react to a bench step (console poll, a step or two, the event line). A
-# deadline must span RESOLUTION_STEPS steps to be judged as on a board, where a step is 10 ms.
-# Above MAX_SPEED the sim's meter readings (one bus transaction per step, 12 steps a cycle for
-# two SDM630s) come too seldom for meter_silence_ms (5 s) and the station sees a failing meter.
-CONTROL_PERIOD_MS = 10
+# The simulated station's clock (firmware/board/sim.py): board time moves by one sim step per
+# control step, as fast as the host allows, capped at `speed` times real time ("max": no cap).
+# Its resolution is the step, whatever the speed or the host's load, so the speed can only make a
+# replay slower or faster, never judge it differently. A deadline is judged as on a board when it
+# spans at least RESOLUTION_STEPS steps; the sim's step is the coarsest that allows it for every
+# deadline of the session, between STEP_MS (a board's control period) and MAX_STEP_MS (the
+# coarsest the sim allows): coarser steps mean fewer control steps per station hour, so speed.
+STEP_MS = 10
+MAX_STEP_MS = 50
 RESOLUTION_STEPS = 10
-MAX_SPEED = 20.0
+MAX = math.inf  # speed: no cap
 
 
-def fastest_speed(session: Session) -> float:
-    """The highest sim speed that judges every deadline of `session` fairly: each spans at
-    least RESOLUTION_STEPS control steps of station time."""
-    steps_ms = RESOLUTION_STEPS * CONTROL_PERIOD_MS
-    return min([MAX_SPEED] + [s.within_ms / steps_ms for s in session.steps if s.within_ms])
+def step_for(session: Session) -> int:
+    """The sim step (board ms per control step) for `session`: every deadline spans at least
+    RESOLUTION_STEPS steps, or the step is a board's control period."""
+    tightest = min([s.within_ms for s in session.steps if s.within_ms], default=MAX_STEP_MS * 10)
+    return max(STEP_MS, min(MAX_STEP_MS, tightest // RESOLUTION_STEPS))
+
+
+def format_speed(speed: float) -> str:
+    return "max" if speed == MAX else f"{speed:g}"
 
 
 @functools.cache
@@ -50,6 +57,9 @@ class Target:
     speed = 1.0
     features: frozenset = frozenset()  # "sim": power cuts; "ev": EV and fault controls
     cs_url = ""
+
+    def prepare(self, session: Session) -> None:
+        """Set up for `session` before the first start (the sim picks its step)."""
 
     def start(self, cs_url: str) -> str:
         """Bring the station up (if the bench can) with its OCPP link pointed at cs_url; the
@@ -84,15 +94,22 @@ class SerialTarget(Target):
 
 
 class SimTarget(Target):
-    """The firmware under micropython with the simulated board, in a fresh data directory."""
+    """The firmware under micropython with the simulated board, in a fresh data directory. Its
+    step is `step_for(session)` once `prepare(session)` has run, else STEP_MS."""
 
-    def __init__(self, speed: float = MAX_SPEED, data_dir: str | None = None):
+    def __init__(self, speed: float = DEFAULT_SPEED, data_dir: str | None = None):
+        if not speed > 0:
+            raise ValueError("the sim's speed must be positive")
         self.speed = speed
+        self.step_ms = STEP_MS
         self.name = "sim"
         self.features = frozenset({"sim", "ev"})
         self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix="evse-bench-sim-")
         self.data_dir = Path(data_dir or self._tmp.name)  # type: ignore[union-attr]
         self.proc: subprocess.Popen | None = None
+
+    def prepare(self, session: Session) -> None:
+        self.step_ms = step_for(session)
 
     def _write_config(self, cs_url: str) -> None:
         board = self.data_dir / "board.json"
@@ -112,7 +129,12 @@ class SimTarget(Target):
         self._write_config(cs_url)
         master, path = open_pty()
         fs = firmware_path()
-        env = dict(os.environ, MICROPYPATH=f"{fs}:.frozen", EVSE_SIM_SPEED=str(self.speed))
+        env = dict(
+            os.environ,
+            MICROPYPATH=f"{fs}:.frozen",
+            EVSE_SIM_SPEED=format_speed(self.speed),
+            EVSE_SIM_STEP_MS=str(self.step_ms),
+        )
         env[CONSOLE_FD_ENV] = str(master)
         try:
             stderr = open(self.data_dir / "stderr.log", "ab")  # noqa: SIM115 (the child keeps it)

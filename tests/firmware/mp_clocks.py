@@ -1,7 +1,8 @@
 # Runs under micropython (tests/firmware/test_app.py starts it): the app on a simulated board
-# running at argv[1] times real time. Prints one JSON line: how many control steps ran in half
-# a second of real time and how much board time passed, then whether a short and a long block
-# of the event loop (argv[2], argv[3] real ms) opened the contactor with a 'hang' fault.
+# capped at argv[1] times real time ("max": no cap) with a step of argv[4] ms. Prints one JSON
+# line: how many control steps ran in half a second of real time and how much board time
+# passed, then whether a short and a long block of the event loop (argv[2], argv[3] real ms)
+# opened the contactor with a 'hang' fault.
 import asyncio
 import json
 import sys
@@ -10,8 +11,8 @@ import time
 from app import App
 from board import sim
 
-SPEED = float(sys.argv[1])
-SHORT_MS, LONG_MS = int(sys.argv[2]), int(sys.argv[3])
+SPEED = sim.INFINITY if sys.argv[1] == "max" else float(sys.argv[1])
+SHORT_MS, LONG_MS, STEP_MS = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 
 
 def block(board, real_ms):
@@ -27,7 +28,9 @@ def hang(app):
 
 
 async def main():
-    board = sim.Board("/tmp", speed=SPEED, config={"board": "sim", "free_vend": True})
+    board = sim.Board(
+        "/tmp", speed=SPEED, config={"board": "sim", "free_vend": True}, step_ms=STEP_MS
+    )
     app = App("/tmp/evse-test-no-such-dir", board)
     steps = [0]
     step = app.station.step

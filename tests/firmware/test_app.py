@@ -63,12 +63,13 @@ def test_a_hang_longer_than_the_watchdog_resets_with_the_contactor_open(charging
     assert charging.wait_exit(timeout=10) == RESET_EXIT
 
 
-@pytest.mark.parametrize("speed", [1, 50])
-def test_supervision_and_control_period_count_real_time(speed):
-    """At any sim speed the loop steps every 10 ms of real time; a 20 ms block of the event
-    loop (1 s of board time at 50x) is no stall, a 300 ms one is."""
+@pytest.mark.parametrize(("speed", "step"), [(1, 10), (50, 10), ("max", 50)])
+def test_board_time_moves_by_control_steps_and_supervision_counts_real_time(speed, step):
+    """Each control step spans one sim step of board time, whatever the speed or the host's
+    load; board time never runs ahead of real time * speed. A 20 ms block of the event loop
+    is no stall, a 300 ms one is, at any speed."""
     done = subprocess.run(
-        mpy.command(Path(__file__).with_name("mp_clocks.py"), str(speed), "20", "300"),
+        mpy.command(Path(__file__).with_name("mp_clocks.py"), str(speed), "20", "300", str(step)),
         capture_output=True,
         text=True,
         env=mpy.environ(),
@@ -76,8 +77,13 @@ def test_supervision_and_control_period_count_real_time(speed):
     )
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads(done.stdout)
-    assert 20 <= result["steps"] <= 60  # 50 in 500 ms of real time, fewer on a busy host
-    assert 400 * speed <= result["board_ms"] <= 700 * speed
+    steps, board_ms = result["steps"], result["board_ms"]
+    assert abs(board_ms - steps * step) <= step  # one step per sim step
+    if speed == 1:
+        assert 400 <= board_ms <= 510  # the host keeps up with real time
+    elif speed != "max":
+        assert board_ms <= 510 * speed
+    assert steps >= 20  # even on a busy host
     assert result["closed"]
     assert result["short"] == {"closed": True, "hang": []}
     assert result["long"] == {"closed": False, "hang": ["stall"]}
