@@ -157,28 +157,25 @@ def sampled_values() -> str:
     return "[" + ",".join(values) + "]"
 
 
-def _future() -> asyncio.Future:
-    """A future whose exception counts as seen even when its waiter was cancelled."""
-    future = asyncio.get_running_loop().create_future()
-    future.add_done_callback(lambda f: f.cancelled() or f.exception())
-    return future
-
-
 class Client(asyncio.Protocol):
-    """One simulated station: handshake, then one outstanding CALL at a time."""
+    """One simulated station: handshake, BootNotification, then one outstanding CALL at a
+    time. Callback-driven (no task or future per message) so that the generator stays far
+    cheaper than the server it measures."""
 
-    def __init__(self, gen: "Generator", station_id: str):
+    def __init__(self, gen: "Generator", station_id: str, booted: asyncio.Future):
         self.gen = gen
         self.id = station_id
         self.buffer = b""
         self.open = False
         self.transport: asyncio.Transport | None = None
-        self.reply: asyncio.Future | None = None
+        self.booted = booted  # settled once the BootNotification is answered (or it failed)
+        self.busy = False  # a CALL awaits its answer
+        self.action = ""
+        self.sent_at = 0.0
         self.uid = 0
         self.seconds = 1_700_000_000 + random.randint(0, 10**6)
         self.transaction = 0
         self.step = 0
-        self.handshake_done = _future()
 
     def connection_made(self, transport):  # type: ignore[override]
         self.transport = transport
@@ -193,54 +190,74 @@ class Client(asyncio.Protocol):
         )
 
     def data_received(self, data: bytes) -> None:
-        self.buffer += data
+        buffer = self.buffer + data if self.buffer else data
         if not self.open:
-            end = self.buffer.find(b"\r\n\r\n")
+            end = buffer.find(b"\r\n\r\n")
             if end < 0:
+                self.buffer = buffer
                 return
-            status = self.buffer[: self.buffer.find(b"\r\n")]
-            self.buffer = self.buffer[end + 4 :]
-            if self.handshake_done.done():  # given up on (connect phase timed out)
-                return
+            status = buffer[: buffer.find(b"\r\n")]
+            buffer = buffer[end + 4 :]
             if b" 101 " not in status:
-                self.handshake_done.set_exception(RuntimeError(status.decode()))
+                self.buffer = b""
+                self._fail(RuntimeError(status.decode()))
                 return
             self.open = True
-            self.handshake_done.set_result(None)
-        while len(self.buffer) >= 2:
-            opcode, length = self.buffer[0] & 0x0F, self.buffer[1] & 0x7F
+            self.send("BootNotification", BOOT)
+        while len(buffer) >= 2:
+            opcode, length = buffer[0] & 0x0F, buffer[1] & 0x7F
             start = 2
             if length == 126:
-                if len(self.buffer) < 4:
-                    return
-                length, start = struct.unpack("!H", self.buffer[2:4])[0], 4
+                if len(buffer) < 4:
+                    break
+                length, start = struct.unpack("!H", buffer[2:4])[0], 4
             elif length == 127:
-                if len(self.buffer) < 10:
-                    return
-                length, start = struct.unpack("!Q", self.buffer[2:10])[0], 10
-            if len(self.buffer) < start + length:
-                return
-            payload = self.buffer[start : start + length]
-            self.buffer = self.buffer[start + length :]
+                if len(buffer) < 10:
+                    break
+                length, start = struct.unpack("!Q", buffer[2:10])[0], 10
+            if len(buffer) < start + length:
+                break
+            payload = buffer[start : start + length]
+            buffer = buffer[start + length :]
             if opcode == 0x9:  # ping -> pong
                 assert self.transport is not None
                 self.transport.write(bytes([0x8A, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
-            elif opcode == 0x1 and self.reply is not None and not self.reply.done():
-                self.reply.set_result(payload)
+            elif opcode == 0x1 and self.busy:
+                self._on_reply(payload)
+        self.buffer = buffer
+
+    def _on_reply(self, reply: bytes) -> None:
+        latency = time.perf_counter() - self.sent_at
+        self.busy = False
+        if reply[1:2] != b"3":
+            self.gen.errors += 1
+        if self.action == "StartTransaction":
+            marker = reply.find(b'"transactionId":')
+            self.transaction = int(reply[marker + 16 :].split(b",")[0].split(b"}")[0])
+        elif self.action == "BootNotification":
+            if not self.booted.done():
+                self.booted.set_result(None)
+            return
+        self.gen.on_answer(self, latency)
+
+    def _fail(self, error: Exception) -> None:
+        if not self.booted.done():
+            self.booted.set_exception(error)
 
     def connection_lost(self, exc):  # type: ignore[override]
         self.gen.closed += self.open
-        if self.reply is not None and not self.reply.done():
-            self.reply.set_exception(ConnectionError("closed"))
-        if not self.handshake_done.done():
-            self.handshake_done.set_exception(ConnectionError("closed during handshake"))
+        if self.busy:
+            self.busy = False
+            self.gen.in_flight -= 1
+        self._fail(ConnectionError("closed before the BootNotification was answered"))
 
-    async def call(self, action: str, payload: str) -> bytes:
+    def send(self, action: str, payload: str) -> None:
         self.uid += 1
-        self.reply = _future()
+        self.busy = True
+        self.action = action
         assert self.transport is not None
+        self.sent_at = time.perf_counter()
         self.transport.write(frame(f'[2,"{self.uid}","{action}",{payload}]'))
-        return await self.reply
 
     def timestamp(self) -> str:
         self.seconds += 1
@@ -277,16 +294,9 @@ class Client(asyncio.Protocol):
             f'[{{"timestamp":"{self.timestamp()}","sampledValue":{self.gen.samples}}}]}}'
         )
 
-    async def send_next(self) -> float:
-        action, payload = self.next_message()
-        t0 = time.perf_counter()
-        reply = await self.call(action, payload)
-        if action == "StartTransaction":
-            marker = reply.find(b'"transactionId":')
-            self.transaction = int(reply[marker + 16 :].split(b",")[0].split(b"}")[0])
-        if reply[1:2] != b"3":
-            self.gen.errors += 1
-        return time.perf_counter() - t0
+    def send_next(self) -> None:
+        self.gen.in_flight += 1
+        self.send(*self.next_message())
 
 
 class Generator:
@@ -299,101 +309,99 @@ class Generator:
         self.failure = ""
         self.transports: list[asyncio.BaseTransport] = []
         self.samples = sampled_values()
+        self.in_flight = 0  # messages sent and not answered yet
+        self.latencies: list[float] = []
+        self.window_end = 0.0  # answers after this are not counted
+        self.closed_loop_on = False  # answer -> next message at once
+
+    def on_answer(self, client: Client, latency: float) -> None:
+        self.in_flight -= 1
+        now = time.perf_counter()
+        if now <= self.window_end:
+            self.latencies.append(latency)
+            if self.closed_loop_on:
+                client.send_next()
 
     async def connect_and_boot(self, n: int, prefix: str, timeout: float) -> float:
         """Connect and boot `n` stations, at most 1,000 handshakes in flight; a station
         that fails, or is not booted within `timeout` seconds, is counted in `failed` and
         left out."""
         loop = asyncio.get_running_loop()
-        limit = asyncio.Semaphore(1000)
+        numbers = iter(range(n))
 
-        async def one(i: int) -> None:
-            async with limit:
+        async def worker() -> None:
+            for i in numbers:
+                booted = loop.create_future()
+                station = Client(self, f"{prefix}{i:05d}", booted)
                 try:
                     _, client = await loop.create_connection(
-                        lambda: Client(self, f"{prefix}{i:05d}"), "127.0.0.1", self.port
+                        lambda station=station: station, "127.0.0.1", self.port
                     )
-                    await client.handshake_done
-                    await client.call("BootNotification", BOOT)
+                    await booted
                 except (OSError, RuntimeError) as error:
                     self.failed += 1
                     self.failure = repr(error)
-                    return
+                    continue
                 self.clients.append(client)
 
         t0 = time.perf_counter()
-        tasks = [asyncio.create_task(one(i)) for i in range(n)]
-        _, late = await asyncio.wait(tasks, timeout=timeout)
+        workers = [asyncio.create_task(worker()) for _ in range(min(n, 1000))]
+        _, late = await asyncio.wait(workers, timeout=timeout)
         for task in late:
             task.cancel()
-        self.failed += len(late)
-        if late:
-            self.failure = f"not booted within {timeout:g} s"
         await asyncio.gather(*late, return_exceptions=True)
+        missing = n - len(self.clients) - self.failed
+        if missing:
+            self.failed += missing
+            self.failure = f"not booted within {timeout:g} s"
         booted = {client.transport for client in self.clients}
         for transport in self.transports:
             if transport not in booted:
                 transport.abort()  # type: ignore[attr-defined]
         return time.perf_counter() - t0
 
+    async def _drain(self, timeout: float) -> None:
+        """Wait (bounded) for the answers still in flight."""
+        deadline = time.perf_counter() + timeout
+        while self.in_flight > 0 and time.perf_counter() < deadline:
+            await asyncio.sleep(0.01)
+
     async def closed_loop(self, seconds: float, on_stop) -> list[float]:
         """Every station sends its next message as soon as the previous one is answered.
         Returns the latencies of the messages answered within `seconds`; `on_stop` runs at
         the end of the window, before waiting for the messages still in flight."""
-        latencies: list[float] = []
-        stop = time.perf_counter() + seconds
-
-        async def run(client: Client) -> None:
-            while time.perf_counter() < stop:
-                try:
-                    latency = await client.send_next()
-                except ConnectionError:
-                    return  # counted in `closed`
-                if time.perf_counter() <= stop:
-                    latencies.append(latency)
-
-        tasks = [asyncio.create_task(run(c)) for c in self.clients]
+        self.latencies = []
+        self.window_end = time.perf_counter() + seconds
+        self.closed_loop_on = True
+        for client in self.clients:
+            client.send_next()
         await asyncio.sleep(seconds)
         on_stop()
-        await asyncio.gather(*tasks)
-        return latencies
+        self.closed_loop_on = False
+        await self._drain(10)
+        return self.latencies
 
     async def open_loop(self, rate: float, seconds: float) -> tuple[int, list[float], int]:
         """Send at `rate` messages/s spread over the stations; a station still waiting for
         its previous answer skips its turn (counted)."""
-        latencies: list[float] = []
+        self.latencies = []
+        self.window_end = float("inf")
         skipped = 0
-        busy: set[Client] = set()
-
-        async def one(client: Client) -> None:
-            busy.add(client)
-            try:
-                latencies.append(await client.send_next())
-            except ConnectionError:
-                pass  # counted in `closed`
-            finally:
-                busy.discard(client)
-
-        tasks = set()
         t0 = time.perf_counter()
         sent = 0
         index = 0
         while (now := time.perf_counter()) < t0 + seconds:
-            due = int((now - t0) * rate) - sent
-            for _ in range(due):
+            for _ in range(int((now - t0) * rate) - sent):
                 client = self.clients[index % len(self.clients)]
                 index += 1
                 sent += 1
-                if client in busy:
+                if client.busy:
                     skipped += 1
-                    continue
-                task = asyncio.create_task(one(client))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+                else:
+                    client.send_next()
             await asyncio.sleep(0.001)
-        if tasks:
-            await asyncio.wait(tasks, timeout=10)
-        return sent, latencies, skipped
+        await self._drain(10)
+        return sent, self.latencies, skipped
 
     def close(self) -> None:
         for transport in self.transports:
@@ -428,9 +436,10 @@ async def measure(kind: str, args: argparse.Namespace, port: int, data_dir: str)
         gen = Generator(port)
         rss0 = rss_kib(server.pid)
         stations = args.stations if kind == "evse" else args.baseline_stations
-        cpu0 = cpu_seconds(server.pid)
+        cpu0, own0 = cpu_seconds(server.pid), time.process_time()
         boot_s = await gen.connect_and_boot(stations, "CP", args.connect_timeout)
         boot_cpu = cpu_seconds(server.pid) - cpu0
+        boot_generator_cpu = time.process_time() - own0
         if not gen.clients:
             raise SystemExit(f"{kind}: no station booted within {args.connect_timeout:g} s")
         await asyncio.sleep(1)  # let the server settle (garbage, batched writes)
@@ -448,6 +457,7 @@ async def measure(kind: str, args: argparse.Namespace, port: int, data_dir: str)
             "failure": gen.failure,
             "boot_s": boot_s,
             "boot_cpu_ms": boot_cpu * 1000 / max(1, len(gen.clients)),
+            "boot_generator_cpu": boot_generator_cpu / boot_s,
             "bytes_per_connection": per_connection,
             "msgs_per_s": len(latencies) / args.duration,
             "server_cpu": window_cpu[0] / args.duration,
@@ -457,8 +467,11 @@ async def measure(kind: str, args: argparse.Namespace, port: int, data_dir: str)
             "closed_p99_ms": percentile(latencies, 99) * 1000,
         }
         if kind == "evse":
+            cpu0, own0 = cpu_seconds(server.pid), time.process_time()
             sent, latencies, skipped = await gen.open_loop(args.rate, args.duration)
             result.update(
+                open_server_cpu=(cpu_seconds(server.pid) - cpu0) / args.duration,
+                open_generator_cpu=(time.process_time() - own0) / args.duration,
                 rate=args.rate,
                 rate_done=len(latencies) / args.duration,
                 rate_skipped=skipped,
@@ -476,7 +489,8 @@ async def measure(kind: str, args: argparse.Namespace, port: int, data_dir: str)
 
 def report(kind: str, r: dict) -> None:
     print(
-        f"{kind}: {r['stations']} stations connected and booted in {r['boot_s']:.2f} s; "
+        f"{kind}: {r['stations']} stations connected and booted in {r['boot_s']:.2f} s "
+        f"(load generator {r['boot_generator_cpu']:.0%} of a core); "
         f"server memory {r['bytes_per_connection'] / 1024:.1f} KiB per connection"
     )
     if r["failed"]:
@@ -495,7 +509,9 @@ def report(kind: str, r: dict) -> None:
         print(
             f"{kind}: at {r['rate']:,} msg/s offered: {r['rate_done']:,.0f} msg/s answered "
             f"({r['rate_skipped']} turns skipped, station busy), "
-            f"p50 {r['open_p50_ms']:.1f} ms, p99 {r['open_p99_ms']:.1f} ms"
+            f"p50 {r['open_p50_ms']:.1f} ms, p99 {r['open_p99_ms']:.1f} ms "
+            f"(CPU: server {r['open_server_cpu']:.0%}, "
+            f"load generator {r['open_generator_cpu']:.0%} of a core)"
         )
     print(f"{kind}: {r['errors']} CALLERRORs, {r['closed']} connections closed by the server")
 
