@@ -22,9 +22,17 @@ NTP_PORT = 123
 NTP_WAIT_MS = 2000
 NTP_POLL_MS = 50
 NTP_RESYNC_MS = 3600000  # the ESP32's RTC drifts by seconds a day
+NTP_TRUST_MS = 2 * NTP_RESYNC_MS  # the clock counts as NTP's this long after an answer
 NTP_TO_UNIX = 2208988800  # seconds from 1900 (NTP) to 1970 (Unix)
 
 _nic = None
+synced_ms = None  # board ticks of the last NTP answer that set the clock
+
+
+def ntp_synced(board):
+    """True while the clock was set from NTP recently (one missed resync is fine): then NTP is
+    the time source and the central system's currentTime is not followed."""
+    return synced_ms is not None and board.ticks_diff(board.ticks_ms(), synced_ms) < NTP_TRUST_MS
 
 
 def _interface(network_config):
@@ -119,10 +127,10 @@ async def ntp_time(board, address):
 async def run(board, station_config, on_up):
     """Keep the network up; call `on_up()` once, the first time it is up (clock set if NTP
     answered: a station without NTP still charges and OCPP still connects)."""
+    global synced_ms
     retry_ms = RETRY_FIRST_MS
     address = None
     looked_up = False  # the DNS lookup blocks: once per boot
-    synced_ms = None
     while True:
         if not await up(board, station_config):
             await board.sleep_ms(retry_ms)

@@ -6,9 +6,35 @@ import asyncio
 import json
 from pathlib import Path
 
+from host import mpy
 from host.sim import RESET_EXIT, SimStation
 
-__all__ = ["RESET_EXIT", "Firmware", "LoopThread"]
+__all__ = ["RESET_EXIT", "Firmware", "LoopThread", "RomStation"]
+ROM_LAUNCHER = Path(__file__).resolve().parents[1] / "benchmarks" / "mp_cp_rom.py"
+
+
+class RomStation(SimStation):
+    """The simulated station running a bundle made by `evse build --target unix`: its main.py,
+    and the firmware from the bundle's ROMFS image mounted at /rom (as on a board with a ROMFS
+    partition), or from its .mpy files when `romfs` is False. Nothing else is on the path."""
+
+    def __init__(self, data_dir, bundle: Path, romfs: bool = True, **kwargs):
+        super().__init__(data_dir, **kwargs)
+        self.bundle = bundle
+        self.romfs = romfs
+
+    def argv(self):
+        main = str(self.bundle / "fs" / "main.py")
+        if self.romfs:
+            image = str(self.bundle / "firmware.romfs")
+            return mpy.command(
+                ROM_LAUNCHER, image, main, str(self.data_dir), heapsize=self.heapsize
+            )
+        return mpy.command(main, str(self.data_dir), heapsize=self.heapsize)
+
+    def environ(self):
+        path = ".frozen" if self.romfs else f"{self.bundle / 'fs'}:.frozen"
+        return dict(super().environ(), MICROPYPATH=path)
 
 
 class Firmware:
@@ -25,10 +51,18 @@ class Firmware:
         timeout: float = 20,
         env: dict | None = None,
         speed: float = 1.0,
+        bundle: Path | None = None,
+        romfs: bool = True,
     ) -> None:
         """Start the firmware; `env`: environment overrides (e.g. a .mpy module layout);
-        `speed`: board time per real time."""
-        self.sim = SimStation(self.data_dir, speed=speed, heapsize=heapsize, env=env)
+        `speed`: board time per real time; `bundle`: run that `evse build` bundle (see
+        RomStation) instead of the sources."""
+        if bundle is not None:
+            self.sim = RomStation(
+                self.data_dir, bundle, romfs, speed=speed, heapsize=heapsize, env=env
+            )
+        else:
+            self.sim = SimStation(self.data_dir, speed=speed, heapsize=heapsize, env=env)
         await asyncio.to_thread(self.sim.start, timeout)
 
     def alive(self) -> bool:

@@ -5,6 +5,7 @@
 # status. `serve(rpc)` is the single sender while online: it sends, one CALL at a time and in this
 # order, Authorize requests, StatusNotifications, the offline queue (transaction messages) and
 # Heartbeats. Inbound CALLs are answered by the `on_*` handlers registered on the Rpc.
+import net
 from ocpp import inbound, isotime
 from ocpp.auth import Cache
 from ocpp.config import Config
@@ -18,6 +19,7 @@ VOLATILE_MAX = 4  # clock-aligned MeterValues outside transactions waiting to be
 METER_WAIT_S = 10  # a StopTransaction waits this long at most for a reading after the opening
 ENERGY_SAVE_S = 10  # a running transaction's meter register reaches flash this often
 CLOCK_SLACK_S = 2  # the board clock follows the central system's when further off than this
+ALIGNED_KEPT = 8  # StopTxnAlignedData: the latest clock-aligned samples a StopTransaction carries
 TX_ACTIONS = ("StartTransaction", "StopTransaction", "MeterValues")
 
 # Station fault code -> OCPP ChargePointErrorCode. 'derating' is a warning, not a fault. Pilot
@@ -72,6 +74,7 @@ class Session:
         self.tx = None  # local transaction id (the queue maps it to the central system's)
         self.tag = None  # idTag of the transaction
         self.begin = None  # Transaction.Begin sampled values
+        self.aligned = []  # StopTxnAlignedData meterValues of the transaction, the latest kept
         self.started = 0  # board time the transaction started
         self.ready = None  # idTag authorized, waiting for the EV to be plugged in
         self.ready_until = 0
@@ -81,7 +84,8 @@ class Session:
         self.reported = None  # what the central system was last told
         self.next_sample = 0
         self.next_save = 0  # board time the meter register goes to flash next
-        self.closing = None  # [local, tag, meter floor, time, reason, transactionData Begin]
+        # [local, tag, meter floor, time, reason, Transaction.Begin meterValue, aligned ones]
+        self.closing = None
         self.closing_by = 0  # board time by which the StopTransaction goes, fresh reading or not
         self.opened_ms = None  # board ticks when the contactor was seen open while closing
         self.slots = []  # every Fault that can be raised here
@@ -124,11 +128,14 @@ class ChargePoint:
         return 0 in self.config.inoperative or s.id in self.config.inoperative
 
     def set_clock(self, current_time):
-        """Follow the central system's clock (currentTime of BootNotification and Heartbeat;
-        a board without NTP has no other), moving the deadlines with it; the change in s."""
+        """Follow the central system's clock (currentTime of BootNotification and Heartbeat),
+        moving the deadlines with it; the change in s. NTP wins: while the clock was set from
+        NTP recently, the central system's is ignored (a board without NTP has no other)."""
         try:
             t = isotime.parse(current_time)
         except (TypeError, ValueError):
+            return 0
+        if net.ntp_synced(self.board):
             return 0
         delta = t - self.now()
         if -CLOCK_SLACK_S <= delta <= CLOCK_SLACK_S:
@@ -160,7 +167,7 @@ class ChargePoint:
         open_tx = self.queue.open_tx(s.id)
         if open_tx:
             local, tag, meter, when = open_tx
-            s.closing = [local, tag, meter, when, "PowerLoss", None]
+            s.closing = [local, tag, meter, when, "PowerLoss", None, ()]
             s.closing_by = self.now() + METER_WAIT_S
 
     def sample(self, s, measurands, context):
@@ -202,6 +209,7 @@ class ChargePoint:
         s.tag = tag
         s.started = now
         s.begin = self.sample(s, self.config.measurands("StopTxnSampledData"), "Transaction.Begin")
+        s.aligned = []
         s.next_sample = now + self.config.get("MeterValueSampleInterval")
         s.next_save = now + ENERGY_SAVE_S
         s.connector.permit(True)
@@ -215,10 +223,11 @@ class ChargePoint:
         begin = None
         if s.begin:
             begin = {"timestamp": isotime.format(s.started), "sampledValue": s.begin}
-        s.closing = [s.tx, s.tag, _energy(s), now, reason, begin]
+        s.closing = [s.tx, s.tag, _energy(s), now, reason, begin, s.aligned]
         s.closing_by = now + METER_WAIT_S
         s.connector.permit(False)
         s.tx = s.tag = s.begin = None
+        s.aligned = []
         s.finished = True
 
     def _close(self, s, now):
@@ -236,16 +245,19 @@ class ChargePoint:
         )
         if r is not None and not fresh and now < s.closing_by:
             return
-        local, tag, meter, when, reason, begin = s.closing
+        local, tag, meter, when, reason, begin, aligned = s.closing
         s.closing = s.opened_ms = None
         meter = max(meter, _energy(s))  # the register only grows; a meter lost at boot reads 0
         payload = {"meterStop": meter, "timestamp": isotime.format(when), "reason": reason}
         if tag:
             payload["idTag"] = tag
+        data = list(aligned)  # StopTxnAlignedData, between StopTxnSampledData's Begin and End
         if begin:
             end = self.sample(s, self.config.measurands("StopTxnSampledData"), "Transaction.End")
-            end_value = {"timestamp": isotime.format(when), "sampledValue": end}
-            payload["transactionData"] = [begin, end_value]
+            data.insert(0, begin)
+            data.append({"timestamp": isotime.format(when), "sampledValue": end})
+        if data:
+            payload["transactionData"] = data
         self.queue.push("StopTransaction", payload, local, meter, when)
 
     def _meter_values(self, s, measurands, context, now):
@@ -332,8 +344,18 @@ class ChargePoint:
             if clock_due:
                 measurands = self.config.measurands("MeterValuesAlignedData")
                 self._meter_values(s, measurands, "Sample.Clock", now)
+                if s.tx is not None:
+                    self._keep_aligned(s, now)
         for s in self.sessions:
             self._update_status(s, now)
+
+    def _keep_aligned(self, s, now):
+        """A StopTxnAlignedData sample for the transaction's StopTransaction."""
+        values = self.sample(s, self.config.measurands("StopTxnAlignedData"), "Sample.Clock")
+        if values:
+            if len(s.aligned) >= ALIGNED_KEPT:
+                s.aligned.pop(0)
+            s.aligned.append({"timestamp": isotime.format(now), "sampledValue": values})
 
     def _faults(self, s):
         """Active faults of `s`, then one raised and cleared again between two ticks (an RCD
@@ -402,7 +424,7 @@ class ChargePoint:
         self.online = True
         for s in self.sessions:
             s.reported = None  # tell the central system every status again
-        next_heartbeat = self.now()
+        beat = None  # board time of the last Heartbeat
         try:
             while True:
                 now = self.now()
@@ -415,10 +437,10 @@ class ChargePoint:
                     await rpc.call("MeterValues", self.volatile.pop(0), CALL_TIMEOUT_S)
                 elif self.queue.pending() and now >= self.retry_at:
                     await self._deliver(rpc)
-                elif now >= next_heartbeat:
+                elif beat is None or now >= beat + (self.config.get("HeartbeatInterval") or 86400):
+                    # (the interval is read each time: a change takes effect at once)
                     reply = await rpc.call("Heartbeat", {}, CALL_TIMEOUT_S)
-                    next_heartbeat = now + (self.config.get("HeartbeatInterval") or 86400)
-                    next_heartbeat += self.set_clock(reply.get("currentTime"))
+                    beat = now + self.set_clock(reply.get("currentTime"))
                 else:
                     await self.board.sleep_ms(100)
         finally:
@@ -505,17 +527,16 @@ class ChargePoint:
 
     def register(self, rpc):
         self.rpc = rpc
-        for action in inbound.SHAPES:
-            rpc.handle(action, self._checked(action, getattr(self, "on_" + action)))
-        for action in OTHER_ACTIONS:
-            rpc.handle(action, _not_supported)
+        rpc.answer = self.answer
 
-    def _checked(self, action, handler):
-        def checked(payload):
+    def answer(self, action, payload):
+        """The result payload of the central system's CALL (raises RpcError)."""
+        if action in inbound.SHAPES:
             inbound.check(action, payload)
-            return handler(payload)
-
-        return checked
+            return getattr(self, "on_" + action)(payload)
+        if action in OTHER_ACTIONS:
+            raise RpcError("NotSupported", None, "profile not supported")
+        raise RpcError("NotImplemented", None, "unknown action")
 
     def _session(self, connector_id):
         if 0 <= connector_id < len(self.sessions):
@@ -590,12 +611,17 @@ class ChargePoint:
         return {"status": "Accepted"}
 
     def on_UnlockConnector(self, p):
-        # The supported boards have no connector lock actuator.
-        return {"status": "NotSupported"}
-
-
-def _not_supported(payload):
-    raise RpcError("NotSupported", None, "profile not supported")
+        """A transaction on the connector is stopped first (reason UnlockCommand); then the
+        board's lock actuator, if it has one: `board.unlock(connector_id)` -> True when it
+        unlocked (none of the supported boards has one yet: NotSupported)."""
+        s = self._session(p["connectorId"])
+        if s is None or s.id == 0:
+            return {"status": "NotSupported"}
+        self.stop(s, "UnlockCommand")
+        unlock = getattr(self.board, "unlock", None)
+        if unlock is None:
+            return {"status": "NotSupported"}
+        return {"status": "Unlocked" if unlock(s.id) else "UnlockFailed"}
 
 
 def _energy(s):

