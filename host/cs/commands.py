@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("evse.cs")
 
+POLICY_VIOLATION = 1008  # WebSocket close code
+
 
 def validate(station: str, action: str, payload: Any) -> None:
     """Raise ValueError naming the problem when a command cannot be queued."""
@@ -45,6 +47,7 @@ class CommandQueue:
         self.poll_s = poll_s
         self._task: asyncio.Task | None = None
         self._deliveries: set[asyncio.Task] = set()
+        self._waiting: set[str] = set()  # stations with queued commands at the last poll
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._poll())
@@ -55,16 +58,30 @@ class CommandQueue:
                 task.cancel()
 
     async def _poll(self) -> None:
+        """Deliver what was queued (by the CLI, in another process, for instance) and
+        disconnect the stations an operator rejected."""
         while True:
             try:
                 rows = await self.cs.store.call(storage.queued_commands, None)
-                for station_id in {row["station"] for row in rows}:
+                self._waiting = {row["station"] for row in rows}
+                for station_id in self._waiting:
                     session = self.cs.sessions.get(station_id)
                     if session is not None:
                         self.wake(session)
+                for station_id in await self.cs.store.call(storage.rejected_online):
+                    session = self.cs.sessions.get(station_id)
+                    if session is not None:
+                        log.info("%s: rejected by the operator, disconnected", station_id)
+                        session.close(POLICY_VIOLATION, "rejected by the operator")
             except Exception:
                 log.exception("command queue poll failed")
             await asyncio.sleep(self.poll_s)
+
+    def ready(self, session: "Session") -> None:
+        """The station connected or booted: deliver what waits for it (the next poll
+        catches what was queued since the last one)."""
+        if session.station_id in self._waiting:
+            self.wake(session)
 
     def wake(self, session: "Session") -> None:
         """Deliver the station's queued commands unless a delivery is already running. Only

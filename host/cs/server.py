@@ -351,7 +351,7 @@ class CentralSystem:
             previous.close(GOING_AWAY, "replaced by a new connection")
         self.store.write(storage.ONLINE_SQL, (1, now_iso(), station_id))
         self._notify("connected", station_id, None)
-        self.commands.wake(session)
+        self.commands.ready(session)
         return None
 
     def on_closed(self, session: Session) -> None:
@@ -470,7 +470,7 @@ class CentralSystem:
             return
         self.send(session, orjson.dumps([3, uid, result]).decode())
         if action == "BootNotification":
-            self.commands.wake(session)  # queued commands follow the BootNotification answer
+            self.commands.ready(session)  # queued commands follow the BootNotification answer
 
     def _error(self, session: Session, uid: str, code: str, description: str) -> None:
         self.send(session, orjson.dumps([4, uid, code, description, {}]).decode())

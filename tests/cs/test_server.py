@@ -351,3 +351,20 @@ def test_a_reconnecting_station_replaces_its_old_connection(sqlite_url):
             assert (await setup(cs, storage.get_station, "CP1"))["registration"] == "Accepted"
 
     run(scenario())
+
+
+def test_a_station_the_operator_rejects_is_disconnected_at_once(sqlite_url):
+    async def scenario():
+        async with central_system(sqlite_url, unknown="accept") as cs:
+            async with station(cs, "ROGUE") as cp:
+                assert (await cp.call(BOOT)).status == "Accepted"
+                await setup(cs, storage.set_station, "ROGUE", approval="rejected")
+                await wait_for(lambda: cp._connection.close_code is not None)
+                assert cp._connection.close_code == 1008
+                await wait_for(lambda: "ROGUE" not in cs.sessions)
+            with pytest.raises(InvalidStatus) as refused:
+                async with station(cs, "ROGUE"):
+                    pass
+            assert refused.value.response.status_code == 403
+
+    run(scenario())
