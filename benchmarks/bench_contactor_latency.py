@@ -1,6 +1,6 @@
 """Contactor-open latency of the station firmware after a trigger (EV to B, pilot E, diode
 fault, RCD trip, over-temperature), measured on the simulated board in real time under
-micropython: from the trigger to the contactor output going low, in board ms.
+micropython: from the trigger to the contactor output going low, in real ms.
 
 Baseline: the control loop alone. Under load: other asyncio tasks keep the CPU busy, each
 running up to BUSY_MS between yields (as OCPP/JSON work would). Target: well inside the
@@ -28,7 +28,7 @@ def percentile(values, p):
 
 
 def main():
-    print(f"contactor-open latency, {CYCLES} triggers per row (board ms, sim board, speed 1)")
+    print(f"contactor-open latency, {CYCLES} triggers per row (real ms, sim board, speed 1)")
     print(f"{'load':<26} {'p50':>4} {'p99':>4} {'max':>4}   per trigger (max)")
     for tasks, busy in LOADS:
         done = subprocess.run(

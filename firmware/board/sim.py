@@ -90,7 +90,7 @@ class SimConnector:
         self.contactor = False  # the output pin
         self.welded = False
         self.changed_ms = 0  # board time of the last output change (energy bookkeeping)
-        self.opened_ms = 0  # board time the contactor output last went low
+        self.opened_ms = 0  # real time the contactor output last went low (latency benchmark)
         self.high_mv = 12000
         self.low_mv = 12000
         self.noise_mv = 0
@@ -129,7 +129,7 @@ class SimConnector:
             self.contactor = on
             self.changed_ms = self._board.now()
             if not on:
-                self.opened_ms = self.changed_ms
+                self.opened_ms = self._board.real_ms()
 
     def contactor_feedback(self):
         return self.contactor or self.welded
