@@ -9,6 +9,8 @@ import asyncio
 
 from protocol import ocppj
 
+WATCH_MS = 250  # how often the time-out of our CALL is checked
+
 
 class CallError(Exception):
     """The central system answered our CALL with a CALLERROR (or with an unreadable answer)."""
@@ -39,8 +41,13 @@ class Rpc:
         self._lock = asyncio.Lock()  # one outstanding CALL
         self._answered = asyncio.Event()
         self._uid = None  # id of our outstanding CALL
+        self._action = None
+        self._left_ms = 0  # time left for its answer
         self._outcome = None  # its result payload, or the exception to raise
         asyncio.create_task(self._receive())
+        # One task watches every CALL's time-out: a timer task per CALL would leave its
+        # allocations scattered through the heap.
+        asyncio.create_task(self._watch())
 
     def handle(self, action, fn):
         """Answer inbound CALLs of `action` with fn(payload) -> result payload; fn may raise
@@ -55,9 +62,10 @@ class Rpc:
                 raise Offline(action)
             uid = ocppj.new_uid()
             self._uid = uid
+            self._action = action
+            self._left_ms = int(timeout_s * 1000) + WATCH_MS  # (the watch's first tick is early)
             self._outcome = None
             self._answered.clear()
-            timer = asyncio.create_task(self._expire(uid, action, timeout_s))
             try:
                 await self.link.send(ocppj.encode_call(uid, action, payload))
                 await self._answered.wait()
@@ -65,14 +73,17 @@ class Rpc:
                 raise Offline(action) from None
             finally:
                 self._uid = None
-                timer.cancel()
             if isinstance(self._outcome, Exception):
                 raise self._outcome
             return self._outcome
 
-    async def _expire(self, uid, action, timeout_s):
-        await self.board.sleep_ms(int(timeout_s * 1000))
-        self._finish(uid, CallTimeout(action))
+    async def _watch(self):
+        while True:
+            await self.board.sleep_ms(WATCH_MS)
+            if self._uid is not None:
+                self._left_ms -= WATCH_MS
+                if self._left_ms <= 0:
+                    self._finish(self._uid, CallTimeout(self._action))
 
     def _finish(self, uid, outcome):
         if uid is not None and uid == self._uid:

@@ -5,8 +5,14 @@ Talks to the board's raw REPL through mpremote's serial transport. The board kee
 copied, each through a temporary file that is checked on the board before it replaces the old
 one. Files of an earlier deploy that are no longer in the bundle are removed; no other file on
 the board (journal, OCPP configuration keys) is touched.
+
+With `--romfs` the firmware modules go to the board's ROMFS partition instead (the bundle's
+firmware.romfs, written by mpremote's `romfs deploy` code and then checked against its sha256),
+where their bytecode runs from flash and takes no heap; the filesystem keeps main.py (which
+imports from /rom) and the device files, and the .mpy files of an earlier deploy leave it.
 """
 
+import argparse
 import hashlib
 import json
 import tempfile
@@ -88,6 +94,12 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--root", default="/", help="directory on the board (default /)")
     parser.add_argument("--baud", type=int, default=115200)
     parser.add_argument("--no-restart", action="store_true", help="leave the board at its REPL")
+    parser.add_argument(
+        "--romfs",
+        action="store_true",
+        help="put the firmware into the board's ROMFS partition (MicroPython built with "
+        "MICROPY_VFS_ROM and a romfs partition): its code then runs from flash, not the heap",
+    )
     parser.set_defaults(func=run)
 
 
@@ -97,17 +109,26 @@ def run(args) -> int:
         bundle = args.bundle or Path(scratch)
         if args.bundle is None:
             build.build(config.target, bundle)
-        files = wanted_files(config, bundle)
+        files = wanted_files(config, bundle, args.romfs)
+        image = (bundle / build.ROMFS_IMAGE).read_bytes() if args.romfs else None
         copied = deploy(
-            args.port, files, root=args.root, baud=args.baud, restart=not args.no_restart
+            args.port,
+            files,
+            root=args.root,
+            baud=args.baud,
+            restart=not args.no_restart,
+            romfs=image,
         )
     state = "restarted" if not args.no_restart else "left at its REPL"
-    print(f"{config.id}: {len(copied)} of {len(files)} files copied, board {state}")
+    rom = ", ROMFS image written" if "romfs" in copied else ""
+    copied = [name for name in copied if name != "romfs"]
+    print(f"{config.id}: {len(copied)} of {len(files)} files copied{rom}, board {state}")
     return 0
 
 
-def wanted_files(config: station.Station, bundle: Path) -> dict[str, bytes]:
-    """Everything deploy puts on the board, by path: the bundle and the device files."""
+def wanted_files(config: station.Station, bundle: Path, romfs: bool = False) -> dict[str, bytes]:
+    """Everything deploy puts on the board's filesystem, by path: the bundle (with `romfs`,
+    only main.py: the modules are in the ROMFS image) and the device files."""
     try:
         manifest = json.loads((bundle / "bundle.json").read_text())
     except (OSError, ValueError):
@@ -117,13 +138,22 @@ def wanted_files(config: station.Station, bundle: Path) -> dict[str, bytes]:
             f"{bundle} is built for {manifest['target']}, station {config.id} needs "
             f"{config.target} (chip {config.chip})"
         )
-    files = {name: (bundle / "fs" / name).read_bytes() for name in manifest["files"]}
+    names = [n for n in manifest["files"] if not romfs or n in build.SOURCE_MODULES]
+    files = {name: (bundle / "fs" / name).read_bytes() for name in names}
     files.update(config.device_files())
     return files
 
 
-def deploy(port: str, files: dict[str, bytes], root="/", baud=115200, restart=True) -> list[str]:
-    """Copy to the board the files whose hash differs from its manifest; returns their paths."""
+def deploy(
+    port: str,
+    files: dict[str, bytes],
+    root="/",
+    baud=115200,
+    restart=True,
+    romfs: bytes | None = None,
+) -> list[str]:
+    """Copy to the board the files whose hash differs from its manifest, and the ROMFS image
+    `romfs` when given and different; returns the paths copied ("romfs" for the image)."""
     from mpremote.transport import TransportError, TransportExecError
     from mpremote.transport_serial import SerialTransport
 
@@ -136,21 +166,31 @@ def deploy(port: str, files: dict[str, bytes], root="/", baud=115200, restart=Tr
         board.enter_raw_repl(soft_reset=False)
         board.exec(f"import os\nos.chdir({root!r})")
         board.exec(BOARD_HELPERS)
-        before = board_manifest(board.exec(f"_cat({BOARD_MANIFEST!r})"))
+        text = board.exec(f"_cat({BOARD_MANIFEST!r})")
+        before = board_manifest(text)
+        rom_before = board_manifest(text, "romfs").get("sha256")
+        rom_hash = hashlib.sha256(romfs).hexdigest() if romfs is not None else None
+        rom_changed = romfs is not None and rom_before != rom_hash
+        if rom_changed:
+            check_romfs_partition(board, len(romfs))  # before anything changes on the board
         changed = sorted(name for name in files if before.get(name) != hashes[name])
         stale = sorted(set(before) - set(files))
         # Forget the files about to change first: an interrupted deploy then copies them again.
         keep = {
             name: digest for name, digest in before.items() if name in files and name not in changed
         }
-        write(board, BOARD_MANIFEST, manifest_bytes(keep))
+        rom_kept = None if rom_changed else rom_before
+        write(board, BOARD_MANIFEST, manifest_bytes(keep, rom_kept))
+        if rom_changed:
+            write_romfs(board, romfs, rom_hash)
+            print(f"  wrote the ROMFS image ({len(romfs)} bytes)")
         for name in changed:
             write(board, name, files[name], hashes[name])
             print(f"  copied {name} ({len(files[name])} bytes)")
         for name in stale:
             board.exec(f"_rm({name!r})")  # gone already is fine
             print(f"  removed {name}")
-        write(board, BOARD_MANIFEST, manifest_bytes(hashes))
+        write(board, BOARD_MANIFEST, manifest_bytes(hashes, rom_hash or rom_kept))
         if restart:
             board.exec_raw_no_follow("import machine\nmachine.reset()")
         else:
@@ -163,7 +203,58 @@ def deploy(port: str, files: dict[str, bytes], root="/", baud=115200, restart=Tr
         raise UserError(f"{port}: no MicroPython REPL answering ({error})") from None
     finally:
         board.close()
-    return changed
+    return changed + (["romfs"] if rom_changed else [])
+
+
+def check_romfs_partition(board, size: int) -> None:
+    """The board has a ROMFS partition (0) that holds `size` bytes, or a UserError."""
+    answer = board.exec(
+        "import vfs\n"
+        "_d = vfs.rom_ioctl(2, 0) if hasattr(vfs, 'rom_ioctl') else -1\n"
+        "print(-1 if isinstance(_d, int) else len(memoryview(_d)))"
+    )
+    room = int(answer.decode().strip())
+    if room < 0:
+        raise UserError(
+            "the board has no ROMFS partition: flash a MicroPython built with MICROPY_VFS_ROM "
+            "and a partition table with a romfs partition, or deploy without --romfs"
+        )
+    if size > room:
+        raise UserError(f"the ROMFS image ({size} bytes) is larger than the partition ({room})")
+
+
+class _RomfsSession:
+    """What mpremote's romfs commands need of its session: our transport, in the raw REPL."""
+
+    def __init__(self, transport) -> None:
+        self.transport = transport
+
+    def ensure_raw_repl(self, soft_reset=None) -> None:
+        pass  # deploy entered it, without a soft reset (that would restart the firmware)
+
+    def did_action(self) -> None:
+        pass
+
+
+def write_romfs(board, image: bytes, digest: str) -> None:
+    """Write `image` into ROMFS partition 0 with mpremote's `romfs deploy`, then check it."""
+    from mpremote.commands import CommandError, do_romfs
+
+    with tempfile.TemporaryDirectory(prefix="evse-romfs-") as scratch:
+        path = Path(scratch) / build.ROMFS_IMAGE
+        path.write_bytes(image)
+        options = argparse.Namespace(command=["deploy"], path=str(path), partition=0, mpy=False)
+        try:
+            do_romfs(_RomfsSession(board), options)
+        except CommandError as error:
+            raise UserError(f"ROMFS deploy failed: {error}") from None
+    board.exec("_feed()")
+    on_board = board.exec(
+        f"_h = hashlib.sha256(memoryview(vfs.rom_ioctl(2, 0))[:{len(image)}])\n"
+        "print(binascii.hexlify(_h.digest()).decode())"
+    )
+    if on_board.decode().strip() != digest:
+        raise UserError("verify failed for the ROMFS image: the partition holds something else")
 
 
 def write(board, name: str, data: bytes, digest: str | None = None) -> None:
@@ -180,14 +271,18 @@ def write(board, name: str, data: bytes, digest: str | None = None) -> None:
     board.exec(f"os.rename({temporary!r}, {name!r})")
 
 
-def board_manifest(text: bytes) -> dict[str, str]:
-    """The hashes in the board's manifest; an unreadable one means: copy everything."""
+def board_manifest(text: bytes, part: str = "files") -> dict[str, str]:
+    """A part of the board's manifest: "files" (their hashes) or "romfs" (the image's sha256);
+    an unreadable one means: copy everything."""
     try:
-        files = json.loads(text).get("files", {})
+        found = json.loads(text).get(part, {})
     except (ValueError, AttributeError):
         return {}
-    return files if isinstance(files, dict) else {}
+    return found if isinstance(found, dict) else {}
 
 
-def manifest_bytes(hashes: dict[str, str]) -> bytes:
-    return json.dumps({"files": hashes}, sort_keys=True).encode()
+def manifest_bytes(hashes: dict[str, str], romfs_sha256: str | None = None) -> bytes:
+    manifest: dict = {"files": hashes}
+    if romfs_sha256:
+        manifest["romfs"] = {"sha256": romfs_sha256}
+    return json.dumps(manifest, sort_keys=True).encode()

@@ -43,14 +43,52 @@ def test_a_board_bundle_leaves_the_simulator_out(tmp_path):
     assert bundle["target"] == "esp32"
 
 
-class Session:
-    """micropython running main.py from the bundle alone (no source on its path)."""
+ROM_LAUNCHER = build.ROOT / "benchmarks" / "mp_cp_rom.py"
 
-    def __init__(self, fs, data):
+
+def test_the_romfs_image_holds_every_module_but_main(bundle, tmp_path):
+    manifest = json.loads((bundle / "bundle.json").read_text())
+    image = (bundle / build.ROMFS_IMAGE).read_bytes()
+    assert manifest["romfs"] == {
+        "size": len(image),
+        "sha256": build.sha256(bundle / "firmware.romfs"),
+    }
+    lister = tmp_path / "list.py"
+    lister.write_text(
+        "import os, sys, vfs\n"
+        "vfs.mount(vfs.VfsRom(open(sys.argv[1], 'rb').read()), '/rom')\n"
+        "def walk(d):\n"
+        "    for name, kind, *_ in os.ilistdir(d):\n"
+        "        yield from walk(d + '/' + name) if kind == 0x4000 else [d + '/' + name]\n"
+        "for path in walk('/rom'):\n"
+        "    same = open(path, 'rb').read() == open(sys.argv[2] + path[4:], 'rb').read()\n"
+        "    print(path[5:], same)\n"
+    )
+    out = subprocess.run(
+        mpy.command(lister, str(bundle / "firmware.romfs"), str(bundle / "fs")),
+        capture_output=True, text=True, timeout=30, env=mpy.environ(),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    listed = dict(line.split() for line in out.stdout.splitlines())
+    assert set(listed) == set(manifest["files"]) - {"main.py"}
+    assert set(listed.values()) == {"True"}  # the same bytes as the .mpy files
+
+
+class Session:
+    """micropython running main.py from the bundle alone (no source on its path): the modules
+    from its .mpy files, or from the ROMFS image `image` mounted at /rom (as on a board with a
+    ROMFS partition; nothing but asyncio on the path)."""
+
+    def __init__(self, fs, data, image=None):
+        argv = mpy.command("main.py", str(data))
+        path = f"{fs}:.frozen"
+        if image:
+            argv = mpy.command(ROM_LAUNCHER, str(image), "main.py", str(data))
+            path = ".frozen"
         self.process = subprocess.Popen(
-            mpy.command("main.py", str(data)),
+            argv,
             cwd=fs,
-            env=dict(mpy.environ(), MICROPYPATH=f"{fs}:.frozen"),
+            env=dict(mpy.environ(), MICROPYPATH=path),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -85,12 +123,18 @@ class Session:
             assert time.monotonic() < deadline, state
 
 
-def test_the_bundle_runs_a_charging_session(bundle, sim_station, tmp_path):
+@pytest.mark.parametrize("romfs", [False, True], ids=["mpy", "romfs"])
+def test_the_bundle_runs_a_charging_session(bundle, sim_station, tmp_path, romfs):
     data = tmp_path / "data"
     data.mkdir()
     files = station.load(sim_station).device_files()
     (data / "board.json").write_bytes(files["board.json"])  # no station.json: no OCPP
-    session = Session(bundle / "fs", data)
+    fs, image = bundle / "fs", None
+    if romfs:  # only main.py where it runs: every module must come from /rom
+        fs, image = tmp_path / "board", bundle / build.ROMFS_IMAGE
+        fs.mkdir()
+        (fs / "main.py").write_bytes((bundle / "fs" / "main.py").read_bytes())
+    session = Session(fs, data, image)
     try:
         assert session.send("permit 1 1") == {"ok": "permit"}
         session.send("ev 1 B")

@@ -4,7 +4,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from host.cli import main
-from host.tools import build
+from host.tools import build, deploy, station
 
 from .conftest import AUTH_KEY, WIFI_PASSWORD
 
@@ -112,3 +112,22 @@ def test_deploy_lands_certificates_as_der_and_logs_no_secret(
     config = json.loads((repl_board.root / "station.json").read_text())
     assert config["ca"] == "ca.der" and config["security_profile"] == 2
     assert json.loads((repl_board.root / "board.json").read_text())["board"] == "esp32"
+
+
+def test_deploy_romfs_puts_only_main_and_the_device_files_on_the_filesystem(
+    sim_station, unix_bundle
+):
+    config = station.load(sim_station)
+    files = deploy.wanted_files(config, unix_bundle, romfs=True)
+    assert set(files) == {"main.py", "station.json", "board.json"}
+    assert set(deploy.wanted_files(config, unix_bundle)) > set(files)
+
+
+def test_deploy_romfs_refuses_a_board_without_a_romfs_partition(
+    repl_board, sim_station, unix_bundle, capsys
+):
+    argv = ["deploy", "--port", repl_board.port, "--station", str(sim_station), "--romfs"]
+    argv += ["--bundle", str(unix_bundle), "--root", str(repl_board.root), "--no-restart"]
+    assert main(argv) == 2
+    assert "no ROMFS partition" in capsys.readouterr().err
+    assert board_files(repl_board.root) == {}  # checked before anything changed
