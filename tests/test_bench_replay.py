@@ -140,9 +140,10 @@ def replay(s, **kwargs):
 
 
 def late_steps(result):
-    """Steps that ran more than 30 ms of real time after their time: the bench reads the
-    station's clock while it waits, so they land within a console round trip of it."""
-    return {line: ms for line, ms in result.late_ms.items() if ms > result.rate * 30}
+    """Steps that ran more than 100 ms of real time after their time: the bench reads the
+    station's clock while it waits, so they land within a console round trip of it (a few ms,
+    more on a loaded host), not wherever a guess of the station's speed puts them."""
+    return {line: ms for line, ms in result.late_ms.items() if ms > result.rate * 100}
 
 
 @pytest.mark.parametrize("path", LIBRARY, ids=lambda p: p.stem)

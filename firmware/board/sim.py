@@ -30,6 +30,7 @@ RESET_EXIT = 75  # exit status of the simulated board when it resets
 STEP_MS = 10  # board time per round of the event loop (one control step): a board's period
 MAX_STEP_MS = 50  # coarsest step the station is designed for (50 ms pilot debounce)
 INFINITY = float("inf")  # speed: no cap, as fast as the host allows
+CATCH_UP_MS = 100  # real time the sim may fall behind its speed cap and then catch up
 
 # High-plateau voltage each EV state presents (E: pilot shorted to earth, F: to -12 V).
 _LEVEL_MV = {"A": 12000, "B": 9000, "C": 6000, "D": 3000, "E": 0, "F": -12000}
@@ -277,18 +278,18 @@ class Board:
     async def _run_clock(self):
         """Move board time one step_ms per round of the event loop (every ready task runs
         between two rounds, so the control task steps once per round), as fast as the host
-        allows but never ahead of real time * speed. When the host falls behind, the pace
-        restarts from where board time is rather than racing to catch up."""
+        allows but never ahead of real time * speed. When the host falls behind by more than
+        CATCH_UP_MS, the pace restarts from where board time is rather than racing on."""
         paced_real, paced_board = self.real_ms(), self._now
         while True:
             target = self._now + self.step_ms
             if self.speed != INFINITY:
                 real = self.real_ms()
                 allowed = paced_board + (real - paced_real) * self.speed
-                if allowed > target + self.step_ms:  # behind: pace from here
+                if allowed > target + self.speed * CATCH_UP_MS:  # far behind: pace from here
                     paced_real, paced_board = real, self._now
-                elif allowed < target:
-                    await asyncio.sleep_ms(int((target - allowed) / self.speed) + 1)
+                elif target - allowed >= self.speed:  # a whole real ms ahead: wait
+                    await asyncio.sleep_ms(int((target - allowed) / self.speed))
             self._move_to(target)
             await asyncio.sleep_ms(0)
 

@@ -61,7 +61,8 @@ class Result:
     target: str
     verdicts: list[Verdict] = field(default_factory=list)
     timeline: list[Event] = field(default_factory=list)
-    wall_s: float = 0.0
+    wall_s: float = 0.0  # the whole run: start, session, teardown
+    play_s: float = 0.0  # the session's steps, from its time 0 to its end
     session_ms: int = 0
     aborted: str = ""
     log: list[str] = field(default_factory=list)  # non-protocol station lines
@@ -308,6 +309,7 @@ class Replay:
         assert link is not None
         self._setup()
         self._t0 = self._time()
+        played = time.monotonic()
         with self._lock:  # events before the start keep their place, before 0
             for event in self.result.timeline:
                 event.ms -= self._t0
@@ -317,6 +319,7 @@ class Replay:
             if step.actor != "expect":
                 self._do(step)
         self._wait(self.session.end_ms)
+        self.result.play_s = time.monotonic() - played
 
     def _wait(self, session_ms: int) -> None:
         """Until the station's clock reaches session_ms, read every CLOCK_POLL_S at most and
