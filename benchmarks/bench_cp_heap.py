@@ -73,9 +73,10 @@ async def full_session(template: Path, bundle: Path, tls: bool, romfs: bool, hea
         station = {"ca": "ca.der"} if tls else {}
         fw = Firmware(flash, cs.url("wss" if tls else "ws"), **station)
 
-        async def wait(predicate, what, timeout=60.0):
-            def ok():
-                if not fw.alive() or "MemoryError" in fw.output():
+        async def wait(predicate, what, timeout=30.0):
+            def ok():  # a MemoryError, or a task that died of anything, fails the run
+                out = fw.output()
+                if not fw.alive() or "MemoryError" in out or "Traceback" in out:
                     raise Failed(what)
                 return predicate()
 
@@ -83,7 +84,7 @@ async def full_session(template: Path, bundle: Path, tls: bool, romfs: bool, hea
 
         try:
             await fw.start(heapsize=heapsize, bundle=bundle, romfs=romfs, speed=5.0)
-            await wait(lambda: len(cs.log) >= BACKLOG, "backlog delivered", timeout=180)
+            await wait(lambda: len(cs.log) >= BACKLOG, "backlog delivered", timeout=60)
             await cs.call(call.ChangeConfiguration(key="MeterValueSampleInterval", value="1"))
             for n in (1, 2):
                 await fw.command(f"ev {n} C")

@@ -32,45 +32,39 @@ def validate(name: str, payload: dict) -> None:
     _validators[name].validate(payload)
 
 
-def make_tls(data_dir: Path) -> ssl.SSLContext:
+def make_tls(data_dir: Path, client: str | None = None) -> ssl.SSLContext:
     """A test CA and a server certificate for 127.0.0.1: the CA goes to data_dir/ca.der (for
-    the firmware), the server context is returned (for the central system)."""
+    the firmware), the server context is returned (for the central system). With `client`, a
+    client certificate (CN = client, for security profile 3) goes to data_dir/cert.der and
+    key.der, and the server context asks for client certificates issued by the CA."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    def name(text):
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
-
     now = datetime.now(UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(name("evse test CA"))
-        .issuer_name(name("evse test CA"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name("127.0.0.1"))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=30))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
+
+    def issue(name, key, ca=None, extension=None):
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(ca.subject if ca else subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(days=1))
+            .not_valid_after(now + timedelta(days=30))
         )
-        .sign(ca_key, hashes.SHA256())
-    )
+        if extension is not None:
+            critical = isinstance(extension, x509.BasicConstraints)
+            builder = builder.add_extension(extension, critical=critical)
+        return builder.sign(ca_key, hashes.SHA256())
+
+    ca = issue("evse test CA", ca_key, extension=x509.BasicConstraints(ca=True, path_length=None))
+    key = ec.generate_private_key(ec.SECP256R1())
+    san = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    cert = issue("127.0.0.1", key, ca, san)
     data_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / "ca.der").write_bytes(ca.public_bytes(serialization.Encoding.DER))
     pem = data_dir.parent / "server.pem"
@@ -84,6 +78,19 @@ def make_tls(data_dir: Path) -> ssl.SSLContext:
     )
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(pem)
+    if client:
+        client_key = ec.generate_private_key(ec.SECP256R1())
+        client_cert = issue(client, client_key, ca)
+        (data_dir / "cert.der").write_bytes(client_cert.public_bytes(serialization.Encoding.DER))
+        (data_dir / "key.der").write_bytes(
+            client_key.private_bytes(
+                serialization.Encoding.DER,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        context.load_verify_locations(cadata=ca.public_bytes(serialization.Encoding.DER))
+        context.verify_mode = ssl.CERT_OPTIONAL  # as host/cs: profile 2 sends none
     return context
 
 
