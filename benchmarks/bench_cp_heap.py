@@ -178,6 +178,28 @@ async def smallest_heaps(bundle: Path, template: Path) -> dict:
     return found
 
 
+def breakdown(bundle: Path, romfs: bool) -> dict:
+    """Heap per part of the station (benchmarks/mp_cp_breakdown.py), from the ROMFS image
+    (its own size left out) or from the .mpy files."""
+    with tempfile.TemporaryDirectory() as tmp:
+        image = str(bundle / build.ROMFS_IMAGE) if romfs else "-"
+        path = ".frozen" if romfs else f"{bundle / 'fs'}:.frozen"
+        out = subprocess.run(
+            mpy.command(HERE / "mp_cp_breakdown.py", tmp, image),
+            env=dict(mpy.environ(), MICROPYPATH=path),
+            cwd=tmp,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        ).stdout.splitlines()
+    found = json.loads(out[0])
+    result = dict(found["parts"])
+    result["qstr_pool_all_parts"] = int(out[1].rpartition("n_total_bytes=")[2])
+    result["total_in_use"] = found["total"]
+    return result
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sessions", type=int, default=1000, help="for the growth check")
@@ -188,6 +210,9 @@ async def main() -> None:
         build.build("unix", bundle)
         template = Path(tmp) / "backlog"
         make_backlog(template)
+        for romfs in (True, False):
+            parts = breakdown(bundle, romfs)
+            print(json.dumps({f"heap_by_part_{'romfs' if romfs else 'mpy'}": parts}))
         heaps = await smallest_heaps(bundle, template)
         heaps["backlog_on_flash_bytes"] = (template / "txqueue.jnl").stat().st_size
         print(json.dumps({"smallest_heap_full_session_2_connectors_1000_backlog": heaps}))
