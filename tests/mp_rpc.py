@@ -16,6 +16,8 @@ class Board:
     async def sleep_ms(self, ms):
         await asyncio.sleep_ms(ms)
 
+    real_sleep_ms = sleep_ms
+
 
 class ScriptedLink:
     """Hands out the stdin messages one by one; when the Rpc asks for the next one, the

@@ -267,7 +267,7 @@ def _check_profile(link):
 
 
 async def _cancel_after(board, task, ms):
-    await board.sleep_ms(ms)
+    await board.real_sleep_ms(ms)  # the peer answers in real time, not in a fast sim's board time
     task.cancel()
 
 

@@ -9,7 +9,7 @@ import asyncio
 
 from protocol import ocppj
 
-WATCH_MS = 250  # how often the time-out of our CALL is checked
+WATCH_MS = 250  # how often the time-out of our CALL is checked (real time, as the peer's)
 
 
 class CallError(Exception):
@@ -79,7 +79,7 @@ class Rpc:
 
     async def _watch(self):
         while True:
-            await self.board.sleep_ms(WATCH_MS)
+            await self.board.real_sleep_ms(WATCH_MS)  # the peer answers in real time
             if self._uid is not None:
                 self._left_ms -= WATCH_MS
                 if self._left_ms <= 0:
