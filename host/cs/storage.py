@@ -32,16 +32,24 @@ class StorageError(Exception):
     """A database URL or stored record that cannot be used."""
 
 
-_second_text = [-1, ""]  # the formatted second, reused: formatting costs more than the rest
+# The last formatted second and millisecond, reused: the server asks for the time several
+# times per message, many messages per millisecond, and formatting costs more than the rest.
+_second_text = [-1, ""]
+_milli_text = [-1, ""]
 
 
 def now_iso(seconds: float | None = None) -> str:
     """UTC time as ISO-8601 text with milliseconds; sorts in time order as text."""
     t = time.time() if seconds is None else seconds
-    whole = int(t)
+    milli = int(t * 1000)
+    if milli == _milli_text[0]:
+        return _milli_text[1]
+    whole = milli // 1000
     if whole != _second_text[0]:
         _second_text[:] = [whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))]
-    return f"{_second_text[1]}.{int((t - whole) * 1000):03d}Z"
+    text = f"{_second_text[1]}.{milli % 1000:03d}Z"
+    _milli_text[:] = [milli, text]
+    return text
 
 
 def normalize_time(text: str) -> str:
@@ -579,16 +587,22 @@ class Store:
     def _queue(self, item: tuple[str | Callable | None, Any, Done | None]) -> None:
         self._pending.append(item)
         if not self._busy:
-            self._busy = True
-            assert self._loop is not None, "Store.open() first"
-            self._loop.call_soon(self._start_batch)
+            self._schedule()
+
+    def _schedule(self) -> None:
+        self._busy = True
+        assert self._loop is not None, "Store.open() first"
+        self._loop.call_soon(self._start_batch)
 
     def write(self, sql: str, params: tuple) -> None:
-        self._queue((sql, params, None))
+        self._pending.append((sql, params, None))  # _queue inlined: several per message
+        if not self._busy:
+            self._schedule()
 
     def write_many(self, sql: str, rows: list[tuple]) -> None:
-        for row in rows:
-            self._queue((sql, row, None))
+        self._pending.extend([(sql, row, None) for row in rows])
+        if not self._busy:
+            self._schedule()
 
     def submit(self, fn: Callable[..., Any], args: tuple, done: Done) -> None:
         self._queue((fn, args, done))
@@ -629,9 +643,7 @@ class Store:
         self.batches += 1
         self._busy = False
         if self._pending:  # queued while a threaded batch ran
-            self._busy = True
-            assert self._loop is not None
-            self._loop.call_soon(self._start_batch)
+            self._schedule()
         for (_, _, done), (ok, value) in zip(batch, results, strict=True):
             if done is not None:
                 try:
