@@ -1,14 +1,15 @@
 """What the central system does with each charge-point-initiated OCPP 1.6 message.
 
-A handler takes the station's session and the validated payload and returns the response
-payload at once, after queueing its writes (the server answers once they are committed, so
-an answer always means "stored"), or, when it needs a database read, a coroutine that
-returns it once the batch holding the read is committed.
+A handler takes the station's session and the validated payload and returns either the
+response payload at once, after queueing its writes, or, when the answer depends on the
+database, a `Query`: a function of the Db run in the next batch and what turns its result
+into the response payload. Either way the server answers once the batch is committed, so an
+answer always means "stored". No task or future per message.
 """
 
 import json
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from host.cs import storage
 from host.cs.storage import now_iso
@@ -16,12 +17,21 @@ from host.cs.storage import now_iso
 if TYPE_CHECKING:
     from host.cs.server import CentralSystem, Session
 
-Handler = Callable[
-    ["CentralSystem", "Session", dict[str, Any]], dict[str, Any] | Awaitable[dict[str, Any]]
-]
+
+class Query(NamedTuple):
+    run: Callable[..., Any]  # run(db, *args) in the store's batch
+    args: tuple
+    answer: Callable[[Any], dict[str, Any]]  # its result -> the response payload
 
 
-async def boot_notification(cs: "CentralSystem", session: "Session", p: dict) -> dict:
+Handler = Callable[["CentralSystem", "Session", dict[str, Any]], dict[str, Any] | Query]
+
+
+def _as_is(result: dict[str, Any]) -> dict[str, Any]:
+    return result
+
+
+def boot_notification(cs: "CentralSystem", session: "Session", p: dict) -> Query:
     fields = {
         "vendor": p["chargePointVendor"],
         "model": p["chargePointModel"],
@@ -32,10 +42,13 @@ async def boot_notification(cs: "CentralSystem", session: "Session", p: dict) ->
         "meter_type": p.get("meterType"),
         "meter_serial": p.get("meterSerialNumber"),
     }
-    status = await cs.store.call(storage.record_boot, session.station_id, fields)
-    session.registration = status
-    interval = cs.heartbeat_s if status == "Accepted" else cs.boot_retry_s
-    return {"status": status, "currentTime": now_iso(), "interval": interval}
+
+    def answer(status: str) -> dict:
+        session.registration = status
+        interval = cs.heartbeat_s if status == "Accepted" else cs.boot_retry_s
+        return {"status": status, "currentTime": now_iso(), "interval": interval}
+
+    return Query(storage.record_boot, (session.station_id, fields), answer)
 
 
 def heartbeat(cs: "CentralSystem", session: "Session", p: dict) -> dict:
@@ -44,16 +57,16 @@ def heartbeat(cs: "CentralSystem", session: "Session", p: dict) -> dict:
     return {"currentTime": now}
 
 
-async def authorize(cs: "CentralSystem", session: "Session", p: dict) -> dict:
-    return {"idTagInfo": await cs.store.call(storage.id_tag_info, p["idTag"])}
+def authorize(cs: "CentralSystem", session: "Session", p: dict) -> Query:
+    return Query(storage.id_tag_info, (p["idTag"],), lambda info: {"idTagInfo": info})
 
 
-async def start_transaction(cs: "CentralSystem", session: "Session", p: dict) -> dict:
-    return await cs.store.call(storage.start_transaction, session.station_id, p)
+def start_transaction(cs: "CentralSystem", session: "Session", p: dict) -> Query:
+    return Query(storage.start_transaction, (session.station_id, p), _as_is)
 
 
-async def stop_transaction(cs: "CentralSystem", session: "Session", p: dict) -> dict:
-    return await cs.store.call(storage.stop_transaction, session.station_id, p)
+def stop_transaction(cs: "CentralSystem", session: "Session", p: dict) -> Query:
+    return Query(storage.stop_transaction, (session.station_id, p), _as_is)
 
 
 def meter_values(cs: "CentralSystem", session: "Session", p: dict) -> dict:

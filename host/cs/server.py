@@ -3,9 +3,8 @@
 Stations connect at ws[s]://HOST:PORT/ocpp/<chargePointId> with subprotocol ocpp1.6. Each
 connection is an asyncio.Protocol around the `websockets` package's sans-I/O ServerProtocol:
 frames are parsed, validated against the official schemas with compiled validators and
-dispatched as they arrive, with no task, queue or future per frame. A handler that stores
-something is answered once its batch is committed (`Store.after_commit`); the few that need
-a database read return an awaitable and run as a task. Commands to stations go through
+dispatched as they arrive, with no task, queue or future per frame; each is answered once
+the database batch holding its writes (and reads) is committed. Commands to stations go through
 `CommandQueue`. One timer pings idle stations and drops those that stop answering.
 """
 
@@ -29,7 +28,7 @@ from websockets.typing import Subprotocol
 
 from host.cs import schemas, storage
 from host.cs.commands import CommandQueue
-from host.cs.handlers import HANDLERS
+from host.cs.handlers import HANDLERS, Query
 from host.cs.storage import LOG_SQL, Store, now_iso
 
 log = logging.getLogger("evse.cs")
@@ -251,7 +250,6 @@ class CentralSystem:
         self.commands = CommandQueue(self, timeout_s=command_timeout_s, poll_s=poll_s)
         self.server: asyncio.Server | None = None
         self._watch: asyncio.Task | None = None
-        self._tasks: set[asyncio.Task] = set()  # handlers that await the database
         # Observers (the web dashboard): fn(kind, station_id, frame_text_or_None) with kind
         # "connected", "disconnected", "in" or "out"; they must be quick and never raise.
         self.listeners: list[Callable[[str, str, str | None], None]] = []
@@ -460,18 +458,14 @@ class CentralSystem:
             # Answered once what the handler queued is committed: an answer means "stored".
             self.store.after_commit(lambda ok, _: self._answer(session, uid, action, ok, result))
         else:
-            task = asyncio.ensure_future(result)
-            self._tasks.add(task)
-            task.add_done_callback(
-                lambda done: self._answer_task(session, uid, action, done),
+            query: Query = result
+            self.store.submit(
+                query.run,
+                query.args,
+                lambda ok, value: self._answer(
+                    session, uid, action, ok, query.answer(value) if ok else value
+                ),
             )
-
-    def _answer_task(self, session: Session, uid: str, action: str, task: asyncio.Task) -> None:
-        self._tasks.discard(task)
-        if task.cancelled():
-            return
-        error = task.exception()
-        self._answer(session, uid, action, error is None, error or task.result())
 
     def _answer(self, session: Session, uid: str, action: str, ok: bool, result: Any) -> None:
         if not session.open:
