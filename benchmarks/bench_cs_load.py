@@ -116,10 +116,12 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int, kernel_only: bool = False) -> float:
+    """CPU time of a process (user + kernel, or kernel only: its system calls)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = int(fields[12]) + (0 if kernel_only else int(fields[11]))
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def runnable_wait_seconds(pid: int) -> float:
@@ -452,6 +454,7 @@ async def measure(kind: str, args: argparse.Namespace, port: int, data_dir: str)
         await asyncio.sleep(1)  # let the server settle (garbage, batched writes)
         per_connection = (rss_kib(server.pid) - rss0) * 1024 / max(1, len(gen.clients))
         cpu0, wait0 = cpu_seconds(server.pid), runnable_wait_seconds(server.pid)
+        kernel0 = cpu_seconds(server.pid, kernel_only=True)
         window_cpu = []
         own0 = time.process_time()
         latencies = await gen.closed_loop(
@@ -461,6 +464,7 @@ async def measure(kind: str, args: argparse.Namespace, port: int, data_dir: str)
                     cpu_seconds(server.pid) - cpu0,
                     time.process_time() - own0,
                     runnable_wait_seconds(server.pid) - wait0,
+                    cpu_seconds(server.pid, kernel_only=True) - kernel0,
                 ]
             ),
         )
@@ -477,6 +481,7 @@ async def measure(kind: str, args: argparse.Namespace, port: int, data_dir: str)
             "generator_cpu": window_cpu[1] / args.duration,
             "server_wait": window_cpu[2] / args.duration,
             "cpu_us_per_msg": window_cpu[0] * 1e6 / max(1, len(latencies)),
+            "kernel_share": window_cpu[3] / max(1e-9, window_cpu[0]),
             "closed_p50_ms": percentile(latencies, 50) * 1000,
             "closed_p99_ms": percentile(latencies, 99) * 1000,
         }
@@ -513,8 +518,8 @@ def report(kind: str, r: dict) -> None:
         print(f"{kind}: {r['failed']} stations not connected or booted ({r['failure']})")
     print(
         f"{kind}: server CPU {r['boot_cpu_ms']:.2f} ms per connect-and-boot, "
-        f"{r['cpu_us_per_msg']:.0f} us per message: {1e6 / r['cpu_us_per_msg']:,.0f} msg/s "
-        "per core of this machine"
+        f"{r['cpu_us_per_msg']:.0f} us per message ({r['kernel_share']:.0%} of it in the "
+        f"kernel): {1e6 / r['cpu_us_per_msg']:,.0f} msg/s per core of this machine"
     )
     print(
         f"{kind}: closed loop {r['msgs_per_s']:,.0f} msg/s (CPU: server {r['server_cpu']:.0%}, "
