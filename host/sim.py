@@ -5,7 +5,9 @@ simulated board's one-line commands (firmware/station/simctl.py) on stdin and re
 lines the firmware prints (replies, {"watch": status}, {"event": [kind, connector, value]}).
 """
 
+import argparse
 import json
+import math
 import os
 import queue
 import subprocess
@@ -24,10 +26,18 @@ class SimError(Exception):
     """The simulated station did not answer as expected."""
 
 
+def format_speed(speed):
+    return "max" if speed == math.inf else str(speed)
+
+
 class SimStation:
-    def __init__(self, data_dir, speed=1.0, heapsize=None, env=None):
+    """`speed` caps board time per real time (math.inf: no cap); `step_ms` is the board time
+    each control step spans (firmware/board/sim.py)."""
+
+    def __init__(self, data_dir, speed=1.0, heapsize=None, env=None, step_ms=10):
         self.data_dir = Path(data_dir)
         self.speed = speed
+        self.step_ms = step_ms
         self.heapsize = heapsize
         self.env = env or {}
         self.process = None
@@ -40,7 +50,12 @@ class SimStation:
         return mpy.command(MAIN, str(self.data_dir), heapsize=self.heapsize)
 
     def environ(self):
-        return dict(mpy.environ(), EVSE_SIM_SPEED=str(self.speed), **self.env)
+        return dict(
+            mpy.environ(),
+            EVSE_SIM_SPEED=format_speed(self.speed),
+            EVSE_SIM_STEP_MS=str(self.step_ms),
+            **self.env,
+        )
 
     def start(self, timeout=10.0):
         """Start the firmware and wait until it reports ready."""
@@ -171,10 +186,10 @@ def add_parser(subparsers):
     parser.add_argument("--data", required=True, help="data directory (board.json, station.json)")
     parser.add_argument(
         "--speed",
-        type=float,
+        type=_speed,
         default=1.0,
-        help="board time per real time (default 1.0; the control loop and its supervision "
-        "keep real time)",
+        help="cap on board time per real time, or max: as fast as the host allows (default "
+        "1.0; each control step is 10 ms of board time, and supervision keeps real time)",
     )
     parser.add_argument("--id", help="charge point identity for OCPP (with --url)")
     parser.add_argument(
@@ -184,6 +199,18 @@ def add_parser(subparsers):
         "--console", action="store_true", help="bench console on a pseudo-terminal (path printed)"
     )
     parser.set_defaults(func=run)
+
+
+def _speed(text):
+    if text == "max":
+        return math.inf
+    try:
+        speed = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number or max") from None
+    if not 0 < speed < math.inf:
+        raise argparse.ArgumentTypeError("must be positive")
+    return speed
 
 
 def write_station_config(data_dir, cp_id, url):
@@ -197,8 +224,6 @@ def write_station_config(data_dir, cp_id, url):
 def run(args):
     from host.cli import UserError
 
-    if args.speed <= 0:
-        raise UserError("--speed must be positive")
     if (args.id is None) != (args.url is None):
         raise UserError("--id and --url go together")
     if args.url is not None and not args.url.startswith(("ws://", "wss://")):

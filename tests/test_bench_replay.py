@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from host.bench import record, report, session
 from host.bench.centralsystem import EmbeddedCentralSystem
-from host.bench.replay import Replay
+from host.bench.replay import Event, Replay, judge
 from host.bench.target import MAX_STEP_MS, STEP_MS, SimTarget, step_for
 from host.cli import main
 from tests.ports import free_port
@@ -128,6 +128,24 @@ def test_the_sim_step_keeps_every_deadline_ten_steps_long():
     assert step_for(session.parse("0s ev plug", "n.session")) == MAX_STEP_MS
     assert session.parse("speed max\n0s ev plug").speed == math.inf
     assert session.parse("0s ev plug").speed == session.DEFAULT_SPEED
+
+
+def test_a_deadline_counts_from_the_step_before_but_not_past_the_step_after():
+    """A late step moves the deadlines after it, but not beyond the next step that ran on
+    time: that step may change what the expectation looks at."""
+    s = session.parse(
+        "0s ev state C\n+5s expect contactor open within 1s\n+0s user tag X\n"
+        "+0s expect contactor closed within 1s",
+        "j.session",
+    )
+    timeline = [
+        Event(0, "station", "contactor", 1, "open"),
+        Event(5400, "station", "contactor", 1, "closed"),  # the tag, run at 5300
+    ]
+    verdicts = judge(s, timeline, 3, {1: 1500, 3: 300})
+    assert [v.outcome for v in verdicts] == ["pass", "pass"]
+    late = judge(s, timeline[:1], 3, {1: 1500, 3: 300})
+    assert [v.outcome for v in late] == ["pass", "fail"]
 
 
 # ---- replay against the simulated station -----------------------------------------------------

@@ -11,6 +11,7 @@ chosen id tags — the same way for any central system behind it.
 import asyncio
 import itertools
 import json
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,12 +43,27 @@ def decode(text: str) -> list:
     return message if isinstance(message, list) and len(message) >= 3 else []
 
 
+def _wall_ms() -> int:
+    return int(time.monotonic() * 1000)
+
+
 class Network:
-    def __init__(self, upstream: str, on_frame: Callable[[Frame], None], tag_status: dict):
+    """`clock()` is the station's time in ms, which latency_ms counts in (default: real time)."""
+
+    def __init__(
+        self,
+        upstream: str,
+        on_frame: Callable[[Frame], None],
+        tag_status: dict,
+        clock: Callable[[], int] = _wall_ms,
+    ):
         self.upstream = upstream.rstrip("/")
         self.on_frame = on_frame
         self.tag_status = tag_status  # idTag -> status that replaces the CS's answer
-        self.latency_s = 0.0
+        self.clock = clock
+        self.latency_ms = 0  # each CS frame is held this long before the station gets it
+        self.booted = threading.Event()  # a BootNotification of the station was answered
+        self._boot_uid = None
         self.port = 0
         self.host = "127.0.0.1"
         self.server: Server | None = None
@@ -163,6 +179,8 @@ class Network:
                 if not future.done():
                     future.set_result(message[2] if message[0] == 3 else message)
                 continue  # an answer to the operator, not to the central system
+            if message and message[0] == 2 and message[2] == "BootNotification":
+                self._boot_uid = message[1]
             if message and message[0] == 2 and message[2] in TAG_ACTIONS:
                 tag = message[3].get("idTag") if isinstance(message[3], dict) else None
                 if tag in self.tag_status:
@@ -174,12 +192,16 @@ class Network:
         async for text in cs:
             text = text if isinstance(text, str) else text.decode(errors="replace")
             message = decode(text)
+            if message and message[0] == 3 and message[1] == self._boot_uid:
+                self.booted.set()
             tag = self._tags.pop(message[1], None) if message and message[0] == 3 else None
             if tag is not None and isinstance(message[2], dict):
                 message[2]["idTagInfo"] = {"status": self.tag_status[tag]}
                 text = json.dumps(message)
-            if self.latency_s:
-                await asyncio.sleep(self.latency_s)
+            if self.latency_ms:
+                until = self.clock() + self.latency_ms
+                while self.clock() < until:
+                    await asyncio.sleep(0.001)
             self._record("cs", text)
             await station.send(text)
         raise ConnectionClosed(None, None)

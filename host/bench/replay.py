@@ -217,9 +217,13 @@ class Replay:
 
                 cs = EmbeddedCentralSystem(_tags(session))
                 upstream = self._async(cs.start(), 30)
-            self.net = network.Network(upstream, self._on_frame, session.tag_status)
+            self.net = network.Network(
+                upstream, self._on_frame, session.tag_status, self._station_ms
+            )
             self._async(self.net.start(self.listen[1], self.listen[0]), 10)
             self._connect()
+            if "sim" in self.target.features:  # a fresh station: online before time 0
+                self.net.booted.wait(CONNECT_S)
             self._play()
         except (StationSilent, OSError) as e:
             result.aborted = f"{e}"
@@ -379,8 +383,8 @@ class Replay:
                 return link.command("temp", args[0])
             return link.command(verb, c, args[0])
         if step.actor == "net":
-            if verb == "latency":
-                net.latency_s = args[0] / 1000
+            if verb == "latency":  # station time, so a session means the same at any speed
+                net.latency_ms = args[0]
                 return None
             coro = {"drop": net.drop, "cs-down": net.down, "cs-up": net.up}[verb]()
             return self._async(coro, 10)
@@ -510,15 +514,21 @@ def judge(
     allowance_ms: int = 0,
 ) -> list[Verdict]:
     """Verdicts of the session's expectations. Each deadline counts from when the step
-    before it really ran (a step may run a little after its time); OCPP frames may be up to
+    before it really ran (a step may run a little after its time), but from no later than
+    the step after it really ran, which may change what is expected; OCPP frames may be up to
     allowance_ms off their estimated times."""
+    ran = {s.line: s.at_ms + late_ms[s.line] for s in session.steps if s.line in late_ms}
     verdicts = []
     late = 0
-    for step in session.steps:
+    for i, step in enumerate(session.steps):
         if step.actor != "expect":
             late = late_ms.get(step.line, late)
             continue
-        ok, detail = _check(step, session, timeline, phases, late, allowance_ms)
+        start = step.at_ms + late
+        after = next((s for s in session.steps[i + 1 :] if s.line in ran), None)
+        if after is not None:
+            start = max(step.at_ms, min(start, ran[after.line]))
+        ok, detail = _check(step, session, timeline, phases, start - step.at_ms, allowance_ms)
         verdicts.append(Verdict(step.text, step.line, "pass" if ok else "fail", detail))
     return verdicts
 

@@ -147,7 +147,7 @@ GRAMMAR: dict[str, dict[str, tuple[tuple, str]]] = {
         "drop": ((), "net drop  (the central system closes the link)"),
         "cs-down": ((), "net cs-down"),
         "cs-up": ((), "net cs-up"),
-        "latency": (("d",), "net latency <duration>  (real time, before each CS reply)"),
+        "latency": (("d",), "net latency <duration>  (station time, before each CS reply)"),
     },
     "op": {
         "remote-start": (("w",), "op remote-start <idTag>"),

@@ -89,6 +89,22 @@ def test_board_time_moves_by_control_steps_and_supervision_counts_real_time(spee
     assert result["long"] == {"closed": False, "hang": ["stall"]}
 
 
+def test_a_call_waits_for_its_answer_in_real_time_however_fast_the_sim_runs():
+    """The central system answers in real time: 400 ms is far more than the CALL's 30 s
+    time-out in the board time of a sim running flat out, and still no time-out."""
+    done = subprocess.run(
+        mpy.command(Path(__file__).with_name("mp_timeouts.py"), "400"),
+        capture_output=True,
+        text=True,
+        env=mpy.environ(),
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(done.stdout)
+    assert result["answer"] == {"ok": True}
+    assert result["board_ms"] > 30_000  # the sim did run past the time-out in board time
+
+
 def test_bad_board_json_is_a_clear_error(tmp_path):
     (tmp_path / "board.json").write_text("{not json")
     with pytest.raises(SimError, match="board.json is not valid JSON"):
