@@ -51,8 +51,6 @@ class ConsoleLink:
     def __init__(self, port: str, on_line: Callable[[Line], None], baud: int = 115200):
         self.serial = serial.Serial(port, baud, timeout=0.05)
         self.on_line = on_line
-        self.last_heard = time.monotonic()
-        self.station_ms = 0  # board time of the newest event
         self.offset_ms = 0  # added to event times: a restarted station counts from 0 again
         self._ids = 0
         self._replies: dict[str, tuple] = {}
@@ -88,10 +86,7 @@ class ConsoleLink:
         if parsed[0] == "evt":
             parsed = ("evt", parsed[1] + self.offset_ms, *parsed[2:])
         with self._cond:
-            self.last_heard = now
-            if parsed[0] == "evt":
-                self.station_ms = max(self.station_ms, parsed[1])
-            elif parsed[0] in ("ok", "err") and parsed[1] is not None:
+            if parsed[0] in ("ok", "err") and parsed[1] is not None:
                 self._replies[parsed[1]] = parsed
             self._cond.notify_all()
         self.on_line(Line(now, parsed[0], parsed))
@@ -126,8 +121,6 @@ class ConsoleLink:
         old = self.serial
         self.serial = serial.Serial(port, old.baudrate, timeout=0.05)
         old.close()
-        with self._cond:
-            self.last_heard = time.monotonic()
 
     def close(self) -> None:
         self._closed = True
