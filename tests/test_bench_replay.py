@@ -398,6 +398,10 @@ def test_evse_bench_replay_command(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "PASS  line 2: expect pilot B within 2s" in out and "1 of 1 sessions passed" in out
     assert (tmp_path / "out" / "junit.xml").exists()
+    for speed, problem in (("0", "speed must be > 0 or max"), ("fast", "'fast' is not a number")):
+        with pytest.raises(SystemExit):
+            main(["bench", "replay", str(good), "--speed", speed])
+        assert problem in capsys.readouterr().err
     bad = tmp_path / "bad.session"
     bad.write_text("0s ev plug\n0s ev jump\n")
     assert main(["bench", "replay", str(good), str(bad)]) == 2  # refused before anything runs
