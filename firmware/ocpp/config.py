@@ -5,9 +5,6 @@
 import json
 import os
 
-BOOL, INT, LIST = 0, 1, 2
-RW, RO = 0, 1
-
 MEASURANDS = (
     "Energy.Active.Import.Register",
     "Energy.Active.Export.Register",
@@ -18,41 +15,57 @@ MEASURANDS = (
 )
 ROTATIONS = ("NotApplicable", "Unknown", "RST", "RTS", "SRT", "STR", "TRS", "TSR")
 LIST_MAX = 6
-E = "Energy.Active.Import.Register"
 
-# name: (type, access, default, maximum for INT)
+# name: "<type><access> <default>[ <maximum>]"; type b(oolean), i(nteger, at most <maximum>)
+# or l(ist, comma-separated, at most LIST_MAX items), access w(ritable) or r(ead-only).
+# Strings, not tuples: in a ROMFS image (or frozen) a string constant stays in flash, while a
+# tuple is built in the heap at import (2.5 KB less heap on the 64-bit unix port).
 KEYS = {
-    "AllowOfflineTxForUnknownId": (BOOL, RW, False, 0),
-    "AuthorizationCacheEnabled": (BOOL, RW, True, 0),
-    "AuthorizeRemoteTxRequests": (BOOL, RW, False, 0),
-    "ClockAlignedDataInterval": (INT, RW, 0, 86400),
-    "ConnectionTimeOut": (INT, RW, 60, 3600),
-    "ConnectorPhaseRotation": (LIST, RW, "0.Unknown", 0),
-    "ConnectorPhaseRotationMaxLength": (INT, RO, LIST_MAX, 0),
-    "GetConfigurationMaxKeys": (INT, RO, 40, 0),
-    "HeartbeatInterval": (INT, RW, 300, 86400),
-    "LocalAuthorizeOffline": (BOOL, RW, True, 0),
-    "LocalPreAuthorize": (BOOL, RW, False, 0),
-    "MeterValuesAlignedData": (LIST, RW, E, 0),
-    "MeterValuesAlignedDataMaxLength": (INT, RO, LIST_MAX, 0),
-    "MeterValuesSampledData": (LIST, RW, E, 0),
-    "MeterValuesSampledDataMaxLength": (INT, RO, LIST_MAX, 0),
-    "MeterValueSampleInterval": (INT, RW, 60, 86400),
-    "MinimumStatusDuration": (INT, RW, 0, 3600),
-    "NumberOfConnectors": (INT, RO, 1, 0),
-    "ResetRetries": (INT, RW, 1, 10),
-    "StopTransactionOnEVSideDisconnect": (BOOL, RW, True, 0),
-    "StopTransactionOnInvalidId": (BOOL, RW, True, 0),
-    "StopTxnAlignedData": (LIST, RW, E, 0),
-    "StopTxnAlignedDataMaxLength": (INT, RO, LIST_MAX, 0),
-    "StopTxnSampledData": (LIST, RW, E, 0),
-    "StopTxnSampledDataMaxLength": (INT, RO, LIST_MAX, 0),
-    "SupportedFeatureProfiles": (LIST, RO, "Core", 0),
-    "TransactionMessageAttempts": (INT, RW, 3, 100),
-    "TransactionMessageRetryInterval": (INT, RW, 60, 86400),
-    "UnlockConnectorOnEVSideDisconnect": (BOOL, RW, True, 0),
-    "WebSocketPingInterval": (INT, RW, 60, 86400),
+    "AllowOfflineTxForUnknownId": "bw false",
+    "AuthorizationCacheEnabled": "bw true",
+    "AuthorizeRemoteTxRequests": "bw false",
+    "ClockAlignedDataInterval": "iw 0 86400",
+    "ConnectionTimeOut": "iw 60 3600",
+    "ConnectorPhaseRotation": "lw 0.Unknown",
+    "ConnectorPhaseRotationMaxLength": "ir 6",
+    "GetConfigurationMaxKeys": "ir 40",
+    "HeartbeatInterval": "iw 300 86400",
+    "LocalAuthorizeOffline": "bw true",
+    "LocalPreAuthorize": "bw false",
+    "MeterValuesAlignedData": "lw Energy.Active.Import.Register",
+    "MeterValuesAlignedDataMaxLength": "ir 6",
+    "MeterValuesSampledData": "lw Energy.Active.Import.Register",
+    "MeterValuesSampledDataMaxLength": "ir 6",
+    "MeterValueSampleInterval": "iw 60 86400",
+    "MinimumStatusDuration": "iw 0 3600",
+    "NumberOfConnectors": "ir 1",
+    "ResetRetries": "iw 1 10",
+    "StopTransactionOnEVSideDisconnect": "bw true",
+    "StopTransactionOnInvalidId": "bw true",
+    "StopTxnAlignedData": "lw Energy.Active.Import.Register",
+    "StopTxnAlignedDataMaxLength": "ir 6",
+    "StopTxnSampledData": "lw Energy.Active.Import.Register",
+    "StopTxnSampledDataMaxLength": "ir 6",
+    "SupportedFeatureProfiles": "lr Core",
+    "TransactionMessageAttempts": "iw 3 100",
+    "TransactionMessageRetryInterval": "iw 60 86400",
+    "UnlockConnectorOnEVSideDisconnect": "bw true",
+    "WebSocketPingInterval": "iw 60 86400",
 }
+
+
+def _spec(name):
+    """(type, writable, default value, maximum) of the known key `name`."""
+    text = KEYS[name]
+    kind = text[0]
+    words = text[3:].split(" ")
+    maximum = int(words[1]) if len(words) > 1 else 0
+    default = words[0]
+    if kind == "b":
+        default = default == "true"
+    elif kind == "i":
+        default = int(default)
+    return kind, text[1] == "w", default, maximum
 
 
 def save_json(path, obj):
@@ -71,18 +84,18 @@ def load_json(path, default):
 
 
 def _text(kind, value):
-    if kind == BOOL:
+    if kind == "b":
         return "true" if value else "false"
     return str(value)
 
 
-def _parse(name, kind, text):
+def _parse(name, kind, maximum, text):
     """The value for `text`, or None when it is not valid for key `name`."""
-    if kind == BOOL:
+    if kind == "b":
         low = text.lower()
         return low == "true" if low in ("true", "false") else None
-    if kind == INT:
-        if not text.isdigit() or len(text) > 9 or int(text) > KEYS[name][3]:
+    if kind == "i":
+        if not text.isdigit() or len(text) > 9 or int(text) > maximum:
             return None
         return int(text)
     items = text.split(",") if text else []
@@ -105,8 +118,8 @@ class Config:
         stored = load_json(self.path, {})
         self.values = {}
         for name in KEYS:
-            kind, access, default, _ = KEYS[name]
-            value = stored.get(name, default) if access != RO else default
+            _, writable, default, _ = _spec(name)
+            value = stored.get(name, default) if writable else default
             self.values[name] = value if type(value) is type(default) else default
         self.values["NumberOfConnectors"] = connectors
         # Connectors set Inoperative by ChangeAvailability stay so across reboots (0 = station).
@@ -122,12 +135,12 @@ class Config:
     def change(self, name, text):
         """ChangeConfiguration: 'Accepted' | 'Rejected' | 'NotSupported'. Every key takes effect
         at once, so 'RebootRequired' is never needed."""
-        spec = KEYS.get(name)
-        if spec is None:
+        if name not in KEYS:
             return "NotSupported"
-        if spec[1] == RO:
+        kind, writable, _, maximum = _spec(name)
+        if not writable:
             return "Rejected"
-        value = _parse(name, spec[0], text)
+        value = _parse(name, kind, maximum, text)
         if value is None:
             return "Rejected"
         self.values[name] = value
@@ -137,7 +150,7 @@ class Config:
     def save(self):
         stored = {"inoperative": self.inoperative}
         for name in KEYS:
-            if KEYS[name][1] != RO:
+            if KEYS[name][1] == "w":
                 stored[name] = self.values[name]
         save_json(self.path, stored)
 
@@ -146,12 +159,12 @@ class Config:
         known = []
         unknown = []
         for name in names or KEYS:
-            spec = KEYS.get(name)
-            if spec is None:
+            text = KEYS.get(name)
+            if text is None:
                 unknown.append(name)
             else:
-                value = _text(spec[0], self.values[name])
-                known.append({"key": name, "readonly": spec[1] == RO, "value": value})
+                value = _text(text[0], self.values[name])
+                known.append({"key": name, "readonly": text[1] == "r", "value": value})
         payload = {"configurationKey": known}
         if unknown:
             payload["unknownKey"] = unknown

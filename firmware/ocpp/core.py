@@ -20,7 +20,6 @@ METER_WAIT_S = 10  # a StopTransaction waits this long at most for a reading aft
 ENERGY_SAVE_S = 10  # a running transaction's meter register reaches flash this often
 CLOCK_SLACK_S = 2  # the board clock follows the central system's when further off than this
 ALIGNED_KEPT = 8  # StopTxnAlignedData: the latest clock-aligned samples a StopTransaction carries
-TX_ACTIONS = ("StartTransaction", "StopTransaction", "MeterValues")
 
 # Station fault code -> OCPP ChargePointErrorCode. 'derating' is a warning, not a fault. Pilot
 # trouble is EVCommunicationError, which per OCPP 1.6 is not a fault: SuspendedEVSE, not Faulted.
