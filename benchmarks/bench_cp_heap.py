@@ -9,9 +9,9 @@ run from a bundle made by `evse build --target unix` as a board would run it.
    block that is never freed; on a board it is in flash, so its exact cost is subtracted
    ("beyond_image"). The TLS share is wss - ws: on the ESP32, mbedtls takes its buffers from the
    IDF heap, not from MicroPython's, so there only the ws figure counts against the GC heap.
-   Bisection to 1 KiB, bracketed from each configuration's heap in use at the end of a run
-   with a roomy heap (the smallest heap lies a little above it: fragmentation), two probes at
-   a time (the machine has 2 cores).
+   Bisection to 1 KiB, each configuration's bracket starting from what the others found,
+   two probes at a time, each in its own process (with its own central system: the machine
+   has 2 cores).
 2. Heap in use after 1 and after N sessions (2 connectors each), which must be equal.
 
 The unix port is 64-bit: pointers and object headers take 8 bytes where the ESP32 takes 4. The
@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,6 +105,11 @@ async def full_session(template: Path, bundle: Path, tls: bool, romfs: bool, hea
             await cs.stop()
 
 
+def probe(template: Path, bundle: Path, tls: bool, romfs: bool, heapsize: int):
+    """full_session in a process of its own (run by the pool)."""
+    return asyncio.run(full_session(template, bundle, tls, romfs, heapsize))
+
+
 async def smallest(works, lo: int, hi: int) -> int:
     """The smallest heap size in (lo, hi] for which `await works(size)` is true, to STEP,
     probing two sizes at a time; `hi` must work."""
@@ -141,14 +147,15 @@ async def heap_over_sessions(bundle: Path, sessions: int) -> dict:
     }
 
 
-async def smallest_heaps(bundle: Path, template: Path) -> dict:
+async def smallest_heaps(bundle: Path, template: Path, pool: ProcessPoolExecutor) -> dict:
     """Per configuration: the smallest heap, and for ROMFS the part beyond the image."""
     found: dict = {}
     image = [0]
+    loop = asyncio.get_running_loop()
 
     async def search(tls: bool, romfs: bool, lo: int) -> int:
         async def works(size: int) -> bool:
-            result = await full_session(template, bundle, tls, romfs, size)
+            result = await loop.run_in_executor(pool, probe, template, bundle, tls, romfs, size)
             if result and romfs:
                 image[0] = result[1]
             return result is not None
@@ -213,7 +220,8 @@ async def main() -> None:
         for romfs in (True, False):
             parts = breakdown(bundle, romfs)
             print(json.dumps({f"heap_by_part_{'romfs' if romfs else 'mpy'}": parts}))
-        heaps = await smallest_heaps(bundle, template)
+        with ProcessPoolExecutor(max_workers=2) as pool:
+            heaps = await smallest_heaps(bundle, template, pool)
         heaps["backlog_on_flash_bytes"] = (template / "txqueue.jnl").stat().st_size
         print(json.dumps({"smallest_heap_full_session_2_connectors_1000_backlog": heaps}))
         print(json.dumps(await heap_over_sessions(bundle, args.sessions)))
