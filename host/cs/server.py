@@ -20,9 +20,8 @@ from typing import Any
 from urllib.parse import unquote
 
 import orjson
-from websockets.frames import Frame, Opcode
+from websockets.frames import apply_mask  # the package's C version when built
 from websockets.http11 import Request
-from websockets.protocol import OPEN, State
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
@@ -43,6 +42,9 @@ OPEN_TIMEOUT_S = 10  # from TCP accept to a finished opening handshake
 
 # Close codes (RFC 6455)
 GOING_AWAY, PROTOCOL_ERROR, UNSUPPORTED_DATA, INVALID_DATA = 1001, 1002, 1003, 1007
+MESSAGE_TOO_BIG = 1009
+# Connection states, in order
+CONNECTING, OPEN, CLOSING, CLOSED = range(4)
 
 
 def station_id_from_path(path: str) -> str | None:
@@ -92,42 +94,62 @@ def _select_subprotocol(protocol: ServerProtocol, offered: Any) -> Subprotocol |
     return SUBPROTOCOL if SUBPROTOCOL in offered else None
 
 
+def _frame(opcode: int, payload: bytes) -> bytes:
+    """A server frame (unmasked, unfragmented)."""
+    n = len(payload)
+    if n < 126:
+        header = bytes((0x80 | opcode, n))
+    elif n < 65536:
+        header = bytes((0x80 | opcode, 126)) + n.to_bytes(2, "big")
+    else:
+        header = bytes((0x80 | opcode, 127)) + n.to_bytes(8, "big")
+    return header + payload
+
+
 class Session(asyncio.Protocol):
     """One station's connection: the WebSocket protocol and the OCPP session on it. It is in
-    `CentralSystem.sessions` from its accepted handshake until it closes or is replaced."""
+    `CentralSystem.sessions` from its accepted handshake until it closes or is replaced.
+
+    The opening handshake goes through the `websockets` package's sans-I/O ServerProtocol
+    (HTTP parsing, key and header checks, subprotocol selection), which is then dropped:
+    framing an open connection takes the few lines below, and the protocol's per-frame
+    generators and objects, alive between one station's messages, made the cyclic garbage
+    collector rescan 10,000 connections every few seconds (100+ ms pauses)."""
 
     __slots__ = (
         "cs",
         "ws",
+        "state",
         "transport",
+        "buffer",
+        "fragments",
         "station_id",
         "registration",
         "pending",
         "sending",
         "last_heard",
-        "fragments",
         "close_timer",
     )
 
     def __init__(self, cs: "CentralSystem"):
         self.cs = cs
-        self.ws = ServerProtocol(
-            subprotocols=[SUBPROTOCOL],
-            select_subprotocol=_select_subprotocol,
-            max_size=cs.max_message,
+        self.ws: ServerProtocol | None = ServerProtocol(
+            subprotocols=[SUBPROTOCOL], select_subprotocol=_select_subprotocol
         )
-        self.transport: asyncio.Transport | None = None
+        self.state = CONNECTING
+        self.transport: asyncio.Transport = None  # type: ignore[assignment] # connection_made
+        self.buffer = b""  # received bytes not yet a whole frame
+        self.fragments: list[bytes] | None = None  # a fragmented message being received
         self.station_id = ""
         self.registration: str | None = None  # status of its last BootNotification answer
         self.pending: dict[str, asyncio.Future] = {}  # our CALLs awaiting the station's reply
         self.sending = False  # a command delivery is in progress
         self.last_heard = time.monotonic()
-        self.fragments: list[bytes] | None = None  # a fragmented message being received
         self.close_timer: asyncio.TimerHandle | None = None
 
     @property
     def open(self) -> bool:
-        return self.ws.state is OPEN
+        return self.state == OPEN
 
     # ---- asyncio.Protocol ---------------------------------------------------------------
 
@@ -137,84 +159,133 @@ class Session(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_heard = time.monotonic()
-        ws = self.ws
-        ws.receive_data(data)
-        for event in ws.events_received():
+        if self.ws is None:
+            self._frames(self.buffer + data if self.buffer else data)
+            return
+        self.ws.receive_data(data)
+        for event in self.ws.events_received():
             if isinstance(event, Request):
                 self.cs.on_request(self, event)
-            elif ws.state is OPEN:
-                self._on_frame(event)
-        self.flush()
+        self.flush_handshake()
 
     def eof_received(self) -> bool:
-        self.ws.receive_eof()
-        self.flush()
         return False  # the peer is done: asyncio closes the transport once our data is out
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.close_timer is not None:
             self.close_timer.cancel()
-        self.ws.state = State.CLOSED
+        self.state = CLOSED
+        self.ws = None
         self.cs.on_closed(self)
 
-    # ---- WebSocket ----------------------------------------------------------------------
+    # ---- opening handshake --------------------------------------------------------------
 
-    def _on_frame(self, frame: Frame) -> None:
-        opcode = frame.opcode
-        if opcode is Opcode.TEXT:
-            if frame.fin:
-                self.cs.on_message(self, frame.data)
-            else:
-                self.fragments = [frame.data]
-        elif opcode is Opcode.CONT and self.fragments is not None:
-            self.fragments.append(frame.data)
-            if frame.fin:
-                data, self.fragments = b"".join(self.fragments), None
-                self.cs.on_message(self, data)
-        elif opcode is Opcode.BINARY:
-            self.close(UNSUPPORTED_DATA, "OCPP-J messages are text frames")
-
-    def flush(self) -> None:
-        """Write what the protocol has to send; close the TCP connection when it says so."""
-        transport = self.transport
-        assert transport is not None
-        for data in self.ws.data_to_send():
+    def flush_handshake(self) -> None:
+        """Write the handshake response; after a refusal, cut off a client that stays."""
+        ws, transport = self.ws, self.transport
+        assert ws is not None
+        for data in ws.data_to_send():
             if data:
                 transport.write(data)
             elif transport.can_write_eof():
                 transport.write_eof()
-        if self.ws.close_expected() and self.close_timer is None:
-            # The peer closes TCP after the closing handshake; a silent one is cut off.
-            self.close_timer = asyncio.get_running_loop().call_later(
-                self.cs.close_timeout_s, transport.abort
-            )
+        if ws.close_expected() and self.close_timer is None:
+            self._close_soon()
+
+    def opened(self) -> None:
+        """The 101 response is out: frames from now on."""
+        self.ws = None
+        self.state = OPEN
+
+    # ---- frames (RFC 6455) --------------------------------------------------------------
+
+    def _frames(self, buffer: bytes) -> None:
+        pos, size = 0, len(buffer)
+        while size - pos >= 2 and self.state <= CLOSING:
+            first, second = buffer[pos], buffer[pos + 1]
+            length, start = second & 0x7F, pos + 2
+            if length == 126:
+                if size - pos < 4:
+                    break
+                length, start = int.from_bytes(buffer[pos + 2 : pos + 4], "big"), pos + 4
+            elif length == 127:
+                if size - pos < 10:
+                    break
+                length, start = int.from_bytes(buffer[pos + 2 : pos + 10], "big"), pos + 10
+            if not second & 0x80 or first & 0x70:
+                return self.fail(PROTOCOL_ERROR, "client frames are masked, without extensions")
+            received = sum(map(len, self.fragments)) if self.fragments else 0
+            if received + length > self.cs.max_message:
+                return self.fail(
+                    MESSAGE_TOO_BIG, f"messages are at most {self.cs.max_message} bytes"
+                )
+            end = start + 4 + length
+            if size < end:
+                break
+            payload = apply_mask(buffer[start + 4 : end], buffer[start : start + 4])
+            pos = end
+            self._on_frame(first & 0x80, first & 0x0F, payload)
+        self.buffer = buffer[pos:]
+
+    def _on_frame(self, fin: int, opcode: int, payload: bytes) -> None:
+        if opcode >= 8:  # control frame
+            if not fin or len(payload) > 125:
+                self.fail(PROTOCOL_ERROR, "control frames are unfragmented, at most 125 bytes")
+            elif opcode == 8:  # close: answer it (unless it answers ours), then hang up
+                if self.state == OPEN:
+                    self.transport.write(_frame(8, payload[:2]))
+                self.state = CLOSED
+                self.transport.close()
+            elif opcode == 9 and self.state == OPEN:
+                self.transport.write(_frame(10, payload))
+            elif opcode not in (9, 10):
+                self.fail(PROTOCOL_ERROR, f"unknown opcode {opcode}")
+        elif self.state != OPEN:
+            return  # data after our close frame
+        elif opcode == 1 and self.fragments is None:
+            if fin:
+                self.cs.on_message(self, payload)
+            else:
+                self.fragments = [payload]
+        elif opcode == 0 and self.fragments is not None:
+            self.fragments.append(payload)
+            if fin:
+                data, self.fragments = b"".join(self.fragments), None
+                self.cs.on_message(self, data)
+        elif opcode == 2:
+            self.close(UNSUPPORTED_DATA, "OCPP-J messages are text frames")
+        else:
+            self.fail(PROTOCOL_ERROR, "unexpected continuation or data frame")
 
     def send(self, text: str) -> None:
-        """Send a text frame. Written here rather than through the protocol's send_text:
-        a server's unfragmented frame is a two-to-ten-byte header and the payload, and
-        the protocol keeps no state about data frames sent (this halves the cost of
-        sending)."""
-        if self.ws.state is not OPEN:
+        if self.state != OPEN:
             raise ConnectionError(f"{self.station_id}: connection closed")
-        data = text.encode()
-        n = len(data)
-        if n < 126:
-            header = bytes((0x81, n))
-        elif n < 65536:
-            header = b"\x81\x7e" + n.to_bytes(2, "big")
-        else:
-            header = b"\x81\x7f" + n.to_bytes(8, "big")
-        assert self.transport is not None
-        self.transport.write(header + data)
+        self.transport.write(_frame(1, text.encode()))
+
+    def ping(self) -> None:
+        if self.state == OPEN:
+            self.transport.write(b"\x89\x00")
 
     def close(self, code: int, reason: str) -> None:
-        """Start the closing handshake (no-op unless open)."""
-        if self.ws.state is OPEN:
-            self.ws.send_close(code, reason)
-            self.flush()
+        """Start the closing handshake (no-op unless open): the station answers with its
+        close frame and we hang up, or it is cut off after the close timeout."""
+        if self.state == OPEN:
+            self.state = CLOSING
+            self.transport.write(_frame(8, code.to_bytes(2, "big") + reason.encode()))
+            self._close_soon()
+
+    def fail(self, code: int, reason: str) -> None:
+        """Fail the connection (RFC 6455 7.1.7): close frame, then hang up at once."""
+        self.close(code, reason)
+        self.state = CLOSED
+        self.transport.close()
+
+    def _close_soon(self) -> None:
+        self.close_timer = asyncio.get_running_loop().call_later(
+            self.cs.close_timeout_s, self.transport.abort
+        )
 
     def abort(self) -> None:
-        assert self.transport is not None
         self.transport.abort()
 
 
@@ -300,7 +371,7 @@ class CentralSystem:
             return
 
         def checked(ok: bool, station: Any) -> None:
-            if session.transport is None or session.transport.is_closing():
+            if session.ws is None or session.transport.is_closing():
                 return
             if not ok:
                 log.error("%s: station lookup failed: %s", station_id, station)
@@ -312,11 +383,12 @@ class CentralSystem:
         self.store.submit(storage.station_for_connection, (station_id, approval), checked)
 
     def _refuse(self, session: Session, status: int, text: str, **headers: str) -> None:
+        assert session.ws is not None
         response = session.ws.reject(status, text)
         for name, value in headers.items():
             response.headers[name] = value
         session.ws.send_response(response)
-        session.flush()
+        session.flush_handshake()
 
     def _authenticate(
         self, session: Session, request: Request, station_id: str, station: dict | None
@@ -327,7 +399,6 @@ class CentralSystem:
             return self._refuse(session, 403, f"Station {station_id} is rejected\n")
         profile = station["security_profile"]
         transport = session.transport
-        assert transport is not None
         if profile >= 2 and transport.get_extra_info("ssl_object") is None:
             return self._refuse(session, 403, f"Security profile {profile} requires TLS\n")
         if profile in (1, 2):
@@ -345,12 +416,15 @@ class CentralSystem:
                 )
         if profile == 3 and _peer_common_name(transport) != station_id:
             return self._refuse(session, 401, "Client certificate does not name this station\n")
-        response = session.ws.accept(request)
-        session.ws.send_response(response)
-        session.flush()
+        ws = session.ws
+        assert ws is not None
+        response = ws.accept(request)
+        ws.send_response(response)
+        session.flush_handshake()
         if response.status_code != 101:
             return None
-        if session.ws.subprotocol != SUBPROTOCOL:
+        session.opened()
+        if ws.subprotocol != SUBPROTOCOL:
             return session.close(PROTOCOL_ERROR, "subprotocol ocpp1.6 required")
         session.station_id = station_id
         if station["approval"] == "accepted":
@@ -389,9 +463,8 @@ class CentralSystem:
                         log.info("%s: no answer to ping, dropped", session.station_id)
                         session.abort()
                     elif silent >= interval:
-                        session.ws.send_ping(b"")
-                        session.flush()
-                elif session.ws.state is State.CONNECTING and silent >= OPEN_TIMEOUT_S:
+                        session.ping()
+                elif session.state == CONNECTING and silent >= OPEN_TIMEOUT_S:
                     session.abort()
 
     # ---- messages -----------------------------------------------------------------------

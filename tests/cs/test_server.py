@@ -368,3 +368,28 @@ def test_a_station_the_operator_rejects_is_disconnected_at_once(sqlite_url):
             assert refused.value.response.status_code == 403
 
     run(scenario())
+
+
+def test_websocket_framing_fragments_pings_and_limits(sqlite_url):
+    async def scenario():
+        async with central_system(sqlite_url, unknown="accept", max_message=4096) as cs:
+            ws = await raw(cs, "FRAMES")
+            boot = (
+                '[2, "b1", "BootNotification", {"chargePointVendor": "V", "chargePointModel": "M"}]'
+            )
+            await ws.send([boot[:10], boot[10:40], boot[40:]])  # one message in three frames
+            assert json.loads(await asyncio.wait_for(ws.recv(), 5))[:2] == [3, "b1"]
+            await asyncio.wait_for(await ws.ping(b"hello"), 5)  # answered with a pong
+            assert (await exchange(ws, '[2, "h1", "Heartbeat", {}]'))[:2] == [3, "h1"]
+            await ws.send(["x" * 3000, "x" * 3000])  # each frame fits, the message does not
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 5)
+            assert ws.close_code == 1009
+            await wait_for(lambda: "FRAMES" not in cs.sessions)
+
+            ws = await raw(cs, "FRAMES")  # a normal close: the server answers and hangs up
+            await asyncio.wait_for(ws.close(), 5)
+            assert ws.close_code == 1000
+            await wait_for(lambda: "FRAMES" not in cs.sessions)
+
+    run(scenario())
