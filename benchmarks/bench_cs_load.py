@@ -390,9 +390,10 @@ class Generator:
         await self._drain(10)
         return self.latencies
 
-    async def open_loop(self, rate: float, seconds: float) -> tuple[int, list[float], int]:
+    async def open_loop(self, rate: float, seconds: float, on_stop) -> tuple[int, list[float], int]:
         """Send at `rate` messages/s spread over the stations; a station still waiting for
-        its previous answer skips its turn (counted)."""
+        its previous answer skips its turn (counted). `on_stop` runs at the end of the
+        window, before waiting for the answers still in flight."""
         self.latencies = []
         self.window_end = float("inf")
         skipped = 0
@@ -409,6 +410,7 @@ class Generator:
                 else:
                     client.send_next()
             await asyncio.sleep(0.001)
+        on_stop()
         await self._drain(10)
         return sent, self.latencies, skipped
 
@@ -488,11 +490,22 @@ async def measure(kind: str, args: argparse.Namespace, port: int, data_dir: str)
         if kind == "evse":
             cpu0, own0 = cpu_seconds(server.pid), time.process_time()
             wait0 = runnable_wait_seconds(server.pid)
-            sent, latencies, skipped = await gen.open_loop(args.rate, args.duration)
+            window = []
+            sent, latencies, skipped = await gen.open_loop(
+                args.rate,
+                args.duration,
+                lambda: window.extend(
+                    [
+                        cpu_seconds(server.pid) - cpu0,
+                        time.process_time() - own0,
+                        runnable_wait_seconds(server.pid) - wait0,
+                    ]
+                ),
+            )
             result.update(
-                open_server_wait=(runnable_wait_seconds(server.pid) - wait0) / args.duration,
-                open_server_cpu=(cpu_seconds(server.pid) - cpu0) / args.duration,
-                open_generator_cpu=(time.process_time() - own0) / args.duration,
+                open_server_cpu=window[0] / args.duration,
+                open_generator_cpu=window[1] / args.duration,
+                open_server_wait=window[2] / args.duration,
                 rate=args.rate,
                 rate_done=len(latencies) / args.duration,
                 rate_skipped=skipped,
