@@ -553,19 +553,18 @@ class Store:
     callback once the batch is committed, `call` is `submit` for coroutines, and
     `after_commit` runs a callback once everything queued before it is committed.
 
-    SQLite batches run on the event loop itself: they are short and local, and a database
-    thread would make both threads queue for the GIL at every SQLite call (sqlite3 releases
-    it per statement), which measured 5x slower. PostgreSQL batches wait on the network, so
-    they run on one database thread, one batch at a time."""
+    SQLite statements run on the event loop itself: they are short and local, and a database
+    thread would make both threads queue for the GIL at every row (sqlite3 releases it per
+    statement step), which measured 5x slower. Only the commit, one call that writes the
+    pages and now and then checkpoints the WAL, runs on a thread, beside the loop; the next
+    batch waits for it. PostgreSQL batches wait on the network, so they run whole on one
+    database thread, one batch at a time."""
 
     def __init__(self, url: str):
         self._url = url
-        threaded = url.startswith(("postgresql://", "postgres://"))
-        self._thread = (
-            concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="cs-db")
-            if threaded
-            else None
-        )
+        # PostgreSQL: the whole batch; SQLite: the commit
+        self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="cs-db")
+        self._thread = self._worker if url.startswith(("postgresql://", "postgres://")) else None
         self.db: Db | None = None
         self._pending: list[tuple[str | Callable | None, Any, Done | None]] = []
         self._busy = False  # a batch is scheduled or running
@@ -587,8 +586,7 @@ class Store:
             await self.flush()
             await self._on_db(self.db.close)
             self.db = None
-        if self._thread:
-            self._thread.shutdown()
+        self._worker.shutdown()
 
     def _queue(self, item: tuple[str | Callable | None, Any, Done | None]) -> None:
         self._pending.append(item)
@@ -637,12 +635,28 @@ class Store:
         assert self._loop is not None
         self._last_batch = self._loop.time()
         batch, self._pending = self._pending, []
-        if self._thread is None:
-            self._finish(batch, self._apply(batch))
-        else:
-            assert self._loop is not None
+        if self._thread is not None:
             running = self._loop.run_in_executor(self._thread, self._apply, batch)
             running.add_done_callback(functools.partial(self._finish_threaded, batch))
+            return
+        db = self.db
+        assert db is not None
+        try:
+            results = self._run(db, batch)
+        except Exception:  # noqa: BLE001 - isolate the failing item, keep the others
+            db.rollback()
+            self._finish(batch, self._one_by_one(db, batch))
+            return
+        committing = self._loop.run_in_executor(self._worker, db.commit)
+        committing.add_done_callback(functools.partial(self._committed, batch, results))
+
+    def _committed(self, batch: list, results: list, committing: asyncio.Future) -> None:
+        if committing.exception() is not None:
+            db = self.db
+            assert db is not None
+            db.rollback()
+            results = self._one_by_one(db, batch)
+        self._finish(batch, results)
 
     def _finish_threaded(self, batch: list, running: asyncio.Future) -> None:
         try:
@@ -654,7 +668,7 @@ class Store:
     def _finish(self, batch: list, results: list[tuple[bool, Any]]) -> None:
         self.batches += 1
         self._busy = False
-        if self._pending:  # queued while a threaded batch ran
+        if self._pending:  # queued while the batch ran or committed
             self._schedule()
         for (_, _, done), (ok, value) in zip(batch, results, strict=True):
             if done is not None:
@@ -672,6 +686,9 @@ class Store:
             return results
         except Exception:  # noqa: BLE001 - isolate the failing item, keep the others
             db.rollback()
+        return self._one_by_one(db, batch)
+
+    def _one_by_one(self, db: Db, batch: list) -> list[tuple[bool, Any]]:
         results = []
         for item in batch:
             try:
