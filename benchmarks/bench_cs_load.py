@@ -116,9 +116,10 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-def cpu_seconds(pid: int, kernel_only: bool = False) -> float:
-    """CPU time of a process (user + kernel, or kernel only: its system calls)."""
-    with open(f"/proc/{pid}/stat") as f:
+def cpu_seconds(pid: int, kernel_only: bool = False, main_thread: bool = False) -> float:
+    """CPU time of a process, or of its main thread (the event loop), user + kernel or
+    kernel only (its system calls)."""
+    with open(f"/proc/{pid}/task/{pid}/stat" if main_thread else f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     ticks = int(fields[12]) + (0 if kernel_only else int(fields[11]))
     return ticks / os.sysconf("SC_CLK_TCK")
@@ -457,6 +458,7 @@ async def measure(kind: str, args: argparse.Namespace, port: int, data_dir: str)
         per_connection = (rss_kib(server.pid) - rss0) * 1024 / max(1, len(gen.clients))
         cpu0, wait0 = cpu_seconds(server.pid), runnable_wait_seconds(server.pid)
         kernel0 = cpu_seconds(server.pid, kernel_only=True)
+        loop0 = cpu_seconds(server.pid, main_thread=True)
         window_cpu = []
         own0 = time.process_time()
         latencies = await gen.closed_loop(
@@ -467,6 +469,7 @@ async def measure(kind: str, args: argparse.Namespace, port: int, data_dir: str)
                     time.process_time() - own0,
                     runnable_wait_seconds(server.pid) - wait0,
                     cpu_seconds(server.pid, kernel_only=True) - kernel0,
+                    cpu_seconds(server.pid, main_thread=True) - loop0,
                 ]
             ),
         )
@@ -484,6 +487,7 @@ async def measure(kind: str, args: argparse.Namespace, port: int, data_dir: str)
             "server_wait": window_cpu[2] / args.duration,
             "cpu_us_per_msg": window_cpu[0] * 1e6 / max(1, len(latencies)),
             "kernel_share": window_cpu[3] / max(1e-9, window_cpu[0]),
+            "loop_us_per_msg": window_cpu[4] * 1e6 / max(1, len(latencies)),
             "closed_p50_ms": percentile(latencies, 50) * 1000,
             "closed_p99_ms": percentile(latencies, 99) * 1000,
         }
@@ -532,7 +536,8 @@ def report(kind: str, r: dict) -> None:
     print(
         f"{kind}: server CPU {r['boot_cpu_ms']:.2f} ms per connect-and-boot, "
         f"{r['cpu_us_per_msg']:.0f} us per message ({r['kernel_share']:.0%} of it in the "
-        f"kernel): {1e6 / r['cpu_us_per_msg']:,.0f} msg/s per core of this machine"
+        f"kernel; {r['loop_us_per_msg']:.0f} us on the event-loop thread: "
+        f"{1e6 / r['loop_us_per_msg']:,.0f} msg/s per core of this machine)"
     )
     print(
         f"{kind}: closed loop {r['msgs_per_s']:,.0f} msg/s (CPU: server {r['server_cpu']:.0%}, "
