@@ -3,12 +3,16 @@ baseline central system written on the `ocpp` package's documented ChargePoint p
 
 Each server runs in its own process (so its memory can be read from /proc); this process is
 the load generator: raw WebSocket clients on asyncio (a few dozen bytes of framing code, no
-`ocpp` or `websockets` objects per station) sending a realistic mix: StatusNotification,
-StartTransaction, MeterValues with 10 sampled values, Heartbeat, StopTransaction.
+`ocpp` or `websockets` objects, no task or future per message) sending a realistic mix:
+StatusNotification, StartTransaction, MeterValues with 10 sampled values, Heartbeat,
+StopTransaction.
 
 Phases per server: connect-and-boot of all stations, closed-loop throughput (every station
 sends its next message as soon as the previous one is answered), then an open-loop run at a
-fixed rate for latency. Prints figures for both servers and their ratio.
+fixed rate for latency. Prints figures for both servers and their ratio, and for every phase
+the CPU of the server and of this generator, and how long the server waited for a core
+(other work on the machine): on a 2-core machine the generator and the server share it, so
+CPU per message on the server's event-loop thread is the figure that compares across runs.
 
     python benchmarks/bench_cs_load.py                 # default run, about 1.5 minutes
     python benchmarks/bench_cs_load.py --stations 10000 --duration 30 --rate 5000
