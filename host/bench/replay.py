@@ -127,15 +127,16 @@ class Replay:
 
     def _read_clock(self, wall: float, ms: int) -> None:
         """A reading of the station's clock (an event's time, a `time` answer)."""
-        if ms < self._clock[1]:
-            return
-        self._clock = (wall, ms)
-        self._readings.append(self._clock)
-        since_wall, since_ms = self._rate_from
-        if wall - since_wall >= RATE_WINDOW_S:  # long enough to measure the rate over
-            measured = (ms - since_ms) / (wall - since_wall) / 1000
-            self.rate = max(0.1, (self.rate + measured) / 2)
-            self._rate_from = self._clock
+        with self._lock:  # readings come from the console's thread and from this one
+            if ms < self._clock[1]:
+                return
+            self._clock = (wall, ms)
+            self._readings.append(self._clock)
+            since_wall, since_ms = self._rate_from
+            if wall - since_wall >= RATE_WINDOW_S:  # long enough to measure the rate over
+                measured = (ms - since_ms) / (wall - since_wall) / 1000
+                self.rate = max(0.1, (self.rate + measured) / 2)
+                self._rate_from = self._clock
 
     def _time(self, request: str = "") -> int:
         """The station's clock: asked now, or the answer to a `time` request already sent.
