@@ -540,8 +540,8 @@ def report(kind: str, r: dict) -> None:
     print(
         f"{kind}: server CPU {r['boot_cpu_ms']:.2f} ms per connect-and-boot, "
         f"{r['cpu_us_per_msg']:.0f} us per message ({r['kernel_share']:.0%} of it in the "
-        f"kernel; {r['loop_us_per_msg']:.0f} us on the event-loop thread: "
-        f"{1e6 / r['loop_us_per_msg']:,.0f} msg/s per core of this machine)"
+        f"kernel, {r['loop_us_per_msg']:.0f} us on the event-loop thread): "
+        f"{1e6 / r['cpu_us_per_msg']:,.0f} msg/s per core of this machine"
     )
     print(
         f"{kind}: closed loop {r['msgs_per_s']:,.0f} msg/s (CPU: server {r['server_cpu']:.0%}, "
