@@ -24,6 +24,8 @@ class Board:
     def ticks_diff(self, a, b):
         return time.ticks_diff(a, b)
 
+    real_ms = ticks_ms
+
     def time(self):
         return int(time.time())
 

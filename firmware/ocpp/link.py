@@ -106,7 +106,7 @@ class Link:
         finally:
             timer.cancel()
         self._conn = conn
-        self._last_rx = self.board.ticks_ms()
+        self._last_rx = self.board.real_ms()
         self.attempt = 0
         self._ready.set()
         asyncio.create_task(self._keepalive(conn))
@@ -182,7 +182,7 @@ class Link:
             if not n:
                 self._drop(conn)
                 raise LinkClosed()
-            self._last_rx = self.board.ticks_ms()
+            self._last_rx = self.board.real_ms()
             conn.events = conn.frames.feed(memoryview(self._rx)[:n])
 
     async def _read(self, conn):
@@ -243,7 +243,8 @@ class Link:
             await self.board.sleep_ms(interval_ms or 1000)
             if self._conn is not conn or not interval_ms:
                 continue
-            if self.board.ticks_diff(self.board.ticks_ms(), self._last_rx) > 2 * interval_ms:
+            # Real time, as the peer answers in it (a fast sim's board time runs ahead).
+            if self.board.ticks_diff(self.board.real_ms(), self._last_rx) > 2 * interval_ms:
                 self._drop(conn)  # the receiver reports LinkClosed
                 return
             try:
