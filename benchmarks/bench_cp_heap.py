@@ -9,9 +9,9 @@ run from a bundle made by `evse build --target unix` as a board would run it.
    block that is never freed; on a board it is in flash, so its exact cost is subtracted
    ("beyond_image"). The TLS share is wss - ws: on the ESP32, mbedtls takes its buffers from the
    IDF heap, not from MicroPython's, so there only the ws figure counts against the GC heap.
-   Bisection to 1 KiB, each configuration's bracket starting from what the others found,
-   two probes at a time, each in its own process (with its own central system: the machine
-   has 2 cores).
+   Bisection to 1 KiB, each configuration's bracket starting from what is known (the heap in
+   use after start-up, the ws figure for wss), two probes at a time, each in a process of its
+   own with its own central system (the machine has 2 cores).
 2. Heap in use after 1 and after N sessions (2 connectors each), which must be equal.
 
 The unix port is 64-bit: pointers and object headers take 8 bytes where the ESP32 takes 4. The
@@ -44,6 +44,7 @@ BACKLOG = 1000
 HERE = Path(__file__).resolve().parent
 STEP = 1024  # bisection resolution
 ROOMY = 512 * 1024
+MARGIN = 64 * 1024  # each bracket's width above what is known to be needed
 
 
 class Failed(Exception):
@@ -147,29 +148,42 @@ async def heap_over_sessions(bundle: Path, sessions: int) -> dict:
     }
 
 
-async def smallest_heaps(bundle: Path, template: Path, pool: ProcessPoolExecutor) -> dict:
-    """Per configuration: the smallest heap, and for ROMFS the part beyond the image."""
+async def smallest_heaps(
+    bundle: Path, template: Path, pool: ProcessPoolExecutor, in_use: dict
+) -> dict:
+    """Per configuration: the smallest heap, and for ROMFS the part beyond the image;
+    `in_use`: the heap in use after start-up by "romfs" (the image left out) and "mpy"."""
     found: dict = {}
     image = [0]
     loop = asyncio.get_running_loop()
 
-    async def search(tls: bool, romfs: bool, lo: int) -> int:
+    async def search(tls: bool, romfs: bool, lo: int, hi: int) -> int:
+        """The smallest in (lo, hi], or above hi (up to ROOMY) when hi fails."""
+
         async def works(size: int) -> bool:
             result = await loop.run_in_executor(pool, probe, template, bundle, tls, romfs, size)
             if result and romfs:
                 image[0] = result[1]
             return result is not None
 
+        mid = (lo + hi) // 2
+        ok_mid, ok_hi = await asyncio.gather(works(mid), works(hi))
+        if ok_mid:
+            return await smallest(works, lo, mid)
+        if ok_hi:
+            return await smallest(works, mid, hi)
         if not await works(ROOMY):
             raise SystemExit(f"fails even with {ROOMY} B of heap")
-        return await smallest(works, lo, ROOMY)
+        return await smallest(works, hi, ROOMY)
 
-    # Known lower bounds narrow each bracket: TLS only adds, and code loaded into the heap
-    # takes at least what runs in place minus the image.
-    ws_rom = await search(False, True, 8 * 1024)
-    wss_rom = await search(True, True, ws_rom - STEP)
-    ws_mpy = await search(False, False, ws_rom - image[0] - STEP)
-    wss_mpy = await search(True, False, max(ws_mpy, wss_rom - image[0]) - STEP)
+    # Brackets from what is known: a run needs at least the heap in use after start-up (and
+    # the image), traffic and fragmentation add some tens of KB, and TLS only adds.
+    image_size = (bundle / build.ROMFS_IMAGE).stat().st_size
+    rom_start = in_use["romfs"] + image_size
+    ws_rom = await search(False, True, rom_start, rom_start + MARGIN)
+    wss_rom = await search(True, True, ws_rom - STEP, ws_rom + MARGIN)
+    ws_mpy = await search(False, False, in_use["mpy"], in_use["mpy"] + MARGIN)
+    wss_mpy = await search(True, False, ws_mpy - STEP, ws_mpy + MARGIN)
     found["romfs_image_bytes_in_heap"] = image[0]
     for name, size, rom in (
         ("ws_romfs", ws_rom, True),
@@ -217,11 +231,13 @@ async def main() -> None:
         build.build("unix", bundle)
         template = Path(tmp) / "backlog"
         make_backlog(template)
-        for romfs in (True, False):
-            parts = breakdown(bundle, romfs)
-            print(json.dumps({f"heap_by_part_{'romfs' if romfs else 'mpy'}": parts}))
+        in_use = {}
+        for mode in ("romfs", "mpy"):
+            parts = breakdown(bundle, mode == "romfs")
+            print(json.dumps({f"heap_by_part_{mode}": parts}))
+            in_use[mode] = parts["total_in_use"]
         with ProcessPoolExecutor(max_workers=2) as pool:
-            heaps = await smallest_heaps(bundle, template, pool)
+            heaps = await smallest_heaps(bundle, template, pool, in_use)
         heaps["backlog_on_flash_bytes"] = (template / "txqueue.jnl").stat().st_size
         print(json.dumps({"smallest_heap_full_session_2_connectors_1000_backlog": heaps}))
         print(json.dumps(await heap_over_sessions(bundle, args.sessions)))
