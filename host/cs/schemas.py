@@ -137,6 +137,14 @@ def _object(node: dict[str, Any], root: dict[str, Any]) -> Check:
         for key, sub in node.get("properties", {}).items()
         if sub.get("type") == "string"
     }
+    # The commonest fields by far, checked with one lookup: enums (as the set of their
+    # values that pass the field's other rules) and strings without rules.
+    enums = {
+        key: frozenset(v for v in enum if _string_ok(v, max_length, None, pattern))
+        for key, (max_length, enum, pattern) in strings.items()
+        if enum is not None
+    }
+    free = frozenset(key for key, rules in strings.items() if rules == (None, None, None))
 
     def check(value: Any) -> None:
         if type(value) is not dict:
@@ -148,15 +156,17 @@ def _object(node: dict[str, Any], root: dict[str, Any]) -> Check:
                 "additionalProperties", f"must not contain {sorted(value.keys() - allowed)}"
             )
         for key, item in value.items():
-            rules = strings.get(key)
-            if rules is not None and type(item) is str:
-                max_length, enum, pattern = rules
-                if (
-                    (max_length is None or len(item) <= max_length)
-                    and (enum is None or item in enum)
-                    and (pattern is None or pattern.fullmatch(item) is not None)
-                ):
+            if type(item) is str:
+                values = enums.get(key)
+                if values is not None:
+                    if item in values:
+                        continue
+                elif key in free:
                     continue
+                else:
+                    rules = strings.get(key)
+                    if rules is not None and _string_ok(item, *rules):
+                        continue
             sub = properties.get(key)
             if sub is not None:
                 try:
@@ -185,6 +195,14 @@ def _array(node: dict[str, Any], root: dict[str, Any]) -> Check:
                 raise
 
     return check
+
+
+def _string_ok(item: str, max_length: int | None, enum: frozenset | None, pattern: Any) -> bool:
+    return (
+        (max_length is None or len(item) <= max_length)
+        and (enum is None or item in enum)
+        and (pattern is None or pattern.fullmatch(item) is not None)
+    )
 
 
 def _string_rules(node: dict[str, Any]) -> tuple[int | None, frozenset | None, Any]:
