@@ -4,7 +4,8 @@
 # station: starts and stops transactions, samples meter values and works out each connector's
 # status. `serve(rpc)` is the single sender while online: it sends, one CALL at a time and in this
 # order, Authorize requests, StatusNotifications, the offline queue (transaction messages) and
-# Heartbeats. Inbound CALLs are answered by the `on_*` handlers registered on the Rpc.
+# Heartbeats. Inbound CALLs are answered by `answer` (registered on the Rpc): a payload check,
+# then the `on_*` handler of the action.
 import net
 from ocpp import inbound, isotime
 from ocpp.auth import Cache
@@ -208,7 +209,6 @@ class ChargePoint:
         s.tag = tag
         s.started = now
         s.begin = self.sample(s, self.config.measurands("StopTxnSampledData"), "Transaction.Begin")
-        s.aligned = []
         s.next_sample = now + self.config.get("MeterValueSampleInterval")
         s.next_save = now + ENERGY_SAVE_S
         s.connector.permit(True)
