@@ -254,15 +254,32 @@ def set_station(db: Db, station_id: str, **fields: Any) -> None:
     )
 
 
-_BOOT_STATUS = {"accepted": "Accepted", "pending": "Pending", "rejected": "Rejected"}
+BOOT_FIELDS = (
+    "vendor",
+    "model",
+    "serial",
+    "firmware",
+    "iccid",
+    "imsi",
+    "meter_type",
+    "meter_serial",
+)
+# One statement: the answer's status follows the approval as it is now (an operator may have
+# approved the station since it connected).
+_BOOT_SQL = (
+    "UPDATE stations SET registration = CASE approval WHEN 'accepted' THEN 'Accepted'"
+    " WHEN 'pending' THEN 'Pending' ELSE 'Rejected' END, boot_at = ?, "
+    + ", ".join(f"{name} = ?" for name in BOOT_FIELDS)
+    + " WHERE id = ? RETURNING registration"
+)
 
 
 def record_boot(db: Db, station_id: str, fields: dict[str, Any]) -> str:
-    """Store what a BootNotification says; return its answer's status (from the approval)."""
-    station = get_station(db, station_id)
-    status = _BOOT_STATUS[station["approval"]] if station else "Rejected"
-    set_station(db, station_id, registration=status, boot_at=now_iso(), **fields)
-    return status
+    """Store what a BootNotification says (`fields`: BOOT_FIELDS); return its answer's
+    status, from the station's approval."""
+    params = (now_iso(), *(fields[name] for name in BOOT_FIELDS), station_id)
+    row = db.execute(_BOOT_SQL, params).fetchone()
+    return row[0] if row else "Rejected"
 
 
 def list_stations(db: Db) -> list[dict[str, Any]]:
