@@ -32,6 +32,7 @@ from host.cs.handlers import HANDLERS
 from host.cs.storage import LOG_SQL, Store, now_iso
 
 log = logging.getLogger("evse.cs")
+_WS_LOG = logging.getLogger("websockets.server")  # given to each handshake: no lookup each
 
 SUBPROTOCOL = Subprotocol("ocpp1.6")
 PATH_PREFIX = "/ocpp/"
@@ -135,7 +136,7 @@ class Session(asyncio.Protocol):
     def __init__(self, cs: "CentralSystem"):
         self.cs = cs
         self.ws: ServerProtocol | None = ServerProtocol(
-            subprotocols=[SUBPROTOCOL], select_subprotocol=_select_subprotocol
+            subprotocols=[SUBPROTOCOL], select_subprotocol=_select_subprotocol, logger=_WS_LOG
         )
         self.state = CONNECTING
         self.transport: asyncio.Transport = None  # type: ignore[assignment] # connection_made
