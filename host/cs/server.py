@@ -173,6 +173,15 @@ class Session(asyncio.Protocol):
     def eof_received(self) -> bool:
         return False  # the peer is done: asyncio closes the transport once our data is out
 
+    # A station that does not read its answers is not read either (asyncio calls these when
+    # the connection's send buffer passes its high and low marks), so it cannot make the
+    # server buffer without bound; silent for long, it is dropped like a vanished one.
+    def pause_writing(self) -> None:
+        self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.transport.resume_reading()
+
     def connection_lost(self, exc: Exception | None) -> None:
         if self.close_timer is not None:
             self.close_timer.cancel()
