@@ -1,11 +1,12 @@
 """The OCPP 1.6J central system: WebSocket endpoint, station sessions, OCPP-J framing.
 
 Stations connect at ws[s]://HOST:PORT/ocpp/<chargePointId> with subprotocol ocpp1.6. Each
-connection is an asyncio.Protocol around the `websockets` package's sans-I/O ServerProtocol:
-frames are parsed, validated against the official schemas with compiled validators and
-dispatched as they arrive, with no task, queue or future per frame; each is answered once
-the database batch holding its writes (and reads) is committed. Commands to stations go through
-`CommandQueue`. One timer pings idle stations and drops those that stop answering.
+connection is an asyncio.Protocol (`Session`): the opening handshake goes through the
+`websockets` package's sans-I/O ServerProtocol, then frames are parsed here, validated
+against the official schemas with compiled validators and dispatched as they arrive, with no
+task, queue or future per frame; each is answered once the database batch holding its
+writes (and reads) is committed. Commands to stations go through `CommandQueue`. One timer
+pings idle stations and drops those that stop answering.
 """
 
 import asyncio
