@@ -31,6 +31,21 @@ from host.cs import schemas, storage
 from host.cs.commands import CommandQueue
 from host.cs.handlers import HANDLERS
 from host.cs.storage import LOG_SQL, Store, now_iso
+from protocol.websocket import (
+    CLOSE_GOING_AWAY,
+    CLOSE_INVALID_DATA,
+    CLOSE_PROTOCOL_ERROR,
+    CLOSE_TOO_BIG,
+    CLOSE_UNSUPPORTED_DATA,
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONTINUATION,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    close_payload,
+    encode_frame,
+)
 
 log = logging.getLogger("evse.cs")
 _WS_LOG = logging.getLogger("websockets.server")  # given to each handshake: no lookup each
@@ -43,9 +58,7 @@ _UNKNOWN_APPROVAL = {"reject": None, "accept": "accepted", "pending": "pending"}
 GC_YOUNG_THRESHOLD = 20_000
 OPEN_TIMEOUT_S = 10  # from TCP accept to a finished opening handshake
 
-# Close codes (RFC 6455)
-GOING_AWAY, PROTOCOL_ERROR, UNSUPPORTED_DATA, INVALID_DATA = 1001, 1002, 1003, 1007
-MESSAGE_TOO_BIG = 1009
+_PING = bytes(encode_frame(OP_PING, b""))  # the same empty ping every time
 # Connection states, in order
 CONNECTING, OPEN, CLOSING, CLOSED = range(4)
 
@@ -95,18 +108,6 @@ def _basic_auth(request: Request) -> tuple[str, str] | None:
 def _select_subprotocol(protocol: ServerProtocol, offered: Any) -> Subprotocol | None:
     # OCPP-J: without ocpp1.6 the handshake completes without a subprotocol, then we close.
     return SUBPROTOCOL if SUBPROTOCOL in offered else None
-
-
-def _frame(opcode: int, payload: bytes) -> bytes:
-    """A server frame (unmasked, unfragmented)."""
-    n = len(payload)
-    if n < 126:
-        header = bytes((0x80 | opcode, n))
-    elif n < 65536:
-        header = bytes((0x80 | opcode, 126)) + n.to_bytes(2, "big")
-    else:
-        header = bytes((0x80 | opcode, 127)) + n.to_bytes(8, "big")
-    return header + payload
 
 
 class Session(asyncio.Protocol):
@@ -225,12 +226,12 @@ class Session(asyncio.Protocol):
                     break
                 length, start = int.from_bytes(buffer[pos + 2 : pos + 10], "big"), pos + 10
             if not second & 0x80 or first & 0x70:
-                return self.fail(PROTOCOL_ERROR, "client frames are masked, without extensions")
+                return self.fail(
+                    CLOSE_PROTOCOL_ERROR, "client frames are masked, without extensions"
+                )
             received = sum(map(len, self.fragments)) if self.fragments else 0
             if received + length > self.cs.max_message:
-                return self.fail(
-                    MESSAGE_TOO_BIG, f"messages are at most {self.cs.max_message} bytes"
-                )
+                return self.fail(CLOSE_TOO_BIG, f"messages are at most {self.cs.max_message} bytes")
             end = start + 4 + length
             if size < end:
                 break
@@ -240,50 +241,52 @@ class Session(asyncio.Protocol):
         self.buffer = buffer[pos:]
 
     def _on_frame(self, fin: int, opcode: int, payload: bytes) -> None:
-        if opcode >= 8:  # control frame
+        if opcode >= OP_CLOSE:  # control frame
             if not fin or len(payload) > 125:
-                self.fail(PROTOCOL_ERROR, "control frames are unfragmented, at most 125 bytes")
-            elif opcode == 8:  # close: answer it (unless it answers ours), then hang up
+                self.fail(
+                    CLOSE_PROTOCOL_ERROR, "control frames are unfragmented, at most 125 bytes"
+                )
+            elif opcode == OP_CLOSE:  # close: answer it (unless it answers ours), then hang up
                 if self.state == OPEN:
-                    self.transport.write(_frame(8, payload[:2]))
+                    self.transport.write(encode_frame(OP_CLOSE, payload[:2]))
                 self.state = CLOSED
                 self.transport.close()
-            elif opcode == 9 and self.state == OPEN:
-                self.transport.write(_frame(10, payload))
-            elif opcode not in (9, 10):
-                self.fail(PROTOCOL_ERROR, f"unknown opcode {opcode}")
+            elif opcode == OP_PING and self.state == OPEN:
+                self.transport.write(encode_frame(OP_PONG, payload))
+            elif opcode not in (OP_PING, OP_PONG):
+                self.fail(CLOSE_PROTOCOL_ERROR, f"unknown opcode {opcode}")
         elif self.state != OPEN:
             return  # data after our close frame
-        elif opcode == 1 and self.fragments is None:
+        elif opcode == OP_TEXT and self.fragments is None:
             if fin:
                 self.cs.on_message(self, payload)
             else:
                 self.fragments = [payload]
-        elif opcode == 0 and self.fragments is not None:
+        elif opcode == OP_CONTINUATION and self.fragments is not None:
             self.fragments.append(payload)
             if fin:
                 data, self.fragments = b"".join(self.fragments), None
                 self.cs.on_message(self, data)
-        elif opcode == 2:
-            self.close(UNSUPPORTED_DATA, "OCPP-J messages are text frames")
+        elif opcode == OP_BINARY:
+            self.close(CLOSE_UNSUPPORTED_DATA, "OCPP-J messages are text frames")
         else:
-            self.fail(PROTOCOL_ERROR, "unexpected continuation or data frame")
+            self.fail(CLOSE_PROTOCOL_ERROR, "unexpected continuation or data frame")
 
     def send(self, text: str) -> None:
         if self.state != OPEN:
             raise ConnectionError(f"{self.station_id}: connection closed")
-        self.transport.write(_frame(1, text.encode()))
+        self.transport.write(encode_frame(OP_TEXT, text))
 
     def ping(self) -> None:
         if self.state == OPEN:
-            self.transport.write(b"\x89\x00")
+            self.transport.write(_PING)
 
     def close(self, code: int, reason: str) -> None:
         """Start the closing handshake (no-op unless open): the station answers with its
         close frame and we hang up, or it is cut off after the close timeout."""
         if self.state == OPEN:
             self.state = CLOSING
-            self.transport.write(_frame(8, code.to_bytes(2, "big") + reason.encode()))
+            self.transport.write(encode_frame(OP_CLOSE, close_payload(code, reason)))
             self._close_soon()
 
     def fail(self, code: int, reason: str) -> None:
@@ -364,7 +367,7 @@ class CentralSystem:
         if self.server:
             self.server.close()
         for session in list(self.connections):
-            session.close(GOING_AWAY, "central system shutting down")
+            session.close(CLOSE_GOING_AWAY, "central system shutting down")
         deadline = time.monotonic() + self.close_timeout_s
         while self.connections and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
@@ -437,14 +440,14 @@ class CentralSystem:
             return None
         session.opened()
         if ws.subprotocol != SUBPROTOCOL:
-            return session.close(PROTOCOL_ERROR, "subprotocol ocpp1.6 required")
+            return session.close(CLOSE_PROTOCOL_ERROR, "subprotocol ocpp1.6 required")
         session.station_id = station_id
         if station["approval"] == "accepted":
             session.registration = station["registration"]
         previous = self.sessions.get(station_id)
         self.sessions[station_id] = session
         if previous is not None:
-            previous.close(GOING_AWAY, "replaced by a new connection")
+            previous.close(CLOSE_GOING_AWAY, "replaced by a new connection")
         self.store.write(storage.ONLINE_SQL, (1, now_iso(), station_id))
         self._notify("connected", station_id, None)
         self.commands.ready(session)
@@ -485,7 +488,7 @@ class CentralSystem:
         try:
             text = data.decode()
         except UnicodeDecodeError:
-            session.close(INVALID_DATA, "text frames are UTF-8")
+            session.close(CLOSE_INVALID_DATA, "text frames are UTF-8")
             return
         station_id = session.station_id
         self.store.write(LOG_SQL, (station_id, now_iso(), "in", text))
