@@ -1,0 +1,69 @@
+// Runs a MicroPython script on the 32-bit WebAssembly port (npm package
+// @micropython/micropython-webassembly-pyscript, pinned in benchmarks/package.json), the way
+// `MICROPYPATH=PATHS micropython -X heapsize=N SCRIPT ARGS...` runs it on the unix port.
+//
+//   node benchmarks/heap32.mjs HEAPSIZE PATHS SCRIPT [ARGS...]
+//
+// PATHS: colon-separated host directories, copied into the port's in-memory filesystem at the
+// same absolute paths and put on sys.path in that order. SCRIPT runs as __main__ with sys.argv
+// [SCRIPT, ARGS...]. This port's asyncio has no run(): its event loop is JavaScript's, which
+// gets control only after the script, and the process exits then, so tasks a script creates
+// never run (a script may drive a coroutine that awaits nothing with send(None)).
+//
+// The port grows its GC heap with a new area whenever an allocation fails after a collection
+// (MICROPY_GC_SPLIT_HEAP_AUTO), so HEAPSIZE does not bound it. It is the size of the first
+// area; the last line of output, `heap32: {"first_area": A, "total": T}`, gives that area's
+// usable bytes and the total at the end: T > A means the script did not fit in HEAPSIZE, which
+// on the unix port (one fixed area) would have been a MemoryError.
+import { loadMicroPython } from "@micropython/micropython-webassembly-pyscript";
+import { readdirSync, readFileSync, statSync } from "node:fs";
+import { join } from "node:path";
+
+const [heapsize, paths, script, ...args] = process.argv.slice(2);
+if (!script) {
+  console.error("usage: node heap32.mjs HEAPSIZE PATHS SCRIPT [ARGS...]");
+  process.exit(2);
+}
+
+let memInfo = null; // the lines of micropython.mem_info() while gcTotal() reads them
+const mp = await loadMicroPython({
+  heapsize: Number(heapsize),
+  stdout: (line) => (memInfo ? memInfo.push(line) : console.log(line)),
+  stderr: (line) => console.error(line),
+});
+
+function copyTree(dir) {
+  mp.FS.mkdirTree(dir);
+  for (const name of readdirSync(dir)) {
+    const path = join(dir, name);
+    if (statSync(path).isDirectory()) copyTree(path);
+    else mp.FS.writeFile(path, readFileSync(path));
+  }
+}
+
+function gcTotal() {
+  memInfo = [];
+  mp.runPython("import micropython\nmicropython.mem_info()");
+  const total = Number(/GC: total: (\d+)/.exec(memInfo.join("\n"))[1]);
+  memInfo = null;
+  return total;
+}
+
+const dirs = paths.split(":").filter((dir) => dir);
+dirs.forEach(copyTree);
+mp.FS.mkdirTree("/tmp");
+const firstArea = gcTotal();
+const setup = [
+  "import sys",
+  `sys.path[:0] = ${JSON.stringify(dirs)}`,
+  `sys.argv[:] = ${JSON.stringify([script, ...args])}`,
+].join("\n");
+mp.runPython(setup);
+try {
+  mp.runPython(readFileSync(script, "utf8"));
+} catch (error) {
+  console.error(error.name === "PythonError" ? error.message : error);
+  process.exitCode = 1;
+}
+console.log(`heap32: ${JSON.stringify({ first_area: firstArea, total: gcTotal() })}`);
+process.exit();
