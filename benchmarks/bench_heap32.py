@@ -5,8 +5,9 @@ The 32-bit port is MicroPython 1.27 for WebAssembly (wasm32, npm package pinned 
 benchmarks/package.json, run by benchmarks/heap32.mjs under node). Both run
 benchmarks/mp_heap32.py, which prints the heap each part of the station takes (imports, objects;
 no sockets: the 32-bit port has none) and the interned names (qstr pool) so far. Also the
-smallest heap size that carries the control core's full two-connector session
-(benchmarks/mp_session.py), by bisection to 1 KiB on each port.
+smallest heap size that carries the control core's full two-connector session of
+benchmarks/mp_session.py (benchmarks/mp_heap32_session.py: the same in steps of a second of
+board time, as the 32-bit port collects garbage only between steps), by bisection to 1 KiB.
 
 Then a DERIVED estimate for a 32-bit board running from ROMFS: the unix port's ROMFS figure per
 part times that part's measured 32/64 ratio. The 32-bit port has no ROMFS, so its ratios are
@@ -31,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 DRIVER = HERE / "heap32.mjs"
 PACKAGE = HERE / "node_modules" / "@micropython" / "micropython-webassembly-pyscript"
 PARTS = HERE / "mp_heap32.py"
-SESSION = HERE / "mp_session.py"
+SESSION = HERE / "mp_heap32_session.py"
 ROOMY = 1 << 20
 STEP = 1024
 # The unix port's smallest heap for a full OCPP session from ROMFS (2 connectors, 1,000-message
@@ -127,8 +128,8 @@ def main() -> None:
         ratio = f"{heap32 / heap64:6.2f}" if heap64 > 0 else "     -"
         print(f"{name:<64} {kb(heap64)} {kb(heap32)} {ratio} {kb(q64)} {kb(q32)}")
     print(
-        f"control core session (mp_session.py, .mpy), smallest heapsize: 64-bit {session64} B, "
-        f"32-bit {session32} B, ratio {session32 / session64:.2f}"
+        "control core session (mp_heap32_session.py, .mpy), smallest heapsize: "
+        f"64-bit {session64} B, 32-bit {session32} B, ratio {session32 / session64:.2f}"
     )
 
     print("\nDERIVED, not measured: 32-bit board running from ROMFS, KB")

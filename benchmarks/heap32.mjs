@@ -8,7 +8,13 @@
 // same absolute paths and put on sys.path in that order. SCRIPT runs as __main__ with sys.argv
 // [SCRIPT, ARGS...]. This port's asyncio has no run(): its event loop is JavaScript's, which
 // gets control only after the script, and the process exits then, so tasks a script creates
-// never run (a script may drive a coroutine that awaits nothing with send(None)).
+// never run.
+//
+// gc.collect() frees nothing here while Python runs: it asks for a collection, made when the
+// next call from JavaScript starts (this port cannot scan the WebAssembly stack for roots).
+// So when the script defines step(), it is called once per call from here until it returns
+// False: a script measures the heap at the start of step(), after a gc.collect() at the end
+// of the call before.
 //
 // The port grows its GC heap with a new area whenever an allocation fails after a collection
 // (MICROPY_GC_SPLIT_HEAP_AUTO), so HEAPSIZE does not bound it. It is the size of the first
@@ -61,6 +67,8 @@ const setup = [
 mp.runPython(setup);
 try {
   mp.runPython(readFileSync(script, "utf8"));
+  const more = (code) => (mp.runPython(`more_steps = ${code}`), mp.globals.get("more_steps"));
+  if (more("'step' in globals()")) while (more("step()"));
 } catch (error) {
   console.error(error.name === "PythonError" ? error.message : error);
   process.exitCode = 1;

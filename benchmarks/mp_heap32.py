@@ -30,63 +30,67 @@ if len(sys.argv) > 2:
     image_heap = gc.mem_alloc() - before
 
 
-def used():
-    gc.collect()
-    return gc.mem_alloc()
+def parts():
+    """Makes the station's parts in start-up order, yielding each one's name once made."""
+    yield "start"  # nothing: the qstr pool before the parts
+    import asyncio  # noqa: F401
 
+    yield "asyncio (frozen)"
+    import app as firmware_app
 
-last = used()
+    yield "import app, board, station"
+    from board import sim
 
+    yield "import board.sim, board.sim_meter (simulator only)"
+    import console  # noqa: F401
 
-def part(name):
-    global last
-    now = used()
-    print(json.dumps({"part": name, "heap": now - last}))
-    micropython.qstr_info()
-    last = now
+    yield "import console"
+    from station import simctl  # noqa: F401
 
+    yield "import station.simctl (simulator only)"
+    board = sim.Board(data_dir, config={"board": "sim", "watchdog_ms": 60000})
+    station_app = firmware_app.App(data_dir, board)
+    yield "objects: simulated board, station, app"
+    import net  # noqa: F401
+    from ocpp import chargepoint, core, link, queue, rpc  # noqa: F401
 
-part("start")  # the qstr pool before the parts
-import asyncio  # noqa: E402, F401
-
-part("asyncio (frozen)")
-import app as firmware_app  # noqa: E402
-
-part("import app, board, station")
-from board import sim  # noqa: E402
-
-part("import board.sim, board.sim_meter (simulator only)")
-import console  # noqa: E402, F401
-
-part("import console")
-from station import simctl  # noqa: E402, F401
-
-part("import station.simctl (simulator only)")
-board = sim.Board(data_dir, config={"board": "sim", "watchdog_ms": 60000})
-station_app = firmware_app.App(data_dir, board)
-part("objects: simulated board, station, app")
-import net  # noqa: E402, F401
-from ocpp import chargepoint, core, link, queue, rpc  # noqa: E402, F401
-
-part("import OCPP")
-
-
-async def main():
-    q = queue.Queue(data_dir)
-    cp = core.ChargePoint(board, station_app.station, q, 3)
-    part("objects: ChargePoint (2 connectors), queue, config, auth cache")
+    yield "import OCPP"
+    cp = core.ChargePoint(board, station_app.station, queue.Queue(data_dir), 3)
+    yield "objects: ChargePoint (2 connectors), queue, config, auth cache"
     lk = link.Link("ws://127.0.0.1:9/ocpp", "CP1", 0, None, None, None, None, board)
     cp.register(rpc.Rpc(lk, board))
-    part("objects: Link, Rpc (no connection)")
+    yield "objects: Link, Rpc (no connection)"
     for _ in range(10):
         cp.tick()
-    part("10 ticks")
-    print(json.dumps({"total": used() - image_heap}))
+    yield "10 ticks"
 
 
-# main() awaits nothing: run to its end here, on both ports the same way (the WebAssembly port's
-# asyncio has no run(), its event loop being JavaScript's; tasks the objects create never run).
-try:
-    main().send(None)
-except StopIteration:
-    pass
+made = parts()
+last = None  # the heap in use before the part being made
+name = None  # that part
+
+
+def step():
+    """Prints what the part made last took, makes the next; False after the last part.
+    Must start after a collection: on the WebAssembly port gc.collect() only asks for one, done
+    when the next call from JavaScript starts (its stack cannot be scanned), so heap32.mjs
+    calls step() once per part."""
+    global last, name
+    now = gc.mem_alloc()
+    if name is not None:
+        print(json.dumps({"part": name, "heap": now - last}))
+        micropython.qstr_info()
+    last = now
+    try:
+        name = next(made)
+    except StopIteration:
+        print(json.dumps({"total": now - image_heap}))
+        return False
+    gc.collect()
+    return True
+
+
+gc.collect()
+if sys.platform != "webassembly":
+    while step():
+        pass
