@@ -53,7 +53,7 @@ from board import sim  # noqa: E402
 part("import board.sim, board.sim_meter (simulator only)")
 import console  # noqa: E402, F401
 
-part("import console")
+part("import console (only with a console port: bench)")
 from station import simctl  # noqa: E402, F401
 
 part("import station.simctl (simulator only)")

@@ -69,10 +69,11 @@ class App:
             from ocpp import chargepoint
 
             net.start(self, lambda: chargepoint.start(self))  # OCPP once the network is up
-        # console:
-        from console import start as start_console  # does nothing unless a console is set up
+        # console (imported only when the board has a console port):
+        if self.board.console_port is not None:
+            from console import start as start_console
 
-        start_console(self)
+            start_console(self)
         if self.board.simulated:
             from station import simctl
 

@@ -1,11 +1,10 @@
 # Bench console: the station's serial port speaks the line protocol of protocol/console.py.
 #
-# Port: a UART on the board (board.json "console": {"uart": 1, "tx": 1, "rx": 3, "baud": 115200});
-# under the unix port a pseudo-terminal master whose fd host/sim.py passes in EVSE_CONSOLE_FD.
+# Port: `board.console_port`, with non-blocking read() -> bytes | None and write(data) -> bool:
+# a UART on the ESP32 (board.json "console"), a pseudo-terminal in the sim (board/pty.py).
 # Never blocks the control loop: reads only what is waiting, drops output nobody can take, and
 # bounds line length and the outbox.
 import asyncio
-import sys
 
 from protocol import console as proto
 
@@ -13,78 +12,9 @@ OUTBOX_MAX = 64  # queued lines; beyond this, events are dropped and counted
 POLL_MS = 5  # board time between port polls: in a fast sim, a command acts as soon in board time
 
 
-class _PtyPort:
-    def __init__(self, fd):
-        import select
-        import termios  # pyright: ignore[reportMissingImports] (unix port only)
-
-        termios.setraw(fd)  # no echo: our own output must never come back as input
-        self._file = open(fd, "r+b")
-        self._poll = select.poll()
-        self._poll.register(self._file, select.POLLIN | select.POLLOUT)
-        self._in = select.POLLIN
-        self._out = select.POLLOUT
-        self._buf = bytearray(64)
-
-    def _ready(self, flag):
-        events = self._poll.poll(0)
-        return bool(events) and bool(events[0][1] & flag)
-
-    def read(self):
-        n = 0
-        try:
-            while n < len(self._buf) and self._ready(self._in):
-                byte = self._file.read(1)
-                if not byte:
-                    break
-                self._buf[n] = byte[0]
-                n += 1
-        except OSError:  # EIO: no bench has the terminal open
-            pass
-        return bytes(self._buf[:n]) if n else None
-
-    def write(self, data):
-        try:
-            if self._ready(self._out):
-                self._file.write(data)
-                return True
-        except OSError:
-            pass
-        return False
-
-
-class _UartPort:
-    def __init__(self, spec):
-        from machine import UART  # pyright: ignore[reportMissingImports]
-
-        self._uart = UART(spec.get("uart", 1), spec.get("baud", 115200), timeout=0, txbuf=1024)
-        if "tx" in spec:
-            self._uart.init(tx=spec["tx"], rx=spec["rx"])
-
-    def read(self):
-        return self._uart.read()
-
-    def write(self, data):
-        self._uart.write(data)
-        return True
-
-
-def open_port(config):
-    """The configured console port, or None when the station has no console."""
-    if sys.platform == "linux":
-        import os
-
-        fd = os.getenv("EVSE_CONSOLE_FD")
-        return _PtyPort(int(fd)) if fd else None
-    spec = config.get("console")
-    return _UartPort(spec) if spec else None
-
-
 def start(app):
-    port = open_port(app.config)
-    if port is None:
-        return None
-    console = Console(app, port)
+    """Serve the console on the board's console port (the app starts it only when there is one)."""
+    console = Console(app, app.board.console_port)
     asyncio.create_task(console.run())
     return console
 

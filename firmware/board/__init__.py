@@ -38,5 +38,11 @@ def load(data_dir):
         speed = os.getenv("EVSE_SIM_SPEED") or "1"  # host/sim.py sets both; see board/sim.py
         speed = sim.INFINITY if speed == "max" else float(speed)
         step_ms = int(os.getenv("EVSE_SIM_STEP_MS") or sim.STEP_MS)
-        return sim.Board(data_dir, speed=speed, config=config, step_ms=step_ms)
+        console_fd = os.getenv("EVSE_CONSOLE_FD")  # host/sim.py --console: a pty's master
+        port = None
+        if console_fd:
+            from board.pty import PtyPort
+
+            port = PtyPort(int(console_fd))
+        return sim.Board(data_dir, speed=speed, config=config, step_ms=step_ms, console_port=port)
     raise ValueError("board.json: unknown board " + repr(name))

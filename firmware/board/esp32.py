@@ -122,6 +122,22 @@ class Rs485Uart:
             self._uart.read()
 
 
+class ConsoleUart:
+    """The bench console's UART (board.json "console"): never blocks the caller."""
+
+    def __init__(self, spec):
+        self._uart = UART(spec.get("uart", 1), spec.get("baud", 115200), timeout=0, txbuf=1024)
+        if "tx" in spec:
+            self._uart.init(tx=spec["tx"], rx=spec["rx"])
+
+    def read(self):
+        return self._uart.read()
+
+    def write(self, data):
+        self._uart.write(data)
+        return True
+
+
 class Board:
     simulated = False
 
@@ -134,6 +150,8 @@ class Board:
         self.connectors = [Esp32Connector(s, c) for s, c in zip(specs, contactors)]
         meter = config.get("meter")
         self.meter_uart = Rs485Uart(meter) if meter else None
+        console = config.get("console")
+        self.console_port = ConsoleUart(console) if console else None
         temperature = config.get("temperature_adc")
         self._temperature = _adc(temperature) if temperature is not None else None
         self._temp_offset_mv = int(config.get("temperature_offset_mv", 500))  # TMP36 defaults

@@ -190,7 +190,9 @@ class SimUart:
 class Board:
     simulated = True
 
-    def __init__(self, data_dir=".", connectors=2, speed=1.0, config=None, step_ms=STEP_MS):
+    def __init__(
+        self, data_dir=".", connectors=2, speed=1.0, config=None, step_ms=STEP_MS, console_port=None
+    ):
         config = config or {}
         self.data_dir = data_dir
         self.config = config
@@ -214,6 +216,7 @@ class Board:
             for n, spec in enumerate(specs, 1)
         ]
         self.meter_uart = SimUart(self)
+        self.console_port = console_port  # the bench console's port (board/pty.py), or None
         self._temperature = 25
         self._synced_ms = 0
         self._wdt_timeout = 0

@@ -31,7 +31,12 @@ ARCHITECTURES = {"esp32": "xtensawin", "esp32s3": "xtensawin", "esp32c3": "rv32i
 BOARD_TARGETS = ("esp32", "esp32s3", "esp32c3")
 SOURCE_MODULES = ("main.py",)  # run as source at boot, never compiled
 # Modules of the simulated board, left out of the bundles for real boards.
-SIMULATION_ONLY = ("board/sim.py", "board/sim_meter.py", "station/simctl.py")
+SIMULATION_ONLY = (
+    "board/sim.py",
+    "board/sim_meter.py",
+    "board/pty.py",
+    "station/simctl.py",
+)
 ROMFS_IMAGE = "firmware.romfs"
 
 
