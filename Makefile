@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SITE = $(shell $(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 MPY_OUT := build/mpy-check
+NODE_PACKAGES := benchmarks/node_modules/.package-lock.json
 
 .PHONY: run test lint typecheck compile test-packages pytest benchmarks clean
 
@@ -40,11 +41,16 @@ test-packages:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update && apt-get install -y postgresql)
 	@command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium chromium-driver)
 
-pytest: $(STAMP) test-packages
+# The 32-bit MicroPython (WebAssembly, for node) of benchmarks/bench_heap32.py and
+# tests/test_heap32.py, pinned in benchmarks/package-lock.json.
+$(NODE_PACKAGES): benchmarks/package-lock.json $(STAMP)
+	cd benchmarks && npm ci --no-audit --no-fund
+
+pytest: $(STAMP) test-packages $(NODE_PACKAGES)
 	$(BIN)/pytest -n 2
 
-benchmarks: $(STAMP)
+benchmarks: $(STAMP) $(NODE_PACKAGES)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python "$$b" || exit 1; done
 
 clean:
-	rm -rf $(VENV) build .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) build .pytest_cache .ruff_cache .hypothesis benchmarks/node_modules

@@ -6,8 +6,8 @@ benchmarks/package.json, run by benchmarks/heap32.mjs under node). Both run
 benchmarks/mp_heap32.py, which prints the heap each part of the station takes (imports, objects;
 no sockets: the 32-bit port has none) and the interned names (qstr pool) so far. Also the
 smallest heap size that carries the control core's full two-connector session of
-benchmarks/mp_session.py (benchmarks/mp_heap32_session.py: the same in steps of a second of
-board time, as the 32-bit port collects garbage only between steps), by bisection to 1 KiB.
+benchmarks/mp_session.py (benchmarks/mp_heap32_session.py: the same in steps of one control
+period, as the 32-bit port collects garbage only between steps), by bisection to 1 KiB.
 
 Then a DERIVED estimate for a 32-bit board running from ROMFS: the unix port's ROMFS figure per
 part times that part's measured 32/64 ratio. The 32-bit port has no ROMFS, so its ratios are
@@ -62,7 +62,7 @@ def run_wasm(script: Path, paths: str, *args: str, heapsize: int = ROOMY):
     )
     out, _, last = done.stdout.rstrip("\n").rpartition("\n")
     heap = json.loads(last.removeprefix("heap32: "))
-    return done.returncode == 0 and heap["total"] == heap["first_area"], out + "\n"
+    return done.returncode == 0 and heap["peak"] == heap["first_area"], out + "\n"
 
 
 def parts(output: str) -> dict:
@@ -98,7 +98,7 @@ def smallest(works, low: int, high: int = ROOMY) -> int:
 
 def ensure_package() -> None:
     if not PACKAGE.exists():
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=HERE, check=True)
+        raise SystemExit(f"{PACKAGE} missing: run `make benchmarks` (npm ci in benchmarks/)")
 
 
 def kb(n: float) -> str:

@@ -17,10 +17,12 @@
 // of the call before.
 //
 // The port grows its GC heap with a new area whenever an allocation fails after a collection
-// (MICROPY_GC_SPLIT_HEAP_AUTO), so HEAPSIZE does not bound it. It is the size of the first
-// area; the last line of output, `heap32: {"first_area": A, "total": T}`, gives that area's
-// usable bytes and the total at the end: T > A means the script did not fit in HEAPSIZE, which
-// on the unix port (one fixed area) would have been a MemoryError.
+// (MICROPY_GC_SPLIT_HEAP_AUTO), and frees emptied areas when it collects, so HEAPSIZE does not
+// bound the heap: it is the size of the first area. Each call from here ends with
+// micropython.mem_info(), whose lines are read here, not printed, and the last line of output,
+// `heap32: {"first_area": A, "peak": P}`, gives that area's usable bytes and the most the heap
+// had at the end of a call (areas are only freed between calls): P > A means the script did
+// not fit in HEAPSIZE, which on the unix port (one fixed area) would have been a MemoryError.
 import { loadMicroPython } from "@micropython/micropython-webassembly-pyscript";
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
@@ -31,10 +33,18 @@ if (!script) {
   process.exit(2);
 }
 
-let memInfo = null; // the lines of micropython.mem_info() while gcTotal() reads them
+let firstArea = null;
+let peak = 0;
+const MEM_INFO = /^(stack: \d+ out of \d+| No\. of 1-blocks:)/;
 const mp = await loadMicroPython({
   heapsize: Number(heapsize),
-  stdout: (line) => (memInfo ? memInfo.push(line) : console.log(line)),
+  stdout: (line) => {
+    const total = /^GC: total: (\d+)/.exec(line);
+    if (total) {
+      firstArea ??= Number(total[1]);
+      peak = Math.max(peak, Number(total[1]));
+    } else if (!MEM_INFO.test(line)) console.log(line);
+  },
   stderr: (line) => console.error(line),
 });
 
@@ -47,18 +57,12 @@ function copyTree(dir) {
   }
 }
 
-function gcTotal() {
-  memInfo = [];
-  mp.runPython("import micropython\nmicropython.mem_info()");
-  const total = Number(/GC: total: (\d+)/.exec(memInfo.join("\n"))[1]);
-  memInfo = null;
-  return total;
-}
+const run = (code) => mp.runPython(`${code}\nimport micropython\nmicropython.mem_info()\n`);
 
 const dirs = paths.split(":").filter((dir) => dir);
 dirs.forEach(copyTree);
 mp.FS.mkdirTree("/tmp");
-const firstArea = gcTotal();
+run("");
 const setup = [
   "import sys",
   `sys.path[:0] = ${JSON.stringify(dirs)}`,
@@ -66,12 +70,12 @@ const setup = [
 ].join("\n");
 mp.runPython(setup);
 try {
-  mp.runPython(readFileSync(script, "utf8"));
-  const more = (code) => (mp.runPython(`more_steps = ${code}`), mp.globals.get("more_steps"));
+  run(readFileSync(script, "utf8"));
+  const more = (code) => (run(`more_steps = ${code}`), mp.globals.get("more_steps"));
   if (more("'step' in globals()")) while (more("step()"));
 } catch (error) {
   console.error(error.name === "PythonError" ? error.message : error);
   process.exitCode = 1;
 }
-console.log(`heap32: ${JSON.stringify({ first_area: firstArea, total: gcTotal() })}`);
+console.log(`heap32: ${JSON.stringify({ first_area: firstArea, peak })}`);
 process.exit();

@@ -1,14 +1,14 @@
 # The control core's full session of benchmarks/mp_session.py (Station, meter bus, simulated
 # board and meters, both connectors: plug, charge a minute, pause, resume, an RCD trip and its
-# retry, unplug), cut into steps of at most a second of board time so that it runs on both the
-# unix port and the WebAssembly port, whose heap is collected only between calls from
+# retry, unplug), cut into steps of one control period (10 ms of board time) so that it runs on
+# both the unix port and the WebAssembly port, whose heap is collected only between calls from
 # JavaScript (benchmarks/heap32.mjs calls step() once per call; imports are steps too).
 # Prints "ok" at the end; benchmarks/bench_heap32.py looks for the smallest heap size for that.
 import gc
 import sys
 
 CONFIG = {"board": "sim", "meter": {"model": "SDM630"}, "free_vend": True}
-STEP_MS = 1000
+STEP_MS = 10  # longer steps would leave the 32-bit port more garbage it cannot collect
 
 
 def session():
