@@ -21,10 +21,13 @@ CPU per message on the server's event-loop thread is the figure that compares ac
 import argparse
 import asyncio
 import base64
+import gc
+import json
 import os
 import random
 import resource
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -45,10 +48,38 @@ def serve_ours(port: int, data_dir: str) -> None:
         await store.open()
         cs = server.CentralSystem(store, unknown="accept")
         await cs.start("127.0.0.1", port)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, report_gc_pauses)
         print("ready", flush=True)
         await asyncio.Event().wait()
 
+    gc.callbacks.append(time_gc_pause)
     asyncio.run(main())
+
+
+# Pauses of the cyclic garbage collector in the server (CPU of the event-loop thread, which
+# a loaded machine does not inflate), per generation, since the last report
+_gc_started = [0.0]
+_gc_pauses: list[list[float]] = [[], [], []]
+
+
+def time_gc_pause(phase: str, info: dict) -> None:
+    if phase == "start":
+        _gc_started[0] = time.thread_time()
+    else:
+        _gc_pauses[info["generation"]].append(time.thread_time() - _gc_started[0])
+
+
+def report_gc_pauses() -> None:
+    """On SIGUSR1: one line of JSON, [count, total s, longest s] per generation; reset."""
+    print(json.dumps([[len(p), sum(p), max(p, default=0)] for p in _gc_pauses]), flush=True)
+    for pauses in _gc_pauses:
+        pauses.clear()
+
+
+def server_gc_pauses(server: subprocess.Popen) -> list[list[float]]:
+    assert server.stdout is not None
+    server.send_signal(signal.SIGUSR1)
+    return json.loads(server.stdout.readline())
 
 
 def serve_baseline(port: int) -> None:
@@ -496,6 +527,7 @@ async def measure(kind: str, args: argparse.Namespace, port: int, data_dir: str)
             "closed_p99_ms": percentile(latencies, 99) * 1000,
         }
         if kind == "evse":
+            server_gc_pauses(server)
             cpu0, own0 = cpu_seconds(server.pid), time.process_time()
             wait0 = runnable_wait_seconds(server.pid)
             window = []
@@ -519,6 +551,7 @@ async def measure(kind: str, args: argparse.Namespace, port: int, data_dir: str)
                 rate_skipped=skipped,
                 open_p50_ms=percentile(latencies, 50) * 1000,
                 open_p99_ms=percentile(latencies, 99) * 1000,
+                open_gc=server_gc_pauses(server),
             )
         result["errors"] = gen.errors
         result["closed"] = gen.closed
@@ -557,6 +590,14 @@ def report(kind: str, r: dict) -> None:
             f"(CPU: server {r['open_server_cpu']:.0%}, "
             f"load generator {r['open_generator_cpu']:.0%} of a core; server waited for a "
             f"core {r['open_server_wait']:.0%} of the time)"
+        )
+    if "open_gc" in r:
+        print(
+            f"{kind}: garbage-collector pauses (CPU) at {r['rate']:,} msg/s offered: "
+            + "; ".join(
+                f"generation {g}: {n}, {total * 1000:.0f} ms in all, longest {most * 1000:.1f} ms"
+                for g, (n, total, most) in enumerate(r["open_gc"])
+            )
         )
     print(f"{kind}: {r['errors']} CALLERRORs, {r['closed']} connections closed by the server")
 
