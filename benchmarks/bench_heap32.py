@@ -140,8 +140,6 @@ def main() -> None:
             continue
         heap64, heap32 = p64[name][0], p32[name][0]
         ratio = heap32 / heap64 if heap64 > 0 else 1.0
-        if ratio > 1:  # see the README: the 32-bit port keeps more alive here
-            ratio = 1.0
         high = rom64 * ratio
         low = min(high, max(0, heap32 - (heap64 - rom64)))
         low_total, high_total = low_total + low, high_total + high
