@@ -18,7 +18,7 @@ test: lint typecheck compile pytest
 $(STAMP): pyproject.toml
 	@command -v python3 >/dev/null || (apt-get update && apt-get install -y python3)
 	@python3 -c 'import ensurepip, venv' 2>/dev/null || (apt-get update && apt-get install -y python3-venv)
-	@command -v node >/dev/null || (apt-get update && apt-get install -y nodejs npm)
+	@command -v npm >/dev/null || (apt-get update && apt-get install -y nodejs npm)
 	python3 -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
 	touch $@
