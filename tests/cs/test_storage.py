@@ -29,6 +29,20 @@ def test_migrations_run_once_and_reopen_cleanly(db_url):
     again.close()
 
 
+def test_sqlite_commits_reach_the_disk_and_checkpoint_seldom(tmp_path):
+    db = storage.Db(f"sqlite:///{tmp_path}/cs.sqlite3")
+    pragma = {
+        name: db.execute(f"PRAGMA {name}").fetchone()[0]
+        for name in ("journal_mode", "synchronous", "wal_autocheckpoint")
+    }
+    db.close()
+    assert pragma == {
+        "journal_mode": "wal",
+        "synchronous": 2,  # FULL: the WAL is synced at every commit
+        "wal_autocheckpoint": storage.WAL_CHECKPOINT_PAGES,
+    }
+
+
 def test_id_tag_info_covers_every_status(db):
     storage.set_id_tag(db, "OK", expiry="2099-01-01T00:00:00Z", max_active=2)
     storage.set_id_tag(db, "OLD", expiry="2000-01-01T00:00:00Z")
