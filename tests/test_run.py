@@ -55,7 +55,12 @@ def test_run_starts_the_stack_and_a_remote_start_charges(tmp_path):
     finally:
         process.send_signal(signal.SIGINT)
         try:
-            code = process.wait(timeout=30)
+            # Its own bound: the station gets 5.5 s to quit, the central system 10 s.
+            code = process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            output = "".join(lines.queue)
+            message = f"evse run did not stop on Ctrl-C; its last output:\n{output}"
+            raise AssertionError(message) from None
         finally:
             process.kill()
     assert code == 0
