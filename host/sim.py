@@ -235,12 +235,15 @@ def run(args):
             write_station_config(station.data_dir, args.id, args.url)
         except ValueError:
             raise UserError(f"{station.data_dir / 'station.json'} is not valid JSON") from None
-    env, fds = station.environ(), []
+    env = station.environ()
     if args.console:  # the bench console, reached with pyserial like a board's serial port
         from host.bench.link import CONSOLE_FD_ENV, open_pty
 
         master, path = open_pty()
-        env[CONSOLE_FD_ENV], fds = str(master), [master]
+        os.set_inheritable(master, True)
+        env[CONSOLE_FD_ENV] = str(master)
         print(f"console: {path}", file=sys.stderr, flush=True)
-    done = subprocess.run(station.argv(), env=env, cwd=os.getcwd(), pass_fds=fds)
-    return done.returncode
+    # The firmware takes this process's place: signals (Ctrl-C, a supervisor's SIGTERM or
+    # SIGKILL) reach it directly and no orphan outlives `evse sim`.
+    argv = station.argv()
+    os.execve(argv[0], argv, env)
