@@ -1,6 +1,8 @@
 """`evse run` (what `make run` runs): central system, dashboard and a simulated station."""
 
+import contextlib
 import json
+import os
 import queue
 import signal
 import subprocess
@@ -17,7 +19,12 @@ def test_run_starts_the_stack_and_a_remote_start_charges(tmp_path):
     argv = [sys.executable, "-m", "host", "run", "--data", str(tmp_path)]
     argv += ["--ocpp-port", str(ocpp), "--http-port", str(http), "--web-port", str(web)]
     process = subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+        start_new_session=True,  # its own process group: nothing it started outlives the test
     )
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(x) for x in process.stdout], daemon=True).start()
@@ -62,6 +69,7 @@ def test_run_starts_the_stack_and_a_remote_start_charges(tmp_path):
             message = f"evse run did not stop on Ctrl-C; its last output:\n{output}"
             raise AssertionError(message) from None
         finally:
-            process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
     assert code == 0
     assert (tmp_path / "SIM-001" / "station.json").exists()
