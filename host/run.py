@@ -7,6 +7,7 @@ look and how to start a charge, then the station's live state; Ctrl-C stops ever
 
 import json
 import secrets
+import signal
 import subprocess
 import sys
 import threading
@@ -95,6 +96,10 @@ def run(args) -> int:
 
     if args.speed <= 0:
         raise UserError("--speed must be positive")
+    # Ctrl-C, and a supervisor's SIGTERM, stop everything below, even when this was started
+    # with SIGINT ignored (as a shell starts background jobs).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     data = Path(args.data)
     cs_dir, station_dir = data / "cs", data / args.station
     password = prepare(cs_dir, args.station)

@@ -32,7 +32,11 @@ def test_stop_transaction_carries_clock_aligned_samples(tmp_path):
             await configure(cs, ClockAlignedDataInterval=10, StopTxnAlignedData=",".join(ALIGNED))
             await fw.command("ev 1 C")
             await cs.call(call.RemoteStartTransaction(id_tag="TAG1", connector_id=1))
-            tx = await cs.wait(lambda: cs.log and cs.log[0][1], what="StartTransaction")
+            # Clock-aligned MeterValues outside the transaction may come first: find the Start.
+            tx = await cs.wait(
+                lambda: next((e[1] for e in cs.log if e[0] == "StartTransaction"), None),
+                what="StartTransaction",
+            )
 
             def clock_samples():
                 return [
