@@ -31,17 +31,11 @@ def runs(env, heapsize=None):
     return done.returncode == 0 and done.stdout.endswith("ok\n"), done.stdout
 
 
-def smallest_heap(env, low=16384, high=1 << 18, step=1024):
-    ok, _ = runs(env, high)
-    if not ok:
+def smallest_heap(env, low=16384, high=1 << 18):
+    heap = mpy.smallest_heap(lambda heapsize: runs(env, heapsize)[0], low, high)
+    if heap is None:
         raise SystemExit(f"the session fails even with {high} bytes of heap")
-    while high - low > step:
-        middle = (low + high) // 2
-        if runs(env, middle)[0]:
-            high = middle
-        else:
-            low = middle
-    return high
+    return heap
 
 
 def precompiled(out):

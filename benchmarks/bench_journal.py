@@ -123,7 +123,6 @@ def micropython(script, *args, heapsize=None, directory=None, path=()):  # runs 
     import subprocess
     import tempfile
 
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from host import mpy
 
     with tempfile.TemporaryDirectory(dir=directory) as scratch:
@@ -139,21 +138,13 @@ def micropython(script, *args, heapsize=None, directory=None, path=()):  # runs 
 
 def smallest_heap(scenario, what, path, scratch):
     """Bisect the smallest -X heapsize (1 KiB steps) at which the scenario completes."""
+    from host import mpy
 
     def works(heapsize):
         out = micropython(scenario, what, heapsize=heapsize, directory=scratch, path=path)
         return out == "ok\n"
 
-    low, high = 2 * 1024, 256 * 1024  # fails at low, works at high
-    if not works(high):
-        return None
-    while high - low > 1024:
-        middle = (low + high) // 2
-        if works(middle):
-            high = middle
-        else:
-            low = middle
-    return high
+    return mpy.smallest_heap(works, 2 * 1024, 256 * 1024)
 
 
 def main():
@@ -162,6 +153,7 @@ def main():
     import tempfile
     from pathlib import Path
 
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     scratch = SHM if os.path.isdir(SHM) else None
     out = micropython(__file__, directory=scratch)
     if out is None:

@@ -3,6 +3,7 @@
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,3 +34,19 @@ def command(script: str | Path, *args: str, heapsize: int | None = None) -> list
     if heapsize:
         argv += ["-X", f"heapsize={heapsize}"]
     return argv + [str(script), *args]
+
+
+def smallest_heap(
+    works: Callable[[int], bool], low: int, high: int, step: int = 1024
+) -> int | None:
+    """The smallest `-X heapsize` in (low, high] for which `works(heapsize)` holds, to `step`
+    bytes, by bisection (the benchmarks' memory figures); None when it fails even at `high`."""
+    if not works(high):
+        return None
+    while high - low > step:
+        middle = (low + high) // 2
+        if works(middle):
+            high = middle
+        else:
+            low = middle
+    return high
