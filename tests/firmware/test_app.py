@@ -20,6 +20,19 @@ def event(kind, value=None):
     return matches
 
 
+def run_script(name, *args):
+    """The JSON result a micropython script beside this file prints; it must exit cleanly."""
+    done = subprocess.run(
+        mpy.command(Path(__file__).with_name(name), *args),
+        capture_output=True,
+        text=True,
+        env=mpy.environ(),
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(done.stdout)
+
+
 @pytest.fixture
 def charging(tmp_path):
     station = SimStation(tmp_path).start()
@@ -68,15 +81,7 @@ def test_board_time_moves_by_control_steps_and_supervision_counts_real_time(spee
     """Each control step spans one sim step of board time, whatever the speed or the host's
     load; board time never runs ahead of real time * speed. A 20 ms block of the event loop
     is no stall, a 300 ms one is, at any speed."""
-    done = subprocess.run(
-        mpy.command(Path(__file__).with_name("mp_clocks.py"), str(speed), "20", "300", str(step)),
-        capture_output=True,
-        text=True,
-        env=mpy.environ(),
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    result = json.loads(done.stdout)
+    result = run_script("mp_clocks.py", str(speed), "20", "300", str(step))
     steps, board_ms = result["steps"], result["board_ms"]
     assert abs(board_ms - steps * step) <= step  # one step per sim step
     if speed == 1:
@@ -92,15 +97,7 @@ def test_board_time_moves_by_control_steps_and_supervision_counts_real_time(spee
 def test_a_call_waits_for_its_answer_in_real_time_however_fast_the_sim_runs():
     """The central system answers in real time: 400 ms is far more than the CALL's 30 s
     time-out in the board time of a sim running flat out, and still no time-out."""
-    done = subprocess.run(
-        mpy.command(Path(__file__).with_name("mp_timeouts.py"), "400"),
-        capture_output=True,
-        text=True,
-        env=mpy.environ(),
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    result = json.loads(done.stdout)
+    result = run_script("mp_timeouts.py", "400")
     assert result["answer"] == {"ok": True}
     assert result["board_ms"] > 30_000  # the sim did run past the time-out in board time
 

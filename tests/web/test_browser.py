@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import BrowserContext, Page, expect, sync_playwright
 
+from host.demo import BOARD
 from host.sim import SimStation, write_station_config
 from tests.web.conftest import PASSWORD, LiveCS, wait_until
 
@@ -60,16 +61,6 @@ def page(browser: BrowserContext) -> Iterator[Page]:
 def points(page: Page) -> int:
     chart = page.locator("svg[data-points]")
     return int(chart.get_attribute("data-points") or 0) if chart.count() else 0
-
-
-BOARD = {
-    "board": "sim",
-    "max_current_a": 32,
-    "phases": 3,
-    "connectors": [{"meter_address": 1}, {"meter_address": 2}],
-    "meter": {"model": "SDM630"},
-    "rcd": {"type": "A"},
-}
 
 
 @pytest.fixture
