@@ -24,6 +24,9 @@ class Board:
     def ticks_diff(self, a, b):
         return time.ticks_diff(a, b)
 
+    def ticks_add(self, ticks, delta):
+        return time.ticks_add(ticks, delta)
+
     real_ms = ticks_ms
 
     def time(self):
@@ -54,12 +57,14 @@ def read(path):
         return f.read()
 
 
-def refuse(payload):
-    raise ocppj.RpcError(ocppj.NOT_SUPPORTED, None, "refused")
-
-
-def crash(payload):
-    raise ValueError("a bug")
+def answer(action, payload):
+    if action == "Echo":
+        return payload
+    if action == "Refuse":
+        raise ocppj.RpcError(ocppj.NOT_SUPPORTED, None, "refused")
+    if action == "Crash":
+        raise ValueError("a bug")
+    raise ocppj.RpcError(ocppj.NOT_IMPLEMENTED, None, "unknown action")
 
 
 async def main(config):
@@ -78,10 +83,7 @@ async def main(config):
     link.ping_interval_s = config.get("ping_interval_s", 0)
     link.backoff_base_ms = 50
     link.handshake_timeout_ms = 1000
-    rpc = Rpc(link, board)
-    rpc.handle("Echo", lambda payload: payload)
-    rpc.handle("Refuse", refuse)
-    rpc.handle("Crash", crash)
+    rpc = Rpc(link, board, answer)
     for step in config["steps"]:
         name = step[0]
         try:

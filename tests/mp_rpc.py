@@ -57,13 +57,19 @@ def needs(payload):
     return {"id": ocppj.field(payload, "id", int)}
 
 
+HANDLERS = {"Echo": lambda payload: payload, "Refuse": refuse, "Crash": crash, "Needs": needs}
+
+
+def answer(action, payload):
+    handler = HANDLERS.get(action)
+    if handler is None:
+        raise ocppj.RpcError(ocppj.NOT_IMPLEMENTED, None, "unknown action")
+    return handler(payload)
+
+
 async def main():
     done = asyncio.Event()
-    rpc = Rpc(ScriptedLink(done), Board())
-    rpc.handle("Echo", lambda payload: payload)
-    rpc.handle("Refuse", refuse)
-    rpc.handle("Crash", crash)
-    rpc.handle("Needs", needs)
+    Rpc(ScriptedLink(done), Board(), answer)
     await done.wait()
 
 

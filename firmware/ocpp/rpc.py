@@ -1,9 +1,9 @@
 # OCPP-J RPC over a Link: our CALLs one at a time with a time-out, and the central system's
-# CALLs answered by registered handlers, also while our own CALL waits for its answer.
+# CALLs answered by `answer`, also while our own CALL waits for its answer.
 #
 # A receiver task, started with the Rpc, reads the link for the whole life of the program
 # (across reconnects) and never dies on bad input: malformed messages get the CALLERROR the
-# OCPP-J table calls for, a handler's failure becomes InternalError, and answers to ids we
+# OCPP-J table calls for, a failure in `answer` becomes InternalError, and answers to ids we
 # are not waiting for are dropped.
 import asyncio
 
@@ -31,28 +31,22 @@ class Offline(CallTimeout):
 
 
 class Rpc:
-    def __init__(self, link, board):
+    def __init__(self, link, board, answer=None):
         self.link = link
         self.board = board
-        self._handlers = {}
-        # answer(action, payload) for actions without a handler of their own; raises
-        # ocppj.RpcError (e.g. NotImplemented) like a handler
-        self.answer = None
+        # answer(action, payload) -> the result payload of an inbound CALL; it raises
+        # ocppj.RpcError to answer with that CALLERROR (None: every CALL is NotImplemented)
+        self.answer = answer
         self._lock = asyncio.Lock()  # one outstanding CALL
         self._answered = asyncio.Event()
         self._uid = None  # id of our outstanding CALL
         self._action = None
-        self._left_ms = 0  # time left for its answer
+        self._due_ms = 0  # real time its answer is due by
         self._outcome = None  # its result payload, or the exception to raise
         asyncio.create_task(self._receive())
         # One task watches every CALL's time-out: a timer task per CALL would leave its
         # allocations scattered through the heap.
         asyncio.create_task(self._watch())
-
-    def handle(self, action, fn):
-        """Answer inbound CALLs of `action` with fn(payload) -> result payload; fn may raise
-        ocppj.RpcError to answer with that CALLERROR."""
-        self._handlers[action] = fn
 
     async def call(self, action, payload, timeout_s=30):
         """Send a CALL and return the CALLRESULT payload. Raises CallError, CallTimeout, or
@@ -63,7 +57,7 @@ class Rpc:
             uid = ocppj.new_uid()
             self._uid = uid
             self._action = action
-            self._left_ms = int(timeout_s * 1000) + WATCH_MS  # (the watch's first tick is early)
+            self._due_ms = self.board.ticks_add(self.board.real_ms(), int(timeout_s * 1000))
             self._outcome = None
             self._answered.clear()
             try:
@@ -80,10 +74,9 @@ class Rpc:
     async def _watch(self):
         while True:
             await self.board.real_sleep_ms(WATCH_MS)  # the peer answers in real time
-            if self._uid is not None:
-                self._left_ms -= WATCH_MS
-                if self._left_ms <= 0:
-                    self._finish(self._uid, CallTimeout(self._action))
+            board = self.board
+            if self._uid is not None and board.ticks_diff(board.real_ms(), self._due_ms) >= 0:
+                self._finish(self._uid, CallTimeout(self._action))
 
     def _finish(self, uid, outcome):
         if uid is not None and uid == self._uid:
@@ -119,16 +112,13 @@ class Rpc:
             self._finish(message[1], CallError(message[2], message[3], message[4]))
 
     def _answer(self, uid, action, payload):
-        handler = self._handlers.get(action)
         try:
-            if handler is not None:
-                return ocppj.encode_result(uid, handler(payload))
             if self.answer is None:
                 raise ocppj.RpcError(ocppj.NOT_IMPLEMENTED, None, "unknown action")
             return ocppj.encode_result(uid, self.answer(action, payload))
         except ocppj.RpcError as e:
             return ocppj.encode_error(uid, e.code, e.description, e.details)
-        except Exception as e:  # a bug in a handler must not take the link down
+        except Exception as e:  # a bug in `answer` must not take the link down
             return ocppj.encode_error(uid, ocppj.INTERNAL_ERROR, type(e).__name__)
 
     async def _reply(self, text):
