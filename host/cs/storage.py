@@ -615,6 +615,11 @@ class Store:
             self.db = None
         self._worker.shutdown()
 
+    @property
+    def queued(self) -> int:
+        """Statements and calls waiting for the next batch (the dashboard's metric)."""
+        return len(self._pending)
+
     def _queue(self, item: tuple[str | Callable | None, Any, Done | None]) -> None:
         self._pending.append(item)
         if not self._busy:

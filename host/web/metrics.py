@@ -94,8 +94,8 @@ def prometheus(cs: "CentralSystem", live: Live, counts: dict[str, Any]) -> str:
         "evse_cs_storage_queue",
         "gauge",
         "Database work queued for the next batch.",
-        [("", len(cs.store._pending))],
-    )  # the Store's queue has no public size
+        [("", cs.store.queued)],
+    )
     metric(
         "evse_web_event_subscribers",
         "gauge",
