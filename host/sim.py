@@ -20,6 +20,7 @@ from host import mpy
 
 MAIN = mpy.FIRMWARE / "main.py"
 RESET_EXIT = 75  # the simulated board's exit status when its watchdog resets it
+STEP_MS = 10  # board time a control step spans by default: a board's period (board/sim.py)
 
 
 class SimError(Exception):
@@ -27,14 +28,15 @@ class SimError(Exception):
 
 
 def format_speed(speed):
-    return "max" if speed == math.inf else str(speed)
+    """EVSE_SIM_SPEED's form of a speed cap (math.inf: "max")."""
+    return "max" if speed == math.inf else f"{speed:g}"
 
 
 class SimStation:
     """`speed` caps board time per real time (math.inf: no cap); `step_ms` is the board time
     each control step spans (firmware/board/sim.py)."""
 
-    def __init__(self, data_dir, speed=1.0, heapsize=None, env=None, step_ms=10):
+    def __init__(self, data_dir, speed=1.0, heapsize=None, env=None, step_ms=STEP_MS):
         self.data_dir = Path(data_dir)
         self.speed = speed
         self.step_ms = step_ms

@@ -3,7 +3,6 @@ pseudo-terminal) or a board on a serial port. Both are reached the same way, wit
 
 import functools
 import json
-import math
 import os
 import signal
 import subprocess
@@ -13,6 +12,7 @@ from pathlib import Path
 from host import mpy
 from host.bench.link import CONSOLE_FD_ENV, open_pty
 from host.bench.session import DEFAULT_SPEED, Session
+from host.sim import STEP_MS, format_speed
 
 STATION_ID = "BENCH1"
 
@@ -23,10 +23,8 @@ STATION_ID = "BENCH1"
 # spans at least RESOLUTION_STEPS steps; the sim's step is the coarsest that allows it for every
 # deadline of the session, between STEP_MS (a board's control period) and MAX_STEP_MS (the
 # coarsest the sim allows): coarser steps mean fewer control steps per station hour, so speed.
-STEP_MS = 10
 MAX_STEP_MS = 50
 RESOLUTION_STEPS = 10
-MAX = math.inf  # speed: no cap
 
 
 def step_for(session: Session) -> int:
@@ -34,10 +32,6 @@ def step_for(session: Session) -> int:
     RESOLUTION_STEPS steps, or the step is a board's control period."""
     tightest = min([s.within_ms for s in session.steps if s.within_ms], default=MAX_STEP_MS * 10)
     return max(STEP_MS, min(MAX_STEP_MS, tightest // RESOLUTION_STEPS))
-
-
-def format_speed(speed: float) -> str:
-    return "max" if speed == MAX else f"{speed:g}"
 
 
 @functools.cache
