@@ -43,10 +43,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def serve_ours(port: int, data_dir: str) -> None:
     sys.path.insert(0, ROOT)
-    from host.cs import server, storage
+    from host.cs import server
+    from host.cs.store import Store
 
     async def main() -> None:
-        store = storage.Store(f"sqlite:///{data_dir}/cs.sqlite3")
+        store = Store(f"sqlite:///{data_dir}/cs.sqlite3")
         await store.open()
         cs = server.CentralSystem(store, unknown="accept")
         await cs.start("127.0.0.1", port)
@@ -160,6 +161,20 @@ def cpu_seconds(pid: int, kernel_only: bool = False, main_thread: bool = False) 
         fields = f.read().rsplit(")", 1)[1].split()
     ticks = int(fields[12]) + (0 if kernel_only else int(fields[11]))
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes `pid` started (evse cs: its database process)."""
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        children.append(int(entry))
+            except (FileNotFoundError, ProcessLookupError):
+                pass
+    return children
 
 
 def runnable_wait_seconds(pid: int) -> float:
@@ -484,17 +499,27 @@ async def measure(kind: str, args: argparse.Namespace, port: int, data_dir: str)
     try:
         gen = Generator(port)
         rss0 = rss_kib(server.pid)
+        helpers = child_pids(server.pid)
+
+        def database_cpu() -> float:
+            return sum(cpu_seconds(pid) for pid in helpers)
+
+        def server_cpu() -> float:
+            """The server's CPU, its database process included."""
+            return cpu_seconds(server.pid) + database_cpu()
+
         stations = args.stations if kind == "evse" else args.baseline_stations
-        cpu0, own0 = cpu_seconds(server.pid), time.process_time()
+        cpu0, own0 = server_cpu(), time.process_time()
         boot_s = await gen.connect_and_boot(stations, "CP", args.connect_timeout)
-        boot_cpu = cpu_seconds(server.pid) - cpu0
+        boot_cpu = server_cpu() - cpu0
         boot_generator_cpu = time.process_time() - own0
         if not gen.clients:
             raise SystemExit(f"{kind}: no station booted within {args.connect_timeout:g} s")
         await asyncio.sleep(1)  # let the server settle (garbage, batched writes)
         per_connection = (rss_kib(server.pid) - rss0) * 1024 / max(1, len(gen.clients))
-        cpu0, wait0 = cpu_seconds(server.pid), runnable_wait_seconds(server.pid)
+        cpu0, wait0 = server_cpu(), runnable_wait_seconds(server.pid)
         kernel0 = cpu_seconds(server.pid, kernel_only=True)
+        database0 = database_cpu()
         loop0 = cpu_seconds(server.pid, main_thread=True)
         window_cpu = []
         own0 = time.process_time()
@@ -502,11 +527,12 @@ async def measure(kind: str, args: argparse.Namespace, port: int, data_dir: str)
             args.duration,
             lambda: window_cpu.extend(
                 [
-                    cpu_seconds(server.pid) - cpu0,
+                    server_cpu() - cpu0,
                     time.process_time() - own0,
                     runnable_wait_seconds(server.pid) - wait0,
                     cpu_seconds(server.pid, kernel_only=True) - kernel0,
                     cpu_seconds(server.pid, main_thread=True) - loop0,
+                    database_cpu() - database0,
                 ]
             ),
         )
@@ -523,14 +549,16 @@ async def measure(kind: str, args: argparse.Namespace, port: int, data_dir: str)
             "generator_cpu": window_cpu[1] / args.duration,
             "server_wait": window_cpu[2] / args.duration,
             "cpu_us_per_msg": window_cpu[0] * 1e6 / max(1, len(latencies)),
-            "kernel_share": window_cpu[3] / max(1e-9, window_cpu[0]),
+            "kernel_share": window_cpu[3] / max(1e-9, window_cpu[0] - window_cpu[5]),
             "loop_us_per_msg": window_cpu[4] * 1e6 / max(1, len(latencies)),
+            "database_us_per_msg": window_cpu[5] * 1e6 / max(1, len(latencies)),
+            "database_cpu": window_cpu[5] / args.duration,
             "closed_p50_ms": percentile(latencies, 50) * 1000,
             "closed_p99_ms": percentile(latencies, 99) * 1000,
         }
         if kind == "evse":
             server_gc_pauses(server)
-            cpu0, own0 = cpu_seconds(server.pid), time.process_time()
+            cpu0, own0 = server_cpu(), time.process_time()
             wait0 = runnable_wait_seconds(server.pid)
             window = []
             sent, latencies, skipped = await gen.open_loop(
@@ -538,7 +566,7 @@ async def measure(kind: str, args: argparse.Namespace, port: int, data_dir: str)
                 args.duration,
                 lambda: window.extend(
                     [
-                        cpu_seconds(server.pid) - cpu0,
+                        server_cpu() - cpu0,
                         time.process_time() - own0,
                         runnable_wait_seconds(server.pid) - wait0,
                     ]
@@ -574,12 +602,13 @@ def report(kind: str, r: dict) -> None:
         print(f"{kind}: {r['failed']} stations not connected or booted ({r['failure']})")
     print(
         f"{kind}: server CPU {r['boot_cpu_ms']:.2f} ms per connect-and-boot, "
-        f"{r['cpu_us_per_msg']:.0f} us per message ({r['kernel_share']:.0%} of it in the "
-        f"kernel, {r['loop_us_per_msg']:.0f} us on the event-loop thread): "
-        f"{1e6 / r['cpu_us_per_msg']:,.0f} msg/s per core of this machine"
+        f"{r['cpu_us_per_msg']:.0f} us per message: {r['loop_us_per_msg']:.0f} us on the "
+        f"event-loop thread, {r['database_us_per_msg']:.0f} us in the database process "
+        f"(and {r['kernel_share']:.0%} of the server process's CPU in the kernel)"
     )
     print(
-        f"{kind}: closed loop {r['msgs_per_s']:,.0f} msg/s (CPU: server {r['server_cpu']:.0%}, "
+        f"{kind}: closed loop {r['msgs_per_s']:,.0f} msg/s (CPU: server {r['server_cpu']:.0%}"
+        f" of which database process {r['database_cpu']:.0%}, "
         f"load generator {r['generator_cpu']:.0%} of a core; server waited for a core "
         f"{r['server_wait']:.0%} of the time), "
         f"p50 {r['closed_p50_ms']:.1f} ms, p99 {r['closed_p99_ms']:.1f} ms"

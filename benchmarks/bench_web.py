@@ -109,10 +109,11 @@ def seed(url: str, stations: int, transactions: int, metered: int, messages: int
 
 def serve(url: str, ports: "multiprocessing.Queue") -> None:
     from host.cs import server
+    from host.cs.store import Store
     from host.web import api
 
     async def main() -> None:
-        store = storage.Store(url)
+        store = Store(url)
         await store.open()
         cs = server.CentralSystem(store)
         await cs.start("127.0.0.1", 0)

@@ -15,8 +15,9 @@ class EmbeddedCentralSystem:
     async def start(self) -> str:
         """Start on a free port; the URL stations connect to (append /<id>)."""
         from host.cs import server, storage
+        from host.cs.store import Store
 
-        self._store = storage.Store("sqlite:///" + str(Path(self._dir.name) / "cs.sqlite3"))
+        self._store = Store("sqlite:///" + str(Path(self._dir.name) / "cs.sqlite3"))
         await self._store.open()
         for tag in self.tags:
             await self._store.call(storage.set_id_tag, tag)

@@ -341,6 +341,7 @@ def serve_command(args: argparse.Namespace) -> int:
     import uvloop
 
     from host.cs import files, server, storage
+    from host.cs.store import Store
     from host.web import api as web_api
 
     if (args.tls_cert is None) != (args.tls_key is None):
@@ -364,7 +365,7 @@ def serve_command(args: argparse.Namespace) -> int:
         raise UserError(f"cannot load TLS files: {error}") from None
 
     async def run() -> None:
-        store = storage.Store(url)
+        store = Store(url)
         try:
             await store.open()
         except Exception as error:

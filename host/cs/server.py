@@ -30,7 +30,8 @@ from websockets.typing import Subprotocol
 from host.cs import schemas, storage
 from host.cs.commands import CommandQueue
 from host.cs.handlers import HANDLERS
-from host.cs.storage import LOG_SQL, Store, now_iso
+from host.cs.storage import LOG_SQL, now_iso
+from host.cs.store import Store
 from protocol.websocket import (
     CLOSE_GOING_AWAY,
     CLOSE_INVALID_DATA,

@@ -1,14 +1,11 @@
 """Central-system storage: one code path for SQLite (default) and PostgreSQL (by URL).
 
 Every query is a plain function of a `Db` (a DB-API connection plus its dialect), so the
-CLI calls them directly while the server runs them in `Store`, which owns one database thread
-and applies queued work in batches: one transaction per batch, many messages per commit.
+CLI calls them directly while the server runs them in batches in its database process
+(host/cs/store.py): one transaction per batch, many messages per commit.
 """
 
-import asyncio
-import concurrent.futures
 import datetime
-import functools
 import hashlib
 import hmac
 import json
@@ -17,7 +14,7 @@ import os
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -64,7 +61,8 @@ def normalize_time(text: str) -> str:
     return now_iso(parsed.timestamp())
 
 
-# Each migration is a list of statements; `{id}` becomes the dialect's auto-increment key.
+# Each migration is a list of statements; `{id}` becomes the dialect's auto-increment key,
+# `{without_rowid}` SQLite's clause for a table that is its primary key's index.
 MIGRATIONS: list[list[str]] = [
     [
         """CREATE TABLE stations (
@@ -113,10 +111,17 @@ MIGRATIONS: list[list[str]] = [
             sent_at TEXT, answered_at TEXT, response TEXT, error TEXT)""",
         "CREATE INDEX commands_state ON commands (state, station)",
     ],
+    # The frame log's index by station is filled in bulk (LogIndexer), not row by row.
+    [
+        "DROP INDEX messages_station_ts",
+        "CREATE INDEX messages_ts ON messages (ts)",
+        """CREATE TABLE message_index (
+            station TEXT NOT NULL, id BIGINT NOT NULL, PRIMARY KEY (station, id)){without_rowid}""",
+        "INSERT INTO message_index (station, id) SELECT station, id FROM messages",
+        "CREATE TABLE message_index_upto (upto BIGINT NOT NULL)",
+        "INSERT INTO message_index_upto (upto) SELECT COALESCE(MAX(id), 0) FROM messages",
+    ],
 ]
-
-
-WAL_CHECKPOINT_PAGES = 10_000  # SQLite's default is 1,000 (pages of 4 KiB)
 
 
 class Db:
@@ -138,13 +143,11 @@ class Db:
             self.conn = sqlite3.connect(path, timeout=10, check_same_thread=False)
             self.conn.execute("PRAGMA journal_mode=WAL")
             # Every commit reaches the disk before it returns (the WAL is synced), so what a
-            # station was answered survives a power cut too. The server commits off the
-            # event loop, many messages at a time (Store), so this costs it no CPU.
+            # station was answered survives a power cut too. The server commits in its
+            # database process, many messages at a time (host/cs/store.py). The WAL is
+            # copied into the database at SQLite's default 4 MiB: a commit that does it
+            # takes ~10 ms; at 40 MiB it took 100+ ms, every answer waiting on it.
             self.conn.execute("PRAGMA synchronous=FULL")
-            # Copy the WAL into the database every 40 MiB instead of 4: the raw frame log's
-            # per-station index changes leaf pages all over, and a page rewritten by many
-            # commits between two checkpoints is copied once (a third less commit CPU).
-            self.conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
             self.auto_id = "INTEGER PRIMARY KEY AUTOINCREMENT"
         self._sql: dict[str, str] = {}
         self.migrate()
@@ -190,8 +193,13 @@ class Db:
         for version, statements in enumerate(MIGRATIONS, start=1):
             if version <= current:
                 continue
+            without_rowid = " WITHOUT ROWID" if self.dialect == "sqlite" else ""
             for statement in statements:
-                self.execute(statement.replace("{id}", self.auto_id))
+                self.execute(
+                    statement.replace("{id}", self.auto_id).replace(
+                        "{without_rowid}", without_rowid
+                    )
+                )
             self.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
         self.commit()
 
@@ -481,6 +489,64 @@ def list_meter_values(
 ONLINE_SQL = "UPDATE stations SET online = ?, last_seen = ? WHERE id = ?"
 LOG_SQL = "INSERT INTO messages (station, ts, direction, text) VALUES (?, ?, ?, ?)"
 
+# The raw frame log is written in arrival order and indexed by time only. An index by
+# station, updated row by row, cost each frame a random page of the index in its commit:
+# 60% of the database's work under load. The station index (message_index) is filled in
+# bulk instead, sorted by station, by LogIndexer; the frames it has not reached yet (above
+# message_index_upto) are found by scanning them. This clause takes the station twice.
+STATION_FRAMES = (
+    "(id IN (SELECT id FROM message_index WHERE station = ?)"
+    " OR (id > (SELECT upto FROM message_index_upto) AND station = ?))"
+)
+INDEX_AFTER_FRAMES = 100_000  # a pass starts once this many frames wait: few pages per frame
+INDEX_READ_FRAMES = 10_000  # frames read per step (in id order: a few pages)
+INDEX_WRITE_FRAMES = 1_000  # index entries written per step (a page per station: ~5 ms)
+
+
+class LogIndexer:
+    """Fills message_index in short steps, each its own transaction, run by the database
+    process between batches: a pass reads the frames not indexed yet, sorts them by
+    station and writes them, so each station's index page is written once per pass, not
+    once per frame. A pass cut short (a restart) is done again: entries are written once."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Drop the pass in progress (a step failed): the next one does its frames."""
+        self.read_to: int | None = None  # the pass's last frame read (None: no pass)
+        self.entries: list[tuple[str, int]] = []  # read, then sorted and written
+        self.writing = False
+
+    def step(self, db: Db) -> None:
+        if self.read_to is None:
+            upto = db.one("SELECT upto FROM message_index_upto")
+            newest = db.one("SELECT MAX(id) AS id FROM messages")
+            start = upto["upto"] if upto else 0
+            if ((newest or {}).get("id") or 0) - start < INDEX_AFTER_FRAMES:
+                return
+            self.read_to = start
+        if not self.writing:
+            rows = db.execute(
+                "SELECT station, id FROM messages WHERE id > ? ORDER BY id LIMIT ?",
+                (self.read_to, INDEX_READ_FRAMES),
+            ).fetchall()
+            self.entries += rows
+            if rows:
+                self.read_to = rows[-1][1]
+            if len(rows) < INDEX_READ_FRAMES:
+                self.entries.sort()
+                self.writing = True
+            return
+        chunk = self.entries[:INDEX_WRITE_FRAMES]
+        del self.entries[:INDEX_WRITE_FRAMES]
+        db.executemany(
+            "INSERT INTO message_index (station, id) VALUES (?, ?) ON CONFLICT DO NOTHING", chunk
+        )
+        if not self.entries:
+            db.execute("UPDATE message_index_upto SET upto = ?", (self.read_to,))
+            self.reset()
+
 
 def search_messages(
     db: Db,
@@ -491,8 +557,10 @@ def search_messages(
     limit: int = 100,
 ) -> list[dict[str, Any]]:
     clauses, params = [], []
+    if station is not None:
+        clauses.append(STATION_FRAMES)
+        params += [station, station]
     for clause, value in (
-        ("station = ?", station),
         ("ts >= ?", since and normalize_time(since)),
         ("ts < ?", until and normalize_time(until)),
         ("text LIKE ?", f"%{contains}%" if contains else None),
@@ -561,201 +629,3 @@ def mark_command(db: Db, command_id: int, state: str, **fields: Any) -> None:
         f"UPDATE commands SET state = ?{assignments} WHERE id = ?",
         [state] + [fields[name] for name in names] + [command_id],
     )
-
-
-# ---- the server's batching writer ---------------------------------------------------------
-
-# Batches start at most this often: a commit costs about as much as twenty messages' rows
-# (each writes its dirty pages), so under load a few milliseconds more latency buy back a
-# fifth of the CPU; when idle, the next batch starts at once.
-BATCH_INTERVAL_S = 0.003
-
-Done = Callable[[bool, Any], None]  # called with (True, result) or (False, exception)
-
-
-class Store:
-    """Applies database work in batches: everything queued during a turn of the event loop
-    (or a few milliseconds of them, see BATCH_INTERVAL_S) goes into one transaction. `write`
-    queues a statement, `submit` a function of the Db whose result (or exception) goes to a
-    callback once the batch is committed, `call` is `submit` for coroutines, and
-    `after_commit` runs a callback once everything queued before it is committed.
-
-    SQLite statements run on the event loop itself: they are short and local, and a database
-    thread would make both threads queue for the GIL at every row (sqlite3 releases it per
-    statement step), which measured 5x slower. Only the commit, one call that writes the
-    pages and now and then checkpoints the WAL, runs on a thread, beside the loop; the next
-    batch waits for it. PostgreSQL batches wait on the network, so they run whole on one
-    database thread, one batch at a time."""
-
-    def __init__(self, url: str):
-        self._url = url
-        # PostgreSQL: the whole batch; SQLite: the commit
-        self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="cs-db")
-        self._thread = self._worker if url.startswith(("postgresql://", "postgres://")) else None
-        self.db: Db | None = None
-        self._pending: list[tuple[str | Callable | None, Any, Done | None]] = []
-        self._busy = False  # a batch is scheduled or running
-        self._last_batch = 0.0  # loop time the last batch started
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self.batches = 0
-
-    async def _on_db(self, fn: Callable[..., Any], *args: Any) -> Any:
-        if self._thread is None:
-            return fn(*args)
-        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
-
-    async def open(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self.db = await self._on_db(Db, self._url)
-
-    async def close(self) -> None:
-        if self.db:
-            await self.flush()
-            await self._on_db(self.db.close)
-            self.db = None
-        self._worker.shutdown()
-
-    @property
-    def queued(self) -> int:
-        """Statements and calls waiting for the next batch (the dashboard's metric)."""
-        return len(self._pending)
-
-    def _queue(self, item: tuple[str | Callable | None, Any, Done | None]) -> None:
-        self._pending.append(item)
-        if not self._busy:
-            self._schedule()
-
-    def _schedule(self) -> None:
-        self._busy = True
-        assert self._loop is not None, "Store.open() first"
-        delay = self._last_batch + BATCH_INTERVAL_S - self._loop.time()
-        if delay > 0:
-            self._loop.call_later(delay, self._start_batch)
-        else:
-            self._loop.call_soon(self._start_batch)
-
-    def write(self, sql: str, params: tuple) -> None:
-        self._pending.append((sql, params, None))  # _queue inlined: several per message
-        if not self._busy:
-            self._schedule()
-
-    def write_many(self, sql: str, rows: list[tuple]) -> None:
-        self._pending.extend([(sql, row, None) for row in rows])
-        if not self._busy:
-            self._schedule()
-
-    def submit(self, fn: Callable[..., Any], args: tuple, done: Done) -> None:
-        self._queue((fn, args, done))
-
-    def after_commit(self, done: Done) -> None:
-        self._queue((None, None, done))
-
-    async def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        future = asyncio.get_running_loop().create_future()
-        if kwargs:
-            fn = functools.partial(fn, **kwargs)
-        self.submit(fn, args, functools.partial(_settle, future))
-        return await future
-
-    async def flush(self) -> None:
-        """Wait until everything queued so far is committed."""
-        future = asyncio.get_running_loop().create_future()
-        self.after_commit(functools.partial(_settle, future))
-        await future
-
-    def _start_batch(self) -> None:
-        assert self._loop is not None
-        self._last_batch = self._loop.time()
-        batch, self._pending = self._pending, []
-        if self._thread is not None:
-            running = self._loop.run_in_executor(self._thread, self._apply, batch)
-            running.add_done_callback(functools.partial(self._finish_threaded, batch))
-            return
-        db = self.db
-        assert db is not None
-        try:
-            results = self._run(db, batch)
-        except Exception:  # noqa: BLE001 - isolate the failing item, keep the others
-            db.rollback()
-            self._finish(batch, self._one_by_one(db, batch))
-            return
-        committing = self._loop.run_in_executor(self._worker, db.commit)
-        committing.add_done_callback(functools.partial(self._committed, batch, results))
-
-    def _committed(self, batch: list, results: list, committing: asyncio.Future) -> None:
-        if committing.exception() is not None:
-            db = self.db
-            assert db is not None
-            db.rollback()
-            results = self._one_by_one(db, batch)
-        self._finish(batch, results)
-
-    def _finish_threaded(self, batch: list, running: asyncio.Future) -> None:
-        try:
-            results = running.result()
-        except Exception as error:  # noqa: BLE001 - the database is gone: every item failed
-            results = [(False, error)] * len(batch)
-        self._finish(batch, results)
-
-    def _finish(self, batch: list, results: list[tuple[bool, Any]]) -> None:
-        self.batches += 1
-        self._busy = False
-        if self._pending:  # queued while the batch ran or committed
-            self._schedule()
-        for (_, _, done), (ok, value) in zip(batch, results, strict=True):
-            if done is not None:
-                try:
-                    done(ok, value)
-                except Exception:  # noqa: BLE001 - one failing callback must not stop the rest
-                    log.exception("database callback failed")
-
-    def _apply(self, batch: list) -> list[tuple[bool, Any]]:
-        db = self.db
-        assert db is not None
-        try:
-            results = self._run(db, batch)
-            db.commit()
-            return results
-        except Exception:  # noqa: BLE001 - isolate the failing item, keep the others
-            db.rollback()
-        return self._one_by_one(db, batch)
-
-    def _one_by_one(self, db: Db, batch: list) -> list[tuple[bool, Any]]:
-        results = []
-        for item in batch:
-            try:
-                (result,) = self._run(db, [item])
-                db.commit()
-                results.append(result)
-            except Exception as error:  # noqa: BLE001
-                db.rollback()
-                results.append((False, error))
-        return results
-
-    @staticmethod
-    def _run(db: Db, batch: list) -> list[tuple[bool, Any]]:
-        """Statements queued between two functions run as one executemany per statement
-        (rows of one statement keep their order); a function sees every write queued
-        before it. Commit markers (None) only wait for the commit."""
-        results: list[tuple[bool, Any]] = [(True, None)] * len(batch)
-        writes: dict[str, list[tuple]] = {}
-        for index, (what, args, _) in enumerate(batch):
-            if isinstance(what, str):
-                writes.setdefault(what, []).append(args)
-            elif what is not None:
-                for sql, rows in writes.items():
-                    db.executemany(sql, rows)
-                writes = {}
-                results[index] = (True, what(db, *args))
-        for sql, rows in writes.items():
-            db.executemany(sql, rows)
-        return results
-
-
-def _settle(future: asyncio.Future, ok: bool, value: Any) -> None:
-    if future.done():  # its waiter was cancelled
-        return
-    if ok:
-        future.set_result(value)
-    else:
-        future.set_exception(value)

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from host.cs.storage import SAMPLE_DEFAULTS, Db
+from host.cs.storage import SAMPLE_DEFAULTS, STATION_FRAMES, Db
 
 STATION_COLUMNS = (
     "id, approval, registration, online, security_profile, vendor, model, serial, firmware,"
@@ -248,8 +248,10 @@ def list_messages(
     """Newest first. `action` matches CALLs of that action (the answers carry no action)."""
     clauses: list[str] = []
     params: list[Any] = []
+    if station is not None:
+        clauses.append(STATION_FRAMES)
+        params += [station, station]
     for clause, value in (
-        ("station = ?", station),
         ("direction = ?", direction),
         ("text LIKE ?", f'[2,"%","{action}",%' if action else None),
         ("ts >= ?", since),

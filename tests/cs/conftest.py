@@ -18,7 +18,8 @@ import websockets
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint, call_result
 
-from host.cs import server, storage
+from host.cs import server
+from host.cs.store import Store
 from tests.ports import free_port
 
 BACKENDS = ("sqlite", "postgresql")
@@ -99,7 +100,7 @@ def run(coro: Any, timeout: float = 30) -> Any:
 
 @contextlib.asynccontextmanager
 async def central_system(url: str, **options: Any) -> AsyncIterator[server.CentralSystem]:
-    store = storage.Store(url)
+    store = Store(url)
     await store.open()
     options.setdefault("poll_s", 0.05)
     options.setdefault("command_timeout_s", 5)

@@ -6,6 +6,7 @@ import json
 import pytest
 
 from host.cs import storage
+from host.cs.store import Store
 from tests.cs.conftest import run
 
 T0 = "2026-11-26T10:00:00Z"
@@ -29,7 +30,7 @@ def test_migrations_run_once_and_reopen_cleanly(db_url):
     again.close()
 
 
-def test_sqlite_commits_reach_the_disk_and_checkpoint_seldom(tmp_path):
+def test_sqlite_commits_reach_the_disk(tmp_path):
     db = storage.Db(f"sqlite:///{tmp_path}/cs.sqlite3")
     pragma = {
         name: db.execute(f"PRAGMA {name}").fetchone()[0]
@@ -39,7 +40,7 @@ def test_sqlite_commits_reach_the_disk_and_checkpoint_seldom(tmp_path):
     assert pragma == {
         "journal_mode": "wal",
         "synchronous": 2,  # FULL: the WAL is synced at every commit
-        "wal_autocheckpoint": storage.WAL_CHECKPOINT_PAGES,
+        "wal_autocheckpoint": 1000,  # short checkpoints: no commit waits long on one
     }
 
 
@@ -102,6 +103,71 @@ def test_message_log_is_searchable_by_station_time_and_text(db):
     assert [r["station"] for r in storage.search_messages(db, limit=2)] == ["CP2", "CP1"]
 
 
+def index_all(db):
+    """Run the log indexer's passes until it has nothing left to do."""
+    indexer = storage.LogIndexer()
+    for _ in range(100):
+        indexer.step(db)
+        db.commit()
+        if indexer.read_to is None:
+            return
+    raise AssertionError("the indexer did not finish")
+
+
+def test_station_search_finds_indexed_and_newest_frames(db, monkeypatch):
+    monkeypatch.setattr(storage, "INDEX_AFTER_FRAMES", 4)
+    monkeypatch.setattr(storage, "INDEX_READ_FRAMES", 3)  # a pass of several steps
+    monkeypatch.setattr(storage, "INDEX_WRITE_FRAMES", 2)
+    frames = [(f"CP{i % 3}", f"2026-11-26T10:00:{i:02d}.000Z", "in", f"f{i}") for i in range(9)]
+    db.executemany(storage.LOG_SQL, frames)
+    db.commit()
+    assert [r["text"] for r in storage.search_messages(db, "CP1")] == ["f1", "f4", "f7"]
+    index_all(db)
+    indexed = db.all("SELECT station, id FROM message_index ORDER BY id")
+    assert [r["station"] for r in indexed] == [f[0] for f in frames]
+    db.executemany(storage.LOG_SQL, [("CP1", "2026-11-26T10:01:00.000Z", "out", "f9")])
+    index_all(db)  # too few new frames for a pass
+    since = storage.search_messages(db, "CP1", since="2026-11-26T10:00:04Z")
+    assert [r["text"] for r in since] == ["f4", "f7", "f9"]
+    assert [r["text"] for r in storage.search_messages(db, "CP1")] == ["f1", "f4", "f7", "f9"]
+    assert [r["text"] for r in storage.search_messages(db, "CP1", limit=2)] == ["f7", "f9"]
+
+
+def test_an_interrupted_index_pass_is_done_again_once(db, monkeypatch):
+    monkeypatch.setattr(storage, "INDEX_AFTER_FRAMES", 2)
+    monkeypatch.setattr(storage, "INDEX_WRITE_FRAMES", 2)
+    frames = [(f"CP{i % 2}", f"2026-11-26T10:00:{i:02d}.000Z", "in", f"f{i}") for i in range(6)]
+    db.executemany(storage.LOG_SQL, frames)
+    db.commit()
+    indexer = storage.LogIndexer()
+    for _ in range(2):  # read everything, write the first entries
+        indexer.step(db)
+        db.commit()
+    assert indexer.writing
+    indexer.reset()  # as after a failed step, or a restart
+    index_all(db)
+    assert db.one("SELECT COUNT(*) AS n FROM message_index")["n"] == 6
+    assert [r["text"] for r in storage.search_messages(db, "CP0")] == ["f0", "f2", "f4"]
+
+
+def test_version_1_databases_get_the_log_index(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path}/cs.sqlite3"
+    monkeypatch.setattr(storage, "MIGRATIONS", storage.MIGRATIONS[:1])
+    old = storage.Db(url)
+    old.executemany(storage.LOG_SQL, [("CP1", T0, "in", "a"), ("CP2", T0, "in", "b")])
+    old.commit()
+    old.close()
+    monkeypatch.undo()
+    db = storage.Db(url)
+    assert db.all("SELECT station, id FROM message_index ORDER BY id") == [
+        {"station": "CP1", "id": 1},
+        {"station": "CP2", "id": 2},
+    ]
+    assert db.one("SELECT upto FROM message_index_upto")["upto"] == 2
+    assert [r["text"] for r in storage.search_messages(db, "CP2")] == ["b"]
+    db.close()
+
+
 def test_command_lifecycle_and_expiry(db):
     live = storage.enqueue_command(db, "CP1", "Reset", {"type": "Soft"}, 60)
     storage.enqueue_command(db, "CP1", "ClearCache", {}, -1)
@@ -122,16 +188,17 @@ def test_station_keys_are_salted_hashes(db):
     assert not storage.key_matches(station, "secret-key-0002")
 
 
+def broken(db):
+    db.execute("INSERT INTO no_such_table VALUES (1)")
+
+
 def test_store_batches_and_isolates_a_failing_item(db_url):
     async def scenario():
-        store = storage.Store(db_url)
+        store = Store(db_url)
         await store.open()
         try:
             rows = [("CP1", storage.now_iso(), "in", f"frame {i}") for i in range(500)]
             store.write_many(storage.LOG_SQL, rows)
-
-            def broken(db):
-                db.execute("INSERT INTO no_such_table VALUES (1)")
 
             results = await asyncio.gather(
                 store.call(storage.add_station, "CP9"),
@@ -144,6 +211,53 @@ def test_store_batches_and_isolates_a_failing_item(db_url):
             assert results[2]["id"] == "CP9"
             assert len(await store.call(storage.search_messages, "CP1", limit=1000)) == 500
             assert store.batches < 10  # 503 items, a handful of transactions
+        finally:
+            await store.close()
+
+    run(scenario())
+
+
+def test_the_store_reports_a_database_it_cannot_open(tmp_path):
+    async def scenario():
+        store = Store(f"sqlite:///{tmp_path}/no/such/dir/cs.sqlite3")
+        with pytest.raises(Exception, match="unable to open"):
+            await store.open()
+
+    run(scenario())
+
+
+def test_closing_the_store_ends_its_database_process(sqlite_url):
+    async def scenario():
+        store = Store(sqlite_url)
+        await store.open()
+        process = store._process
+        assert process is not None and process.returncode is None
+        await store.close()
+        assert process.returncode == 0
+
+    run(scenario())
+
+
+def test_work_fails_instead_of_hanging_when_the_database_process_dies(sqlite_url):
+    async def scenario():
+        store = Store(sqlite_url)
+        await store.open()
+        assert store._process is not None
+        store._process.kill()
+        with pytest.raises(storage.StorageError, match="database process has ended"):
+            await store.call(storage.get_station, "CP1")
+        await store.close()
+
+    run(scenario())
+
+
+def test_the_store_refuses_functions_the_database_process_cannot_import(sqlite_url):
+    async def scenario():
+        store = Store(sqlite_url)
+        await store.open()
+        try:
+            with pytest.raises(TypeError, match="module-level functions only"):
+                store.submit(lambda db: None, (), lambda ok, value: None)
         finally:
             await store.close()
 

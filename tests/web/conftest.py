@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from host.cs import server, storage
+from host.cs.store import Store
 from host.web import api, auth, schema
 from tests.web.station import Station, connected
 
@@ -51,7 +52,7 @@ class LiveCS:
         self.run(self._start())
 
     async def _start(self) -> None:
-        self.store = storage.Store(self.url)
+        self.store = Store(self.url)
         await self.store.open()
         self.cs = server.CentralSystem(
             self.store, unknown="accept", poll_s=0.05, command_timeout_s=5

@@ -1,0 +1,371 @@
+"""The server's database work, in batches, in a database process of its own.
+
+`Store` queues statements and query functions (host/cs/storage.py) from the event loop and
+sends everything queued during a few milliseconds to the database process as one batch, run
+there in one transaction. Each item's result comes back once the batch is committed, so an
+answer sent to a station means "stored".
+
+Why a process: SQLite's work (index updates, commits) was a third of the event loop's CPU,
+and a database thread does not help, because sqlite3 takes Python's GIL back after every row
+it steps, so the loop and the thread queue for the GIL at every row (measured 4x more CPU and
+10x longer batches). A process runs the database on the other core with nothing shared: the
+loop only pickles each batch into one write on a socket.
+
+    python -m host.cs.store URL FD      the database process (the Store starts it)
+"""
+
+import asyncio
+import collections
+import functools
+import logging
+import pickle
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from host.cs.storage import Db, LogIndexer, StorageError
+
+log = logging.getLogger("evse.cs")
+
+# Batches start at most this often: a commit costs about as much as twenty messages' rows
+# (each writes its dirty pages), so under load a few milliseconds more latency buy back a
+# fifth of the database's CPU; when idle, the next batch starts at once.
+BATCH_INTERVAL_S = 0.003
+# Batches sent and not yet answered: while the database process commits one, the next ones
+# wait in its socket, and it then commits them together.
+MAX_IN_FLIGHT = 16
+# A busy loop does not wait for the interval: a batch starts as soon as this many
+# statements and calls wait, so the database process works while the loop reads on.
+BATCH_ITEMS = 256
+# The database process indexes the frame log a step at a time (storage.LogIndexer), at most
+# this often, between groups of batches: a step's few milliseconds delay at most one group.
+INDEX_STEP_S = 0.02
+Done = Callable[[bool, Any], None]  # called with (True, result) or (False, exception)
+Item = tuple[str | Callable | None, Any]  # a statement and its parameters, or fn and args
+
+ENDED = "the database process has ended"
+_HEADER = struct.Struct("!I")  # each message on the socket: its length, then a pickle
+
+
+def _message(value: Any) -> bytes:
+    data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    return _HEADER.pack(len(data)) + data
+
+
+def _take(buffer: bytearray) -> list[Any]:
+    """The whole messages at the start of `buffer`, taken out of it."""
+    values = []
+    while len(buffer) >= _HEADER.size:
+        (length,) = _HEADER.unpack_from(buffer)
+        end = _HEADER.size + length
+        if len(buffer) < end:
+            break
+        values.append(pickle.loads(memoryview(buffer)[_HEADER.size : end]))
+        del buffer[:end]
+    return values
+
+
+def _portable(fn: Callable) -> Callable:
+    """Functions go to the database process by name: a lambda or a nested function would
+    fail there, so it fails here, where the mistake is."""
+    inner = fn.func if isinstance(fn, functools.partial) else fn
+    if "<" in getattr(inner, "__qualname__", "<"):
+        raise TypeError(f"{inner!r}: the store runs module-level functions only")
+    return fn
+
+
+class Store:
+    """Applies database work in batches: everything queued during a turn of the event loop
+    (or a few milliseconds of them, see BATCH_INTERVAL_S) goes into one transaction. `write`
+    queues a statement, `submit` a function of the Db whose result (or exception) goes to a
+    callback once the batch is committed, `call` is `submit` for coroutines, and
+    `after_commit` runs a callback once everything queued before it is committed. Up to
+    MAX_IN_FLIGHT batches are in the database process's hands at a time; it commits those
+    waiting for it together."""
+
+    def __init__(self, url: str):
+        self._url = url
+        self._process: asyncio.subprocess.Process | None = None
+        self._transport: asyncio.Transport | None = None
+        # The next batch: statements and calls, and the callbacks of its calls and commit
+        # markers, in order (statements have none: only calls get a result back).
+        self._items: list[Item] = []
+        self._callbacks: list[Done] = []
+        self._in_flight: collections.deque[list[Done]] = collections.deque()  # their callbacks
+        self._opened: asyncio.Future | None = None
+        self._timer: asyncio.TimerHandle | None = None  # starts the next batch
+        self._last_batch = 0.0  # loop time the last batch started
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.batches = 0
+
+    async def open(self) -> None:
+        """Start the database process; raises what opening the database raised there."""
+        loop = self._loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair()
+        with theirs:  # the process's end: its copy is all it needs
+            self._process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "host.cs.store", self._url, str(theirs.fileno()),
+                pass_fds=(theirs.fileno(),),
+            )  # fmt: skip
+        self._opened = loop.create_future()
+        self._transport, _ = await loop.create_connection(lambda: _Channel(self), sock=ours)
+        try:
+            await self._opened
+        except BaseException:
+            await self._end()
+            raise
+
+    async def close(self) -> None:
+        """Commit what is queued, then end the database process."""
+        try:
+            if self._transport is not None and not self._transport.is_closing():
+                await self.flush()
+        finally:
+            await self._end()
+
+    async def _end(self) -> None:
+        if self._transport is not None:
+            self._transport.close()  # end of file: the process exits
+        if self._process is not None:
+            await self._process.wait()
+            self._process = None
+
+    @property
+    def queued(self) -> int:
+        """Statements and calls waiting for the next batch (the dashboard's metric)."""
+        return len(self._items)
+
+    def _wake(self) -> None:
+        """Start a batch when one is due: at once when BATCH_ITEMS are waiting (the loop
+        is busy, and the database process works meanwhile), else BATCH_INTERVAL_S after
+        the last one; never more than MAX_IN_FLIGHT at a time."""
+        if len(self._in_flight) >= MAX_IN_FLIGHT:
+            return  # the database process's next answer wakes it again
+        if len(self._items) >= BATCH_ITEMS:
+            self._start_batch()
+        elif self._timer is None:
+            assert self._loop is not None, "Store.open() first"
+            delay = max(0.0, self._last_batch + BATCH_INTERVAL_S - self._loop.time())
+            self._timer = self._loop.call_later(delay, self._start_batch)
+
+    def write(self, sql: str, params: tuple) -> None:
+        self._items.append((sql, params))
+        self._wake()
+
+    def write_many(self, sql: str, rows: list[tuple]) -> None:
+        self._items.extend([(sql, row) for row in rows])
+        self._wake()
+
+    def submit(self, fn: Callable[..., Any], args: tuple, done: Done) -> None:
+        self._items.append((_portable(fn), args))
+        self._callbacks.append(done)
+        self._wake()
+
+    def after_commit(self, done: Done) -> None:
+        self._items.append((None, None))
+        self._callbacks.append(done)
+        self._wake()
+
+    async def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        future = asyncio.get_running_loop().create_future()
+        if kwargs:
+            fn = functools.partial(fn, **kwargs)
+        self.submit(fn, args, functools.partial(_settle, future))
+        return await future
+
+    async def flush(self) -> None:
+        """Wait until everything queued so far is committed."""
+        future = asyncio.get_running_loop().create_future()
+        self.after_commit(functools.partial(_settle, future))
+        await future
+
+    def _start_batch(self) -> None:
+        assert self._loop is not None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._last_batch = self._loop.time()
+        batch, self._items = self._items, []
+        callbacks, self._callbacks = self._callbacks, []
+        self._in_flight.append(callbacks)
+        if self._transport is None or self._transport.is_closing():
+            return self._finish([(False, StorageError(ENDED))] * len(callbacks))
+        self._transport.write(_message(batch))
+        return None
+
+    def _finish(self, results: list[tuple[bool, Any]]) -> None:
+        callbacks = self._in_flight.popleft()
+        self.batches += 1
+        if self._items:
+            self._wake()
+        for done, (ok, value) in zip(callbacks, results, strict=True):
+            try:
+                done(ok, value)
+            except Exception:  # noqa: BLE001 - one failing callback must not stop the rest
+                log.exception("database callback failed")
+
+    # ---- from the database process (through _Channel) ------------------------------------
+
+    def _on_message(self, value: Any) -> None:
+        if self._opened is not None and not self._opened.done():
+            ok, error = value
+            if ok:
+                self._opened.set_result(None)
+            else:
+                self._opened.set_exception(error)
+        else:
+            self._finish(value)
+
+    def _on_lost(self) -> None:
+        error = StorageError(ENDED)
+        if self._opened is not None and not self._opened.done():
+            self._opened.set_exception(error)
+        if self._in_flight:
+            log.error("the database process ended with work in it")
+        while self._in_flight:
+            self._finish([(False, error)] * len(self._in_flight[0]))
+
+
+class _Channel(asyncio.Protocol):
+    """The event loop's end of the socket to the database process: whole messages only."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.buffer = bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        for value in _take(self.buffer):
+            self.store._on_message(value)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.store._on_lost()
+
+
+def _settle(future: asyncio.Future, ok: bool, value: Any) -> None:
+    if future.done():  # its waiter was cancelled
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
+
+
+# ---- the database process -----------------------------------------------------------------
+
+
+Result = tuple[bool, Any]  # (True, value) or (False, exception)
+
+
+def run_batches(db: Db, batches: list[list[Item]]) -> list[list[Result]]:
+    """One transaction for all the batches, and for each batch the results of its calls
+    and commit markers (statements have none). If any item fails, each item runs in its own
+    transaction, so that one bad item costs only its own result."""
+    try:
+        results = [_run(db, batch) for batch in batches]
+        db.commit()
+        return results
+    except Exception:  # noqa: BLE001 - isolate the failing item, keep the others
+        db.rollback()
+    return [[r for item in batch for r in _alone(db, item)] for batch in batches]
+
+
+def _alone(db: Db, item: Item) -> list[Result]:
+    try:
+        results = _run(db, [item])
+        db.commit()
+        return results
+    except Exception as error:  # noqa: BLE001 - its result (a statement's: lost, logged)
+        db.rollback()
+        if isinstance(item[0], str):
+            log.error("a statement failed: %r: %s", item, error)
+            return []
+        return [(False, error)]
+
+
+def _run(db: Db, batch: list[Item]) -> list[Result]:
+    """Statements queued between two calls run as one executemany per statement (rows of
+    one statement keep their order); a call sees every write queued before it. Commit
+    markers (None) only wait for the commit."""
+    results: list[Result] = []
+    writes: dict[str, list[tuple]] = {}
+    for what, args in batch:
+        if isinstance(what, str):
+            writes.setdefault(what, []).append(args)
+            continue
+        if what is not None:
+            for sql, rows in writes.items():
+                db.executemany(sql, rows)
+            writes = {}
+            results.append((True, what(db, *args)))
+        else:
+            results.append((True, None))
+    for sql, rows in writes.items():
+        db.executemany(sql, rows)
+    return results
+
+
+def _sendable(value: Any) -> bytes:
+    """The message for `value`; an exception that does not pickle (a driver's own) goes
+    as a StorageError with its text."""
+    try:
+        return _message(value)
+    except Exception:  # noqa: BLE001 - replaced below
+        pass
+    if isinstance(value, tuple):  # (ok, error) when opening
+        return _message((False, StorageError(repr(value[1]))))
+    return _message(
+        [(ok, StorageError(repr(v)) if isinstance(v, BaseException) else v) for ok, v in value]
+    )
+
+
+def _index(db: Db, indexer: LogIndexer) -> None:
+    try:
+        indexer.step(db)
+        db.commit()
+    except Exception:  # noqa: BLE001 - the next pass does it again
+        db.rollback()
+        log.exception("indexing the message log failed")
+        indexer.reset()
+
+
+def serve(url: str, channel: socket.socket) -> None:
+    """Open the database, then run each batch received and send back its results, until
+    the server closes the socket."""
+    # The server ends this process by closing the socket, after its last batch; a Ctrl-C or
+    # SIGTERM sent to the whole process group must not cut that batch off.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        db = Db(url)
+    except Exception as error:  # noqa: BLE001 - reported to the server
+        channel.sendall(_sendable((False, error)))
+        return
+    channel.sendall(_sendable((True, None)))
+    indexer = LogIndexer()
+    poller = select.poll()
+    poller.register(channel, select.POLLIN)
+    received = bytearray()
+    last_step = time.monotonic()
+    while True:
+        if poller.poll(max(0.0, last_step + INDEX_STEP_S - time.monotonic()) * 1000):
+            data = channel.recv(1 << 20)  # all that is there: the batches waiting are one group
+            if not data:
+                break
+            received += data
+            batches = _take(received)
+            if batches:
+                channel.sendall(b"".join(map(_sendable, run_batches(db, batches))))
+        if time.monotonic() - last_step >= INDEX_STEP_S:
+            _index(db, indexer)
+            last_step = time.monotonic()
+    db.close()
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1], socket.socket(fileno=int(sys.argv[2])))
