@@ -2,7 +2,7 @@
 baseline central system written on the `ocpp` package's documented ChargePoint pattern.
 
 Each server runs in its own process (so its memory can be read from /proc); this process is
-the load generator: raw WebSocket clients on asyncio (a few dozen bytes of framing code, no
+the load generator: raw WebSocket clients on uvloop (a few dozen bytes of framing code, no
 `ocpp` or `websockets` objects, no task or future per message) sending a realistic mix:
 StatusNotification, StartTransaction, MeterValues with 10 sampled values, Heartbeat,
 StopTransaction.
@@ -10,9 +10,10 @@ StopTransaction.
 Phases per server: connect-and-boot of all stations, closed-loop throughput (every station
 sends its next message as soon as the previous one is answered), then an open-loop run at a
 fixed rate for latency. Prints figures for both servers and their ratio, and for every phase
-the CPU of the server and of this generator, and how long the server waited for a core
-(other work on the machine): on a 2-core machine the generator and the server share it, so
-CPU per message on the server's event-loop thread is the figure that compares across runs.
+the CPU of the server (evse cs: its event loop and its database process) and of this
+generator, and how long the server waited for a core (other work on the machine): on a
+2-core machine the generator and the server share them, so CPU per message is the figure
+that compares across runs.
 
     python benchmarks/bench_cs_load.py                 # default run, about 1.5 minutes
     python benchmarks/bench_cs_load.py --stations 10000 --duration 30 --rate 5000
@@ -603,12 +604,18 @@ def report(kind: str, r: dict) -> None:
     print(
         f"{kind}: server CPU {r['boot_cpu_ms']:.2f} ms per connect-and-boot, "
         f"{r['cpu_us_per_msg']:.0f} us per message: {r['loop_us_per_msg']:.0f} us on the "
-        f"event-loop thread, {r['database_us_per_msg']:.0f} us in the database process "
-        f"(and {r['kernel_share']:.0%} of the server process's CPU in the kernel)"
+        f"event-loop thread"
+        + (
+            f", {r['database_us_per_msg']:.0f} us in the database process"
+            if r["database_us_per_msg"]
+            else ""
+        )
+        + f" (and {r['kernel_share']:.0%} of the server process's CPU in the kernel)"
     )
     print(
         f"{kind}: closed loop {r['msgs_per_s']:,.0f} msg/s (CPU: server {r['server_cpu']:.0%}"
-        f" of which database process {r['database_cpu']:.0%}, "
+        + (f" of which database process {r['database_cpu']:.0%}" if r["database_cpu"] else "")
+        + ", "
         f"load generator {r['generator_cpu']:.0%} of a core; server waited for a core "
         f"{r['server_wait']:.0%} of the time), "
         f"p50 {r['closed_p50_ms']:.1f} ms, p99 {r['closed_p99_ms']:.1f} ms"

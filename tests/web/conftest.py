@@ -80,7 +80,7 @@ class LiveCS:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def db(self, fn: Any, *args: Any) -> Any:
-        """Run a storage function in the server's database thread."""
+        """Run a storage function in the server's database process."""
         return self.run(self.store.call(fn, *args))
 
     @contextlib.contextmanager
