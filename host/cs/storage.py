@@ -7,14 +7,16 @@ CLI calls them directly while the server runs them in batches in its database pr
 
 import datetime
 import hashlib
+import heapq
 import hmac
+import itertools
 import json
 import logging
 import os
 import secrets
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import orjson
@@ -505,9 +507,11 @@ INDEX_WRITE_FRAMES = 1_000  # index entries written per step (a page per station
 
 class LogIndexer:
     """Fills message_index in short steps, each its own transaction, run by the database
-    process between batches: a pass reads the frames not indexed yet, sorts them by
-    station and writes them, so each station's index page is written once per pass, not
-    once per frame. A pass cut short (a restart) is done again: entries are written once."""
+    process between batches: a pass reads the frames not indexed yet and writes their
+    entries in station order, so each station's index page is written once per pass, not
+    once per frame. Each read step sorts what it read; the write steps merge those runs as
+    they go, so no step sorts the whole pass. A pass cut short (a restart) is done again:
+    entries are written once."""
 
     def __init__(self) -> None:
         self.reset()
@@ -515,8 +519,8 @@ class LogIndexer:
     def reset(self) -> None:
         """Drop the pass in progress (a step failed): the next one does its frames."""
         self.read_to: int | None = None  # the pass's last frame read (None: no pass)
-        self.entries: list[tuple[str, int]] = []  # read, then sorted and written
-        self.writing = False
+        self.runs: list[list[tuple[str, int]]] = []  # (station, id), each run sorted
+        self.merged: Iterator[tuple[str, int]] | None = None  # the runs, being written
 
     def step(self, db: Db) -> None:
         if self.read_to is None:
@@ -526,24 +530,22 @@ class LogIndexer:
             if ((newest or {}).get("id") or 0) - start < INDEX_AFTER_FRAMES:
                 return
             self.read_to = start
-        if not self.writing:
+        if self.merged is None:
             rows = db.execute(
                 "SELECT station, id FROM messages WHERE id > ? ORDER BY id LIMIT ?",
                 (self.read_to, INDEX_READ_FRAMES),
             ).fetchall()
-            self.entries += rows
             if rows:
                 self.read_to = rows[-1][1]
+                self.runs.append(sorted(rows))
             if len(rows) < INDEX_READ_FRAMES:
-                self.entries.sort()
-                self.writing = True
+                self.merged = heapq.merge(*self.runs)
             return
-        chunk = self.entries[:INDEX_WRITE_FRAMES]
-        del self.entries[:INDEX_WRITE_FRAMES]
+        chunk = list(itertools.islice(self.merged, INDEX_WRITE_FRAMES))
         db.executemany(
             "INSERT INTO message_index (station, id) VALUES (?, ?) ON CONFLICT DO NOTHING", chunk
         )
-        if not self.entries:
+        if len(chunk) < INDEX_WRITE_FRAMES:
             db.execute("UPDATE message_index_upto SET upto = ?", (self.read_to,))
             self.reset()
 
