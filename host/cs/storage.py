@@ -11,7 +11,6 @@ import heapq
 import hmac
 import itertools
 import json
-import logging
 import os
 import secrets
 import sqlite3
@@ -20,8 +19,6 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import orjson
-
-log = logging.getLogger("evse.cs")
 
 COMMAND_STATES = ("queued", "sent", "answered", "expired", "failed")
 APPROVALS = ("accepted", "pending", "rejected")
@@ -497,10 +494,11 @@ LOG_SQL = "INSERT INTO messages (station, ts, direction, text) VALUES (?, ?, ?, 
 # bulk instead, sorted by station, by LogIndexer; the frames it has not reached yet (above
 # message_index_upto) are found by scanning them. This clause takes the station twice.
 STATION_FRAMES = (
-    "(id IN (SELECT id FROM message_index WHERE station = ?)"
-    " OR (id > (SELECT upto FROM message_index_upto) AND station = ?))"
+    "id IN (SELECT id FROM message_index WHERE station = ? UNION ALL"
+    " SELECT id FROM messages WHERE id > (SELECT upto FROM message_index_upto) AND station = ?)"
 )
 INDEX_AFTER_FRAMES = 100_000  # a pass starts once this many frames wait: few pages per frame
+INDEX_PASS_FRAMES = 400_000  # at most this many per pass (a backlog takes several passes)
 INDEX_READ_FRAMES = 10_000  # frames read per step (in id order: a few pages)
 INDEX_WRITE_FRAMES = 1_000  # index entries written per step (a page per station: ~5 ms)
 
@@ -519,6 +517,7 @@ class LogIndexer:
     def reset(self) -> None:
         """Drop the pass in progress (a step failed): the next one does its frames."""
         self.read_to: int | None = None  # the pass's last frame read (None: no pass)
+        self.end = 0  # the pass's last frame
         self.runs: list[list[tuple[str, int]]] = []  # (station, id), each run sorted
         self.merged: Iterator[tuple[str, int]] | None = None  # the runs, being written
 
@@ -527,13 +526,14 @@ class LogIndexer:
             upto = db.one("SELECT upto FROM message_index_upto")
             newest = db.one("SELECT MAX(id) AS id FROM messages")
             start = upto["upto"] if upto else 0
-            if ((newest or {}).get("id") or 0) - start < INDEX_AFTER_FRAMES:
+            newest_id = (newest or {}).get("id") or 0
+            if newest_id - start < INDEX_AFTER_FRAMES:
                 return
-            self.read_to = start
+            self.read_to, self.end = start, min(newest_id, start + INDEX_PASS_FRAMES)
         if self.merged is None:
             rows = db.execute(
-                "SELECT station, id FROM messages WHERE id > ? ORDER BY id LIMIT ?",
-                (self.read_to, INDEX_READ_FRAMES),
+                "SELECT station, id FROM messages WHERE id > ? AND id <= ? ORDER BY id LIMIT ?",
+                (self.read_to, self.end, INDEX_READ_FRAMES),
             ).fetchall()
             if rows:
                 self.read_to = rows[-1][1]

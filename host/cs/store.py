@@ -46,6 +46,7 @@ BATCH_ITEMS = 256
 # The database process indexes the frame log a step at a time (storage.LogIndexer), at most
 # this often, between groups of batches: a step's few milliseconds delay at most one group.
 INDEX_STEP_S = 0.02
+INDEX_LOOK_S = 1.0  # how often it looks whether a pass is due
 Done = Callable[[bool, Any], None]  # called with (True, result) or (False, exception)
 Item = tuple[str | Callable | None, Any]  # a statement and its parameters, or fn and args
 
@@ -114,10 +115,11 @@ class Store:
                 pass_fds=(theirs.fileno(),),
             )  # fmt: skip
         self._opened = loop.create_future()
-        self._transport, _ = await loop.create_connection(lambda: _Channel(self), sock=ours)
         try:
+            self._transport, _ = await loop.create_connection(lambda: _Channel(self), sock=ours)
             await self._opened
         except BaseException:
+            ours.close()  # the process sees the end of file, if the transport did not start
             await self._end()
             raise
 
@@ -190,17 +192,24 @@ class Store:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if len(self._in_flight) >= MAX_IN_FLIGHT:
+            return  # the database process's next answer starts it
         self._last_batch = self._loop.time()
         batch, self._items = self._items, []
         callbacks, self._callbacks = self._callbacks, []
-        self._in_flight.append(callbacks)
         if self._transport is None or self._transport.is_closing():
-            return self._finish([(False, StorageError(ENDED))] * len(callbacks))
-        self._transport.write(_message(batch))
+            return self._finish(callbacks, [(False, StorageError(ENDED))] * len(callbacks))
+        try:
+            message = _message(batch)
+        except Exception as error:  # noqa: BLE001 - an argument that cannot be pickled
+            log.error("a database batch could not be sent: %r", error)
+            failed = StorageError(f"could not be sent to the database process: {error!r}")
+            return self._finish(callbacks, [(False, failed)] * len(callbacks))
+        self._in_flight.append(callbacks)
+        self._transport.write(message)
         return None
 
-    def _finish(self, results: list[tuple[bool, Any]]) -> None:
-        callbacks = self._in_flight.popleft()
+    def _finish(self, callbacks: list[Done], results: list[tuple[bool, Any]]) -> None:
         self.batches += 1
         if self._items:
             self._wake()
@@ -220,16 +229,19 @@ class Store:
             else:
                 self._opened.set_exception(error)
         else:
-            self._finish(value)
+            self._finish(self._in_flight.popleft(), value)
 
     def _on_lost(self) -> None:
+        """The socket closed: at our end of file (close) or because the process died, in
+        which case what it held fails, and so does all work from now on."""
         error = StorageError(ENDED)
         if self._opened is not None and not self._opened.done():
             self._opened.set_exception(error)
-        if self._in_flight:
-            log.error("the database process ended with work in it")
+        elif self._in_flight or self._items:
+            log.error("the database process ended; database work fails from now on")
         while self._in_flight:
-            self._finish([(False, error)] * len(self._in_flight[0]))
+            callbacks = self._in_flight.popleft()
+            self._finish(callbacks, [(False, error)] * len(callbacks))
 
 
 class _Channel(asyncio.Protocol):
@@ -311,18 +323,27 @@ def _run(db: Db, batch: list[Item]) -> list[Result]:
     return results
 
 
-def _sendable(value: Any) -> bytes:
-    """The message for `value`; an exception that does not pickle (a driver's own) goes
-    as a StorageError with its text."""
+def _sendable(results: list[Result]) -> bytes:
+    """The message for a batch's results. Errors go as StorageError with the original's
+    type and text: a driver's own exception may not unpickle on the other side; a result
+    that cannot be pickled goes as an error too."""
+    results = [(ok, value if ok else _error(value)) for ok, value in results]
     try:
-        return _message(value)
-    except Exception:  # noqa: BLE001 - replaced below
-        pass
-    if isinstance(value, tuple):  # (ok, error) when opening
-        return _message((False, StorageError(repr(value[1]))))
-    return _message(
-        [(ok, StorageError(repr(v)) if isinstance(v, BaseException) else v) for ok, v in value]
-    )
+        return _message(results)
+    except Exception:  # noqa: BLE001 - find the result that does not pickle
+        return _message([_pickles(result) for result in results])
+
+
+def _error(error: BaseException) -> StorageError:
+    return StorageError(f"{type(error).__name__}: {error}")
+
+
+def _pickles(result: Result) -> Result:
+    try:
+        pickle.dumps(result)
+        return result
+    except Exception as error:  # noqa: BLE001 - reported to its caller
+        return (False, StorageError(f"the result could not be sent back: {error!r}"))
 
 
 def _index(db: Db, indexer: LogIndexer) -> None:
@@ -345,24 +366,29 @@ def serve(url: str, channel: socket.socket) -> None:
     try:
         db = Db(url)
     except Exception as error:  # noqa: BLE001 - reported to the server
-        channel.sendall(_sendable((False, error)))
+        channel.sendall(_message((False, _error(error))))
         return
-    channel.sendall(_sendable((True, None)))
+    channel.sendall(_message((True, None)))
     indexer = LogIndexer()
     poller = select.poll()
     poller.register(channel, select.POLLIN)
     received = bytearray()
     last_step = time.monotonic()
     while True:
-        if poller.poll(max(0.0, last_step + INDEX_STEP_S - time.monotonic()) * 1000):
+        # Steps follow each other during a pass; between passes, a look now and then
+        interval = INDEX_STEP_S if indexer.read_to is not None else INDEX_LOOK_S
+        if poller.poll(max(0.0, last_step + interval - time.monotonic()) * 1000):
             data = channel.recv(1 << 20)  # all that is there: the batches waiting are one group
             if not data:
                 break
             received += data
             batches = _take(received)
             if batches:
-                channel.sendall(b"".join(map(_sendable, run_batches(db, batches))))
-        if time.monotonic() - last_step >= INDEX_STEP_S:
+                try:
+                    channel.sendall(b"".join(map(_sendable, run_batches(db, batches))))
+                except OSError:  # the server is gone
+                    break
+        if time.monotonic() - last_step >= interval:
             _index(db, indexer)
             last_step = time.monotonic()
     db.close()

@@ -322,9 +322,10 @@ ROUTES: tuple[Route, ...] = (
 
 class Reader:
     """Read queries on their own connections and threads. The central system's `Store` runs
-    SQLite work on the event loop, so a dashboard query there would stall every station for its
-    duration; here it overlaps with them (SQLite in WAL mode reads beside the writer), and never
-    waits behind a write batch. Each read sees everything the Store has committed."""
+    its batches one after the other in its database process, so a dashboard query there would
+    delay every station's answers for its duration; here it overlaps with them (SQLite in WAL
+    mode reads beside the writer) and never waits behind a write batch. Each read sees
+    everything the Store has committed."""
 
     def __init__(self, url: str, threads: int = 2):
         self.url = url

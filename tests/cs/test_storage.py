@@ -2,6 +2,8 @@
 
 import asyncio
 import json
+import threading
+import time
 
 import pytest
 
@@ -133,6 +135,14 @@ def test_station_search_finds_indexed_and_newest_frames(db, monkeypatch):
     assert [r["text"] for r in storage.search_messages(db, "CP1", limit=2)] == ["f7", "f9"]
 
 
+def test_a_station_search_reads_only_that_station_s_frames(tmp_path):
+    db = storage.Db(f"sqlite:///{tmp_path}/cs.sqlite3")
+    sql = f"SELECT * FROM messages WHERE {storage.STATION_FRAMES} ORDER BY id DESC LIMIT 10"
+    plan = [row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}", ("CP1", "CP1"))]
+    db.close()
+    assert [step for step in plan if "messages" in step and not step.startswith("SEARCH")] == []
+
+
 def test_an_interrupted_index_pass_is_done_again_once(db, monkeypatch):
     monkeypatch.setattr(storage, "INDEX_AFTER_FRAMES", 2)
     monkeypatch.setattr(storage, "INDEX_WRITE_FRAMES", 2)
@@ -258,6 +268,59 @@ def test_the_store_refuses_functions_the_database_process_cannot_import(sqlite_u
         try:
             with pytest.raises(TypeError, match="module-level functions only"):
                 store.submit(lambda db: None, (), lambda ok, value: None)
+        finally:
+            await store.close()
+
+    run(scenario())
+
+
+def slow(db):
+    time.sleep(0.5)
+
+
+def test_all_work_in_flight_fails_when_the_database_process_dies(sqlite_url):
+    async def scenario():
+        store = Store(sqlite_url)
+        await store.open()
+        calls = [asyncio.ensure_future(store.call(slow))]
+        for _ in range(5):  # each in a batch of its own, behind the slow one
+            await asyncio.sleep(0.01)
+            calls.append(asyncio.ensure_future(store.call(storage.get_station, "CP1")))
+        assert store._process is not None
+        store._process.kill()
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        assert all(isinstance(r, storage.StorageError) for r in results), results
+        with pytest.raises(storage.StorageError):
+            await store.call(storage.get_station, "CP1")
+        await store.close()
+
+    run(scenario())
+
+
+def test_work_that_cannot_be_sent_fails_alone(sqlite_url):
+    async def scenario():
+        store = Store(sqlite_url)
+        await store.open()
+        try:
+            with pytest.raises(storage.StorageError, match="could not be sent"):
+                await store.call(storage.get_station, threading.Lock())
+            assert (await store.call(storage.add_station, "CP1"))["id"] == "CP1"
+        finally:
+            await store.close()
+
+    run(scenario())
+
+
+def test_a_failing_statement_costs_only_itself(sqlite_url):
+    async def scenario():
+        store = Store(sqlite_url)
+        await store.open()
+        try:
+            store.write("INSERT INTO no_such_table VALUES (?)", (1,))
+            store.write(storage.LOG_SQL, ("CP1", T0, "in", "kept"))
+            added = store.call(storage.add_station, "CP1")
+            assert (await added)["id"] == "CP1"
+            assert [r["text"] for r in await store.call(storage.search_messages)] == ["kept"]
         finally:
             await store.close()
 
