@@ -149,7 +149,7 @@ class Db:
             self.conn.execute("PRAGMA synchronous=FULL")
             self.auto_id = "INTEGER PRIMARY KEY AUTOINCREMENT"
         self._sql: dict[str, str] = {}
-        self.migrate()
+        self.migrate(MIGRATIONS, "schema_version")
 
     def sql(self, text: str) -> str:
         """Our statements use `?` placeholders; psycopg wants `%s`."""
@@ -185,21 +185,22 @@ class Db:
     def close(self) -> None:
         self.conn.close()
 
-    def migrate(self) -> None:
-        self.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        row = self.one("SELECT MAX(version) AS v FROM schema_version")
+    def migrate(self, migrations: list[list[str]], table: str) -> None:
+        """Run the migrations not run yet, counted in `table` (one per set of tables)."""
+        self.execute(f"CREATE TABLE IF NOT EXISTS {table} (version INTEGER NOT NULL)")
+        row = self.one(f"SELECT MAX(version) AS v FROM {table}")
         current = (row or {}).get("v") or 0
-        for version, statements in enumerate(MIGRATIONS, start=1):
+        without_rowid = " WITHOUT ROWID" if self.dialect == "sqlite" else ""
+        for version, statements in enumerate(migrations, start=1):
             if version <= current:
                 continue
-            without_rowid = " WITHOUT ROWID" if self.dialect == "sqlite" else ""
             for statement in statements:
                 self.execute(
                     statement.replace("{id}", self.auto_id).replace(
                         "{without_rowid}", without_rowid
                     )
                 )
-            self.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+            self.execute(f"INSERT INTO {table} (version) VALUES (?)", (version,))
         self.commit()
 
 

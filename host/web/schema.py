@@ -18,12 +18,4 @@ MIGRATIONS: list[list[str]] = [
 
 
 def migrate(db: Db) -> None:
-    db.execute("CREATE TABLE IF NOT EXISTS web_schema_version (version INTEGER NOT NULL)")
-    row = db.one("SELECT MAX(version) AS v FROM web_schema_version")
-    current = (row or {}).get("v") or 0
-    for version, statements in enumerate(MIGRATIONS, start=1):
-        if version > current:
-            for statement in statements:
-                db.execute(statement)
-            db.execute("INSERT INTO web_schema_version (version) VALUES (?)", (version,))
-    db.commit()
+    db.migrate(MIGRATIONS, "web_schema_version")
