@@ -356,6 +356,17 @@ def test_import_names_the_bad_line():
 # ---- record ---------------------------------------------------------------------------------
 
 
+def test_recorded_frames_get_the_station_s_time_at_the_station_s_speed():
+    clock = record.StationClock()
+    assert clock.ms(50.0) == 0  # nothing heard yet
+    clock.observe(10_000, 100.0)
+    assert clock.ms(100.5) == 10_500  # one event: a board's 1x
+    clock.observe(15_000, 101.0)  # the station ran 5 s in 1 s: a simulator at 5x
+    assert clock.ms(101.2) == 16_000
+    clock.observe(15_400, 101.2)
+    assert clock.ms(101.2) == 15_400  # its own events, as they are
+
+
 def test_record_a_live_sim_session_into_a_session_file():
     """The station's console and its relayed OCPP frames become steps and expectations; the EV
     is driven through the simulator's own stdin control, as a person would at a real board."""

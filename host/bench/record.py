@@ -196,22 +196,41 @@ def import_log(lines: list[str], connector: int, station: str | None, path: str)
 # ---- record ------------------------------------------------------------------------------------
 
 
+class StationClock:
+    """The station's time (ms) at a host moment, from its console events: the last event's
+    time, moved on at the rate the station's clock has run against the host's (a board runs
+    at 1x, a simulator at its speed)."""
+
+    def __init__(self) -> None:
+        self.first: tuple[int, float] | None = None  # (station ms, host s)
+        self.last: tuple[int, float] | None = None
+
+    def observe(self, ms: int, wall: float) -> None:
+        if self.first is None:
+            self.first = (ms, wall)
+        self.last = (ms, wall)
+
+    def ms(self, wall: float) -> int:
+        if self.first is None or self.last is None:
+            return 0
+        (ms0, wall0), (ms1, wall1) = self.first, self.last
+        rate = (ms1 - ms0) / 1000 / (wall1 - wall0) if wall1 - wall0 >= 1 else 1.0
+        return ms1 + int((wall - wall1) * 1000 * rate)
+
+
 def record(
     port: str, cs_url: str, listen: tuple[str, int], connector: int, duration_s: float | None
 ) -> str:
     """Watch a live station until duration_s has passed (or Ctrl-C) and return its session."""
     observations: list[Observation] = []
     lock = threading.Lock()
-    last = {"ms": 0, "wall": time.monotonic()}
-
-    def station_ms() -> int:
-        return last["ms"] + int((time.monotonic() - last["wall"]) * 1000)
+    clock = StationClock()
 
     def on_line(line: Line) -> None:
         if line.kind != "evt":
             return
         _, ms, kind, words = line.parsed
-        last["ms"], last["wall"] = ms, line.wall
+        clock.observe(ms, line.wall)
         if not words or words[0] != str(connector):
             return
         with lock:
@@ -226,7 +245,8 @@ def record(
         m = frame.message
         if m and m[0] == 2 and len(m) == 4 and isinstance(m[3], dict):
             with lock:
-                observations.append(Observation(station_ms(), frame.direction, (m[2], m[3])))
+                stamp = clock.ms(time.monotonic())
+                observations.append(Observation(stamp, frame.direction, (m[2], m[3])))
 
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
