@@ -47,7 +47,9 @@ BATCH_ITEMS = 256
 # this often, between groups of batches: a step's few milliseconds delay at most one group.
 INDEX_STEP_S = 0.02
 INDEX_LOOK_S = 1.0  # how often it looks whether a pass is due
+
 Done = Callable[[bool, Any], None]  # called with (True, result) or (False, exception)
+Result = tuple[bool, Any]  # (True, value) or (False, exception)
 Item = tuple[str | Callable | None, Any]  # a statement and its parameters, or fn and args
 
 ENDED = "the database process has ended"
@@ -209,7 +211,7 @@ class Store:
         self._transport.write(message)
         return None
 
-    def _finish(self, callbacks: list[Done], results: list[tuple[bool, Any]]) -> None:
+    def _finish(self, callbacks: list[Done], results: list[Result]) -> None:
         self.batches += 1
         if self._items:
             self._wake()
@@ -270,9 +272,6 @@ def _settle(future: asyncio.Future, ok: bool, value: Any) -> None:
 
 
 # ---- the database process -----------------------------------------------------------------
-
-
-Result = tuple[bool, Any]  # (True, value) or (False, exception)
 
 
 def run_batches(db: Db, batches: list[list[Item]]) -> list[list[Result]]:
@@ -395,4 +394,5 @@ def serve(url: str, channel: socket.socket) -> None:
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     serve(sys.argv[1], socket.socket(fileno=int(sys.argv[2])))
