@@ -1,6 +1,7 @@
 """Storage against real SQLite and a real PostgreSQL server, through the same code path."""
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -202,11 +203,19 @@ def broken(db):
     db.execute("INSERT INTO no_such_table VALUES (1)")
 
 
+@contextlib.asynccontextmanager
+async def opened(url):
+    store = Store(url)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
 def test_store_batches_and_isolates_a_failing_item(db_url):
     async def scenario():
-        store = Store(db_url)
-        await store.open()
-        try:
+        async with opened(db_url) as store:
             rows = [("CP1", storage.now_iso(), "in", f"frame {i}") for i in range(500)]
             store.write_many(storage.LOG_SQL, rows)
 
@@ -221,8 +230,6 @@ def test_store_batches_and_isolates_a_failing_item(db_url):
             assert results[2]["id"] == "CP9"
             assert len(await store.call(storage.search_messages, "CP1", limit=1000)) == 500
             assert store.batches < 10  # 503 items, a handful of transactions
-        finally:
-            await store.close()
 
     run(scenario())
 
@@ -248,28 +255,11 @@ def test_closing_the_store_ends_its_database_process(sqlite_url):
     run(scenario())
 
 
-def test_work_fails_instead_of_hanging_when_the_database_process_dies(sqlite_url):
-    async def scenario():
-        store = Store(sqlite_url)
-        await store.open()
-        assert store._process is not None
-        store._process.kill()
-        with pytest.raises(storage.StorageError, match="database process has ended"):
-            await store.call(storage.get_station, "CP1")
-        await store.close()
-
-    run(scenario())
-
-
 def test_the_store_refuses_functions_the_database_process_cannot_import(sqlite_url):
     async def scenario():
-        store = Store(sqlite_url)
-        await store.open()
-        try:
+        async with opened(sqlite_url) as store:
             with pytest.raises(TypeError, match="module-level functions only"):
                 store.submit(lambda db: None, (), lambda ok, value: None)
-        finally:
-            await store.close()
 
     run(scenario())
 
@@ -299,29 +289,21 @@ def test_all_work_in_flight_fails_when_the_database_process_dies(sqlite_url):
 
 def test_work_that_cannot_be_sent_fails_alone(sqlite_url):
     async def scenario():
-        store = Store(sqlite_url)
-        await store.open()
-        try:
+        async with opened(sqlite_url) as store:
             with pytest.raises(storage.StorageError, match="could not be sent"):
                 await store.call(storage.get_station, threading.Lock())
             assert (await store.call(storage.add_station, "CP1"))["id"] == "CP1"
-        finally:
-            await store.close()
 
     run(scenario())
 
 
 def test_a_failing_statement_costs_only_itself(sqlite_url):
     async def scenario():
-        store = Store(sqlite_url)
-        await store.open()
-        try:
+        async with opened(sqlite_url) as store:
             store.write("INSERT INTO no_such_table VALUES (?)", (1,))
             store.write(storage.LOG_SQL, ("CP1", T0, "in", "kept"))
             added = store.call(storage.add_station, "CP1")
             assert (await added)["id"] == "CP1"
             assert [r["text"] for r in await store.call(storage.search_messages)] == ["kept"]
-        finally:
-            await store.close()
 
     run(scenario())
