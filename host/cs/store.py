@@ -102,6 +102,8 @@ class Store:
         self._callbacks: list[Done] = []
         self._in_flight: collections.deque[list[Done]] = collections.deque()  # their callbacks
         self._opened: asyncio.Future | None = None
+        self._restart: asyncio.Future | None = None  # a new process is being started
+        self._closing = False
         self._timer: asyncio.TimerHandle | None = None  # starts the next batch
         self._last_batch = 0.0  # loop time the last batch started
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -109,24 +111,52 @@ class Store:
 
     async def open(self) -> None:
         """Start the database process; raises what opening the database raised there."""
-        loop = self._loop = asyncio.get_running_loop()
+        self._loop = asyncio.get_running_loop()
+        try:
+            await self._start_process()
+        except BaseException:
+            self._closing = True
+            await self._end()
+            raise
+
+    async def _start_process(self) -> None:
+        assert self._loop is not None
         ours, theirs = socket.socketpair()
         with theirs:  # the process's end: its copy is all it needs
             self._process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "host.cs.store", self._url, str(theirs.fileno()),
                 pass_fds=(theirs.fileno(),),
             )  # fmt: skip
-        self._opened = loop.create_future()
+        self._opened = self._loop.create_future()
         try:
-            self._transport, _ = await loop.create_connection(lambda: _Channel(self), sock=ours)
+            self._transport, _ = await self._loop.create_connection(
+                lambda: _Channel(self), sock=ours
+            )
             await self._opened
         except BaseException:
             ours.close()  # the process sees the end of file, if the transport did not start
-            await self._end()
             raise
+
+    async def _restarted(self, dead: asyncio.subprocess.Process | None) -> None:
+        """Start a new database process in place of one that died; what was queued
+        meanwhile goes to it."""
+        if dead is not None:
+            await dead.wait()
+        try:
+            await self._start_process()
+        except Exception as error:  # noqa: BLE001 - the queued work fails instead
+            log.error("the database process could not be started again: %s", error)
+            self._transport = None
+        finally:
+            self._restart = None
+        if self._items:
+            self._wake()
 
     async def close(self) -> None:
         """Commit what is queued, then end the database process."""
+        self._closing = True
+        if self._restart is not None:
+            self._restart.cancel()
         try:
             if self._transport is not None and not self._transport.is_closing():
                 await self.flush()
@@ -200,6 +230,9 @@ class Store:
         batch, self._items = self._items, []
         callbacks, self._callbacks = self._callbacks, []
         if self._transport is None or self._transport.is_closing():
+            if self._restart is not None:  # they go to the new process
+                self._items, self._callbacks = batch + self._items, callbacks + self._callbacks
+                return None
             return self._finish(callbacks, [(False, StorageError(ENDED))] * len(callbacks))
         try:
             message = _message(batch)
@@ -234,13 +267,15 @@ class Store:
             self._finish(self._in_flight.popleft(), value)
 
     def _on_lost(self) -> None:
-        """The socket closed: at our end of file (close) or because the process died, in
-        which case what it held fails, and so does all work from now on."""
+        """The socket closed: at our end of file (close), or because the process died. Then
+        what it held fails (it may or may not be committed) and a new process starts."""
         error = StorageError(ENDED)
         if self._opened is not None and not self._opened.done():
             self._opened.set_exception(error)
-        elif self._in_flight or self._items:
-            log.error("the database process ended; database work fails from now on")
+            return
+        if not self._closing and self._restart is None:
+            log.error("the database process ended; starting another")
+            self._restart = asyncio.ensure_future(self._restarted(self._process))
         while self._in_flight:
             callbacks = self._in_flight.popleft()
             self._finish(callbacks, [(False, error)] * len(callbacks))

@@ -268,21 +268,20 @@ def slow(db):
     time.sleep(0.5)
 
 
-def test_all_work_in_flight_fails_when_the_database_process_dies(sqlite_url):
+def test_a_database_process_that_dies_fails_its_work_and_is_replaced(sqlite_url):
     async def scenario():
-        store = Store(sqlite_url)
-        await store.open()
-        calls = [asyncio.ensure_future(store.call(slow))]
-        for _ in range(5):  # each in a batch of its own, behind the slow one
-            await asyncio.sleep(0.01)
-            calls.append(asyncio.ensure_future(store.call(storage.get_station, "CP1")))
-        assert store._process is not None
-        store._process.kill()
-        results = await asyncio.gather(*calls, return_exceptions=True)
-        assert all(isinstance(r, storage.StorageError) for r in results), results
-        with pytest.raises(storage.StorageError):
-            await store.call(storage.get_station, "CP1")
-        await store.close()
+        async with opened(sqlite_url) as store:
+            calls = [asyncio.ensure_future(store.call(slow))]
+            for _ in range(5):  # each in a batch of its own, behind the slow one
+                await asyncio.sleep(0.01)
+                calls.append(asyncio.ensure_future(store.call(storage.get_station, "CP1")))
+            dead = store._process
+            assert dead is not None
+            dead.kill()
+            results = await asyncio.gather(*calls, return_exceptions=True)
+            assert all(isinstance(r, storage.StorageError) for r in results), results
+            assert (await store.call(storage.add_station, "CP1"))["id"] == "CP1"
+            assert store._process is not dead and dead.returncode is not None
 
     run(scenario())
 
