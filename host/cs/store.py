@@ -226,13 +226,12 @@ class Store:
             self._timer = None
         if len(self._in_flight) >= MAX_IN_FLIGHT:
             return  # the database process's next answer starts it
+        if self._restart is not None:
+            return  # the new database process takes them once it is up
         self._last_batch = self._loop.time()
         batch, self._items = self._items, []
         callbacks, self._callbacks = self._callbacks, []
         if self._transport is None or self._transport.is_closing():
-            if self._restart is not None:  # they go to the new process
-                self._items, self._callbacks = batch + self._items, callbacks + self._callbacks
-                return None
             return self._finish(callbacks, [(False, StorageError(ENDED))] * len(callbacks))
         try:
             message = _message(batch)
