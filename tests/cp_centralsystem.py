@@ -7,7 +7,6 @@ are de-duplicated the way a real central system recognises retransmissions.
 """
 
 import asyncio
-import ipaddress
 import json
 import ssl
 from datetime import UTC, datetime, timedelta
@@ -19,6 +18,8 @@ import websockets
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint, call_result
 from ocpp.v16.enums import Action
+
+from tests.pki import Pki
 
 SCHEMAS = Path(ocpp.__file__).parent / "v16" / "schemas"
 _validators: dict[str, jsonschema.protocols.Validator] = {}
@@ -37,59 +38,17 @@ def make_tls(data_dir: Path, client: str | None = None) -> ssl.SSLContext:
     the firmware), the server context is returned (for the central system). With `client`, a
     client certificate (CN = client, for security profile 3) goes to data_dir/cert.der and
     key.der, and the server context asks for client certificates issued by the CA."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.now(UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-
-    def issue(name, key, ca=None, extension=None):
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(ca.subject if ca else subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(days=1))
-            .not_valid_after(now + timedelta(days=30))
-        )
-        if extension is not None:
-            critical = isinstance(extension, x509.BasicConstraints)
-            builder = builder.add_extension(extension, critical=critical)
-        return builder.sign(ca_key, hashes.SHA256())
-
-    ca = issue("evse test CA", ca_key, extension=x509.BasicConstraints(ca=True, path_length=None))
-    key = ec.generate_private_key(ec.SECP256R1())
-    san = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
-    cert = issue("127.0.0.1", key, ca, san)
     data_dir.mkdir(parents=True, exist_ok=True)
-    (data_dir / "ca.der").write_bytes(ca.public_bytes(serialization.Encoding.DER))
-    pem = data_dir.parent / "server.pem"
-    pem.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        + cert.public_bytes(serialization.Encoding.PEM)
-    )
+    pki = Pki(data_dir.parent, "evse-test-ca")
+    (data_dir / "ca.der").write_bytes(pki.der[0].read_bytes())
+    (cert, key), _ = pki.issue("127.0.0.1", ips=["127.0.0.1"])
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(pem)
+    context.load_cert_chain(cert, key)
     if client:
-        client_key = ec.generate_private_key(ec.SECP256R1())
-        client_cert = issue(client, client_key, ca)
-        (data_dir / "cert.der").write_bytes(client_cert.public_bytes(serialization.Encoding.DER))
-        (data_dir / "key.der").write_bytes(
-            client_key.private_bytes(
-                serialization.Encoding.DER,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-        context.load_verify_locations(cadata=ca.public_bytes(serialization.Encoding.DER))
+        _, (client_cert, client_key) = pki.issue(client, client=True)
+        (data_dir / "cert.der").write_bytes(client_cert.read_bytes())
+        (data_dir / "key.der").write_bytes(client_key.read_bytes())
+        context.load_verify_locations(cafile=pki.pem[0])
         context.verify_mode = ssl.CERT_OPTIONAL  # as host/cs: profile 2 sends none
     return context
 

@@ -1,75 +1,33 @@
 """Security profiles 2 (TLS + Basic auth) and 3 (TLS client certificates) over real wss://."""
 
 import base64
-import datetime
-import ipaddress
 import ssl
 
 import pytest
 import websockets
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from websockets.exceptions import InvalidStatus
 
 from host.cs import server, storage
 from tests.cs.conftest import central_system, run
+from tests.pki import Pki
 
 KEY = "0123456789abcdef0123"
 
 
-def issue(name, issuer=None, issuer_key=None, ca=False):
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer.subject if issuer else subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if not ca:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-    cert = builder.sign(issuer_key or key, hashes.SHA256())
-    return cert, key
-
-
-def write_pem(path, cert, key=None):
-    with open(path, "wb") as f:
-        f.write(cert.public_bytes(serialization.Encoding.PEM))
-    if key is not None:
-        with open(str(path) + ".key", "wb") as f:
-            f.write(
-                key.private_bytes(
-                    serialization.Encoding.PEM,
-                    serialization.PrivateFormat.PKCS8,
-                    serialization.NoEncryption(),
-                )
-            )
-
-
 @pytest.fixture
 def pki(tmp_path):
-    ca, ca_key = issue("evse test CA", ca=True)
-    write_pem(tmp_path / "ca.pem", ca)
-    for name in ("127.0.0.1", "CP3", "OTHER"):
-        cert, key = issue(name, ca, ca_key)
-        write_pem(tmp_path / f"{name}.pem", cert, key)
-    return tmp_path
+    """The CA's PEM file, and (cert, key) PEM files of the server and two stations."""
+    ca = Pki(tmp_path, "evse-test-ca")
+    files = {"ca": ca.pem[0], "127.0.0.1": ca.issue("127.0.0.1", ips=["127.0.0.1"])[0]}
+    for name in ("CP3", "OTHER"):
+        files[name] = ca.issue(name, client=True)[0]
+    return files
 
 
 def client_context(pki, cert=None):
-    context = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    context = ssl.create_default_context(cafile=pki["ca"])
     if cert:
-        context.load_cert_chain(str(pki / f"{cert}.pem"), str(pki / f"{cert}.pem.key"))
+        context.load_cert_chain(*pki[cert])
     return context
 
 
@@ -88,9 +46,7 @@ async def connect(cs, station_id, context, key=None):
 
 
 def test_profiles_2_and_3(pki, sqlite_url):
-    tls = server.tls_context(
-        str(pki / "127.0.0.1.pem"), str(pki / "127.0.0.1.pem.key"), str(pki / "ca.pem")
-    )
+    tls = server.tls_context(*map(str, pki["127.0.0.1"]), str(pki["ca"]))
 
     async def scenario():
         async with central_system(sqlite_url, ssl_context=tls) as cs:
