@@ -9,7 +9,9 @@ Why a process: SQLite's work (index updates, commits) was a third of the event l
 and a database thread does not help, because sqlite3 takes Python's GIL back after every row
 it steps, so the loop and the thread queue for the GIL at every row (measured 4x more CPU and
 10x longer batches). A process runs the database on the other core with nothing shared: the
-loop only pickles each batch into one write on a socket.
+loop only pickles each batch into one write on a socket. There, a thread reads the socket
+as it fills, so the loop's writes never wait for a commit, and each transaction takes every
+batch that arrived during the last one.
 
     python -m host.cs.store URL FD      the database process (the Store starts it)
 """
@@ -19,11 +21,11 @@ import collections
 import functools
 import logging
 import pickle
-import select
 import signal
 import socket
 import struct
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -36,10 +38,6 @@ log = logging.getLogger("evse.cs")
 # (each writes its dirty pages), so under load a few milliseconds more latency buy back a
 # fifth of the database's CPU; when idle, the next batch starts at once.
 BATCH_INTERVAL_S = 0.003
-# Batches sent and not yet answered: while the database process commits one, the next ones
-# wait in its socket, and it then commits them together. At 16 the loop, in the closed-loop
-# benchmark, stopped sending while a slow commit held 16 small batches, then idled.
-MAX_IN_FLIGHT = 64
 # A busy loop does not wait for the interval: a batch starts as soon as this many
 # statements and calls wait, so the database process works while the loop reads on.
 BATCH_ITEMS = 256
@@ -64,13 +62,15 @@ def _message(value: Any) -> bytes:
 def _take(buffer: bytearray) -> list[Any]:
     """The whole messages at the start of `buffer`, taken out of it."""
     values = []
-    while len(buffer) >= _HEADER.size:
-        (length,) = _HEADER.unpack_from(buffer)
-        end = _HEADER.size + length
+    start = 0
+    while len(buffer) - start >= _HEADER.size:
+        (length,) = _HEADER.unpack_from(buffer, start)
+        end = start + _HEADER.size + length
         if len(buffer) < end:
             break
-        values.append(pickle.loads(memoryview(buffer)[_HEADER.size : end]))
-        del buffer[:end]
+        values.append(pickle.loads(memoryview(buffer)[start + _HEADER.size : end]))
+        start = end
+    del buffer[:start]
     return values
 
 
@@ -88,9 +88,8 @@ class Store:
     (or a few milliseconds of them, see BATCH_INTERVAL_S) goes into one transaction. `write`
     queues a statement, `submit` a function of the Db whose result (or exception) goes to a
     callback once the batch is committed, `call` is `submit` for coroutines, and
-    `after_commit` runs a callback once everything queued before it is committed. Up to
-    MAX_IN_FLIGHT batches are in the database process's hands at a time; it commits those
-    waiting for it together."""
+    `after_commit` runs a callback once everything queued before it is committed. The
+    database process commits the batches waiting for it together."""
 
     def __init__(self, url: str):
         self._url = url
@@ -178,9 +177,7 @@ class Store:
     def _wake(self) -> None:
         """Start a batch when one is due: at once when BATCH_ITEMS are waiting (the loop
         is busy, and the database process works meanwhile), else BATCH_INTERVAL_S after
-        the last one; never more than MAX_IN_FLIGHT at a time."""
-        if len(self._in_flight) >= MAX_IN_FLIGHT:
-            return  # the database process's next answer wakes it again
+        the last one."""
         if len(self._items) >= BATCH_ITEMS:
             self._start_batch()
         elif self._timer is None:
@@ -224,8 +221,6 @@ class Store:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if len(self._in_flight) >= MAX_IN_FLIGHT:
-            return  # the database process's next answer starts it
         if self._restart is not None:
             return  # the new database process takes them once it is up
         self._last_batch = self._loop.time()
@@ -245,8 +240,6 @@ class Store:
 
     def _finish(self, callbacks: list[Done], results: list[Result]) -> None:
         self.batches += 1
-        if self._items:
-            self._wake()
         for done, (ok, value) in zip(callbacks, results, strict=True):
             try:
                 done(ok, value)
@@ -389,9 +382,47 @@ def _index(db: Db, indexer: LogIndexer) -> None:
         indexer.reset()
 
 
+class _Inbox(threading.Thread):
+    """Reads the socket as the server writes it, so that no batch waits in the server while
+    the database commits. (Read only between transactions, the socket's buffer, about two
+    batches, filled during each commit and the rest waited in the server: measured, the
+    database process idle a third of the time while thousands of messages waited.)"""
+
+    def __init__(self, channel: socket.socket):
+        super().__init__(name="inbox", daemon=True)
+        self._channel = channel
+        self._received = bytearray()
+        self._ended = False
+        self._arrived = threading.Condition()
+
+    def run(self) -> None:
+        while True:
+            try:
+                data = self._channel.recv(1 << 20)
+            except OSError:  # the server is gone
+                data = b""
+            with self._arrived:
+                self._received += data
+                self._ended = not data
+                self._arrived.notify()
+            if not data:
+                return
+
+    def take(self, timeout: float) -> bytearray | None:
+        """What arrived since the last take, waiting up to `timeout` seconds for something;
+        None once the server has closed the socket and everything is taken."""
+        with self._arrived:
+            if not self._received and not self._ended:
+                self._arrived.wait(timeout)
+            if self._ended and not self._received:
+                return None
+            data, self._received = self._received, bytearray()
+            return data
+
+
 def serve(url: str, channel: socket.socket) -> None:
-    """Open the database, then run each batch received and send back its results, until
-    the server closes the socket."""
+    """Open the database, then run the batches received (those waiting as one group) and
+    send back their results, until the server closes the socket."""
     # The server ends this process by closing the socket, after its last batch; a Ctrl-C or
     # SIGTERM sent to the whole process group must not cut that batch off.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -403,24 +434,23 @@ def serve(url: str, channel: socket.socket) -> None:
         return
     channel.sendall(_message((True, None)))
     indexer = LogIndexer()
-    poller = select.poll()
-    poller.register(channel, select.POLLIN)
+    inbox = _Inbox(channel)
+    inbox.start()
     received = bytearray()
     last_step = time.monotonic()
     while True:
         # Steps follow each other during a pass; between passes, a look now and then
         interval = INDEX_STEP_S if indexer.read_to is not None else INDEX_LOOK_S
-        if poller.poll(max(0.0, last_step + interval - time.monotonic()) * 1000):
-            data = channel.recv(1 << 20)  # all that is there: the batches waiting are one group
-            if not data:
+        data = inbox.take(max(0.0, last_step + interval - time.monotonic()))
+        if data is None:
+            break
+        received += data
+        batches = _take(received)
+        if batches:
+            try:
+                channel.sendall(b"".join(map(_sendable, run_batches(db, batches))))
+            except OSError:  # the server is gone
                 break
-            received += data
-            batches = _take(received)
-            if batches:
-                try:
-                    channel.sendall(b"".join(map(_sendable, run_batches(db, batches))))
-                except OSError:  # the server is gone
-                    break
         if time.monotonic() - last_step >= interval:
             _index(db, indexer)
             last_step = time.monotonic()

@@ -10,7 +10,7 @@ import pytest
 
 from host.cs import storage
 from host.cs.store import Store
-from tests.cs.conftest import run
+from tests.cs.conftest import run, wait_for
 
 T0 = "2026-11-26T10:00:00Z"
 
@@ -264,8 +264,8 @@ def test_the_store_refuses_functions_the_database_process_cannot_import(sqlite_u
     run(scenario())
 
 
-def slow(db):
-    time.sleep(0.5)
+def slow(db, seconds=0.5):
+    time.sleep(seconds)
 
 
 def test_a_database_process_that_dies_fails_its_work_and_is_replaced(sqlite_url):
@@ -282,6 +282,29 @@ def test_a_database_process_that_dies_fails_its_work_and_is_replaced(sqlite_url)
             assert all(isinstance(r, storage.StorageError) for r in results), results
             assert (await store.call(storage.add_station, "CP1"))["id"] == "CP1"
             assert store._process is not dead and dead.returncode is not None
+
+    run(scenario())
+
+
+def test_the_database_process_takes_batches_while_it_works(sqlite_url):
+    """Batches sent while a transaction runs do not wait in the server for the socket's
+    small buffer: the database process takes them at once, and all are committed."""
+
+    async def scenario():
+        async with opened(sqlite_url) as store:
+            busy = asyncio.ensure_future(store.call(slow, 3.0))
+            await wait_for(lambda: store._in_flight)  # the slow call's batch is out
+            big = "x" * 100_000
+            for i in range(40):  # 4 MB, many times the socket's buffer
+                store.write(storage.LOG_SQL, ("CP1", T0, "in", f"{i} {big}"))
+            stored = asyncio.ensure_future(store.call(storage.search_messages, "CP1", limit=50))
+            await wait_for(lambda: len(store._in_flight) == 2)
+            transport = store._transport
+            assert transport is not None
+            await wait_for(lambda: transport.get_write_buffer_size() == 0, timeout=2.5)
+            assert not busy.done()
+            await busy
+            assert len(await stored) == 40
 
     run(scenario())
 
