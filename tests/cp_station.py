@@ -3,13 +3,16 @@ asyncio tests beside a central system: host.sim.SimStation, its blocking calls r
 so the central system's event loop keeps serving meanwhile."""
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from host import mpy
 from host.sim import RESET_EXIT, SimStation
+from tests.cp_centralsystem import CentralSystem
 
-__all__ = ["RESET_EXIT", "Firmware", "LoopThread", "RomStation"]
+__all__ = ["RESET_EXIT", "Firmware", "LoopThread", "RomStation", "booted", "paired"]
 ROM_LAUNCHER = Path(__file__).resolve().parents[1] / "benchmarks" / "mp_cp_rom.py"
 
 
@@ -123,3 +126,26 @@ class LoopThread:
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
+
+
+@contextlib.asynccontextmanager
+async def paired(tmp_path: Path, **station) -> AsyncIterator[tuple[CentralSystem, Firmware]]:
+    """A test central system and a firmware station pointed at it, not started yet (a test
+    sets up the central system first); at the end the station is killed and the central
+    system stopped, whatever happened."""
+    cs = await CentralSystem().start()
+    fw = Firmware(tmp_path / "flash", cs.url(), **station)
+    try:
+        yield cs, fw
+    finally:
+        await fw.kill()
+        await cs.stop()
+
+
+@contextlib.asynccontextmanager
+async def booted(tmp_path: Path, **station) -> AsyncIterator[tuple[CentralSystem, Firmware]]:
+    """`paired`, with the station started and its three connectors reported."""
+    async with paired(tmp_path, **station) as (cs, fw):
+        await fw.start()
+        await cs.wait(lambda: len(cs.status) == 3, what="status of connectors 0, 1, 2")
+        yield cs, fw

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 from ocpp.v16 import call
 
 from tests.cp_centralsystem import CentralSystem
-from tests.cp_station import Firmware
-from tests.test_cp_interop import booted, configure, run
+from tests.cp_station import Firmware, booted, paired
+from tests.test_cp_interop import configure, run
 
 
 async def charging(cs: CentralSystem, fw: Firmware, tag: str) -> dict:
@@ -34,8 +34,7 @@ def test_a_short_rcd_trip_is_reported_as_ground_failure_despite_minimum_status_d
     tmp_path,
 ):
     async def scenario():
-        cs, fw = await booted(tmp_path)
-        try:
+        async with booted(tmp_path) as (cs, fw):
             # The trip clears as soon as the contactor is open: far shorter than 3 s.
             await configure(cs, MinimumStatusDuration=3)
             await charging(cs, fw, "RCD1")
@@ -54,17 +53,13 @@ def test_a_short_rcd_trip_is_reported_as_ground_failure_despite_minimum_status_d
                 lambda: cs.status[1] == ("SuspendedEVSE", "EVCommunicationError"),
                 what="missing diode reported",
             )
-        finally:
-            await fw.kill()
-            await cs.stop()
 
     run(scenario())
 
 
 def test_meter_stop_counts_the_energy_drawn_until_the_contactor_opened(tmp_path):
     async def scenario():
-        cs, fw = await booted(tmp_path)
-        try:
+        async with booted(tmp_path) as (cs, fw):
             # An EV that keeps drawing after the offer is withdrawn: the station opens the
             # contactor only after stop_timeout_ms (3 s) and that energy belongs to the session.
             await fw.command("obey 1 0")
@@ -81,18 +76,13 @@ def test_meter_stop_counts_the_energy_drawn_until_the_contactor_opened(tmp_path)
             assert stop["meterStop"] - start["meterStart"] >= 7400 * 3 / 3600  # the last 3 s
             end = stop["transactionData"][1]["sampledValue"][0]
             assert end["context"] == "Transaction.End" and end["value"] == str(stop["meterStop"])
-        finally:
-            await fw.kill()
-            await cs.stop()
 
     run(scenario())
 
 
 def test_the_power_loss_stop_carries_the_last_meter_register(tmp_path):
     async def scenario():
-        cs = await CentralSystem().start()
-        fw = Firmware(tmp_path / "flash", cs.url())
-        try:
+        async with paired(tmp_path) as (cs, fw):
             # Board time runs 5x: 40 s of charging at 7.4 kW (about 80 Wh) in 8 s. Periodic
             # MeterValues stay at their 60 s default, so none goes out before the cut.
             await fw.start(speed=5)
@@ -110,25 +100,20 @@ def test_the_power_loss_stop_carries_the_last_meter_register(tmp_path):
             assert stop["reason"] == "PowerLoss"
             # The register reaches flash every 10 s of board time (about 21 Wh at 7.4 kW).
             assert energy - 25 <= stop["meterStop"] <= energy + 5, (energy, stop)
-        finally:
-            await fw.kill()
-            await cs.stop()
 
     run(scenario())
 
 
 def test_the_board_clock_follows_the_central_system(tmp_path):
     async def scenario():
-        cs = await CentralSystem().start()
-        cs.clock_offset = timedelta(days=400, hours=3)  # a board clock far off, as without NTP
-        cs.boot_replies = [("Accepted", 1)]  # a heartbeat every second
-        fw = Firmware(tmp_path / "flash", cs.url())
+        async with paired(tmp_path) as (cs, fw):
+            cs.clock_offset = timedelta(days=400, hours=3)  # a board clock far off, as without NTP
+            cs.boot_replies = [("Accepted", 1)]  # a heartbeat every second
 
-        def stamped_near(payload, offset):
-            stamp = datetime.fromisoformat(payload["timestamp"].replace("Z", "+00:00"))
-            return abs(stamp - (datetime.now(UTC) + offset)) < timedelta(seconds=30)
+            def stamped_near(payload, offset):
+                stamp = datetime.fromisoformat(payload["timestamp"].replace("Z", "+00:00"))
+                return abs(stamp - (datetime.now(UTC) + offset)) < timedelta(seconds=30)
 
-        try:
             await fw.start()
             await cs.wait(lambda: len(cs.status) == 3, what="boot")
             # Statuses computed before the boot answer are stamped in the new clock too.
@@ -141,8 +126,5 @@ def test_the_board_clock_follows_the_central_system(tmp_path):
             await cs.wait(lambda: cs.status[1][0] == "Preparing", what="Preparing")
             assert stamped_near(cs.calls("StatusNotification")[-1], cs.clock_offset)
             await cs.wait(lambda: len(cs.calls("Heartbeat")) >= beats + 4, what="heartbeats")
-        finally:
-            await fw.kill()
-            await cs.stop()
 
     run(scenario())

@@ -13,19 +13,11 @@ from ocpp.v16 import call
 from host import mpy
 from tests.cp_centralsystem import CentralSystem, make_tls
 from tests.cp_driver import TESTS
-from tests.cp_station import RESET_EXIT, Firmware
+from tests.cp_station import RESET_EXIT, Firmware, booted, paired
 
 
 def run(coro, timeout: float = 90):
     asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-async def booted(tmp_path, **station) -> tuple[CentralSystem, Firmware]:
-    cs = await CentralSystem().start()
-    fw = Firmware(tmp_path / "flash", cs.url(), **station)
-    await fw.start()
-    await cs.wait(lambda: len(cs.status) == 3, what="status of connectors 0, 1, 2")
-    return cs, fw
 
 
 async def configure(cs: CentralSystem, **keys) -> None:
@@ -36,8 +28,7 @@ async def configure(cs: CentralSystem, **keys) -> None:
 
 def test_boot_authorize_remote_start_meter_values_remote_stop(tmp_path):
     async def scenario():
-        cs, fw = await booted(tmp_path)
-        try:
+        async with booted(tmp_path) as (cs, fw):
             assert cs.paths == ["/ocpp/CP1"]
             assert [m[2] for who, m in cs.frames if who == "cp"][0] == "BootNotification"
             assert cs.status == {0: ("Available", "NoError"), 1: ("Available", "NoError"),
@@ -81,17 +72,13 @@ def test_boot_authorize_remote_start_meter_values_remote_stop(tmp_path):
             assert [e[0] for e in cs.log] == ["StartTransaction"] + ["MeterValues"] * (
                 len(cs.log) - 2
             ) + ["StopTransaction"]
-        finally:
-            await fw.kill()
-            await cs.stop()
 
     run(scenario())
 
 
 def test_configuration_get_change_persist(tmp_path):
     async def scenario():
-        cs, fw = await booted(tmp_path)
-        try:
+        async with booted(tmp_path) as (cs, fw):
             reply = await cs.call(call.GetConfiguration(key=["MeterValueSampleInterval", "Bogus"]))
             assert reply.unknown_key == ["Bogus"]
             assert reply.configuration_key[0]["value"] == "60"
@@ -131,19 +118,14 @@ def test_configuration_get_change_persist(tmp_path):
             assert reply.status == "UnknownVendorId"
             reply = await cs.call(call.UnlockConnector(connector_id=1))
             assert reply.status == "NotSupported"
-        finally:
-            await fw.kill()
-            await cs.stop()
 
     run(scenario())
 
 
 def test_boot_pending_rejected_then_accepted_then_heartbeats(tmp_path):
     async def scenario():
-        cs = await CentralSystem().start()
-        cs.boot_replies = [("Pending", 1), ("Rejected", 1), ("Accepted", 1)]
-        fw = Firmware(tmp_path / "flash", cs.url())
-        try:
+        async with paired(tmp_path) as (cs, fw):
+            cs.boot_replies = [("Pending", 1), ("Rejected", 1), ("Accepted", 1)]
             await fw.start()
             # While Pending, the central system may still ask things.
             await cs.wait(lambda: cs.calls("BootNotification"), what="boot")
@@ -156,9 +138,6 @@ def test_boot_pending_rejected_then_accepted_then_heartbeats(tmp_path):
             reply = await cs.call(call.GetConfiguration(key=["HeartbeatInterval"]))
             assert reply.configuration_key[0]["value"] == "1"  # the interval of the boot reply
             await cs.wait(lambda: len(cs.calls("Heartbeat")) >= 2, what="heartbeats")
-        finally:
-            await fw.kill()
-            await cs.stop()
 
     run(scenario())
 
@@ -166,8 +145,7 @@ def test_boot_pending_rejected_then_accepted_then_heartbeats(tmp_path):
 @pytest.mark.parametrize("kind", ["Soft", "Hard"])
 def test_reset_stops_the_transaction_first_then_restarts(tmp_path, kind):
     async def scenario():
-        cs, fw = await booted(tmp_path)
-        try:
+        async with booted(tmp_path) as (cs, fw):
             await fw.command("ev 2 C")
             await cs.wait(lambda: cs.status[2][0] == "Preparing", what="EV plugged in at 2")
             reply = await cs.call(call.RemoteStartTransaction(id_tag="TAG2"))
@@ -181,9 +159,6 @@ def test_reset_stops_the_transaction_first_then_restarts(tmp_path, kind):
             assert len(stop) == 1 and stop[0]["reason"] == kind + "Reset"
             await fw.start()
             await cs.wait(lambda: len(cs.calls("BootNotification")) == 2, what="second boot")
-        finally:
-            await fw.kill()
-            await cs.stop()
 
     run(scenario())
 
@@ -194,9 +169,8 @@ def test_offline_sessions_are_delivered_in_order_when_the_link_is_back(tmp_path)
     the link is back; every later message of it must carry that id."""
 
     async def scenario():
-        cs, fw = await booted(tmp_path)
-        port = cs.port
-        try:
+        async with booted(tmp_path) as (cs, fw):
+            port = cs.port
             await configure(cs, MeterValueSampleInterval=1)
             await fw.command("ev 1 C")
             await cs.call(call.RemoteStartTransaction(id_tag="OFF1", connector_id=1))
@@ -229,8 +203,6 @@ def test_offline_sessions_are_delivered_in_order_when_the_link_is_back(tmp_path)
                 assert times == sorted(times)
             assert {e[1] for e in cs2.log} == {online_tx, offline_tx}
             await cs2.stop()
-        finally:
-            await fw.kill()
 
     run(scenario())
 
@@ -261,9 +233,8 @@ def test_wss_with_basic_auth_security_profile_2(tmp_path):
 
 def test_availability_timeouts_invalid_ids_and_faults(tmp_path):
     async def scenario():
-        cs, fw = await booted(tmp_path)
-        cs.tags["BAD"] = "Invalid"
-        try:
+        async with booted(tmp_path) as (cs, fw):
+            cs.tags["BAD"] = "Invalid"
             await configure(cs, ConnectionTimeOut=1, ClockAlignedDataInterval=1)
             # Connector 2 out of service: no remote start there.
             reply = await cs.call(call.ChangeAvailability(connector_id=2, type="Inoperative"))
@@ -313,17 +284,13 @@ def test_availability_timeouts_invalid_ids_and_faults(tmp_path):
             await cs.wait(
                 lambda: cs.status[2] == ("Faulted", "PowerSwitchFailure"), what="weld reported"
             )
-        finally:
-            await fw.kill()
-            await cs.stop()
 
     run(scenario())
 
 
 def test_minimum_status_duration_hides_short_lived_states(tmp_path):
     async def scenario():
-        cs, fw = await booted(tmp_path)
-        try:
+        async with booted(tmp_path) as (cs, fw):
             await configure(cs, MinimumStatusDuration=3)
             sent = len(cs.calls("StatusNotification"))
             await fw.command("ev 1 B")
@@ -334,9 +301,6 @@ def test_minimum_status_duration_hides_short_lived_states(tmp_path):
             await cs.wait(lambda: cs.status[2][0] == "Preparing", what="stable Preparing")
             later = cs.calls("StatusNotification")[sent:]
             assert [(p["connectorId"], p["status"]) for p in later] == [(2, "Preparing")]
-        finally:
-            await fw.kill()
-            await cs.stop()
 
     run(scenario())
 

@@ -10,10 +10,9 @@ from datetime import UTC, datetime
 from ocpp.v16 import call
 
 from host import mpy
-from tests.cp_centralsystem import CentralSystem
 from tests.cp_driver import TESTS
-from tests.cp_station import Firmware
-from tests.test_cp_interop import booted, configure, run
+from tests.cp_station import booted, paired
+from tests.test_cp_interop import configure, run
 
 ALIGNED = ["Energy.Active.Import.Register", "Power.Active.Import"]
 
@@ -24,10 +23,8 @@ def unix(stamp: str) -> int:
 
 def test_stop_transaction_carries_clock_aligned_samples(tmp_path):
     async def scenario():
-        cs = await CentralSystem().start()
-        fw = Firmware(tmp_path / "flash", cs.url())
-        await fw.start(speed=10.0)  # board time: 10 s per real second
-        try:
+        async with paired(tmp_path) as (cs, fw):
+            await fw.start(speed=10.0)  # board time: 10 s per real second
             await cs.wait(lambda: len(cs.status) == 3, what="boot")
             await configure(cs, ClockAlignedDataInterval=10, StopTxnAlignedData=",".join(ALIGNED))
             await fw.command("ev 1 C")
@@ -59,17 +56,13 @@ def test_stop_transaction_carries_clock_aligned_samples(tmp_path):
                 assert [v["measurand"] for v in value["sampledValue"]] == ALIGNED
             stamps = [unix(v["timestamp"]) for v in data]
             assert stamps == sorted(stamps)
-        finally:
-            await fw.kill()
-            await cs.stop()
 
     run(scenario())
 
 
 def test_unlock_connector_stops_the_transaction_first(tmp_path):
     async def scenario():
-        cs, fw = await booted(tmp_path)
-        try:
+        async with booted(tmp_path) as (cs, fw):
             await fw.command("ev 1 C")
             await cs.call(call.RemoteStartTransaction(id_tag="TAG1", connector_id=1))
             await fw.wait_contactor(1, True)
@@ -78,26 +71,18 @@ def test_unlock_connector_stops_the_transaction_first(tmp_path):
             stop = (await cs.wait(lambda: cs.calls("StopTransaction")))[0]
             assert stop["reason"] == "UnlockCommand"
             await fw.wait_contactor(1, False)
-        finally:
-            await fw.kill()
-            await cs.stop()
 
     run(scenario())
 
 
 def test_a_heartbeat_interval_change_takes_effect_at_once(tmp_path):
     async def scenario():
-        cs = await CentralSystem().start()
-        cs.boot_replies = [("Accepted", 86400)]  # one heartbeat a day
-        fw = Firmware(tmp_path / "flash", cs.url())
-        await fw.start()
-        try:
+        async with paired(tmp_path) as (cs, fw):
+            cs.boot_replies = [("Accepted", 86400)]  # one heartbeat a day
+            await fw.start()
             await cs.wait(lambda: cs.calls("Heartbeat"), what="the first heartbeat")
             await configure(cs, HeartbeatInterval=1)
             await cs.wait(lambda: len(cs.calls("Heartbeat")) >= 3, timeout=10, what="heartbeats")
-        finally:
-            await fw.kill()
-            await cs.stop()
 
     run(scenario())
 

@@ -8,8 +8,7 @@ import random
 
 from ocpp.v16 import call
 
-from tests.cp_centralsystem import CentralSystem
-from tests.cp_station import Firmware
+from tests.cp_station import paired
 
 CYCLES = 8
 
@@ -18,9 +17,7 @@ def test_sessions_survive_power_cuts_exactly_once_in_order(tmp_path):
     rng = random.Random(20261126)
 
     async def scenario():
-        cs = await CentralSystem().start()
-        fw = Firmware(tmp_path / "flash", cs.url())
-        try:
+        async with paired(tmp_path) as (cs, fw):
             for cycle in range(CYCLES):
                 await fw.start()
                 await cs.wait(lambda n=cycle: cs.connections == n + 1, what="connection")
@@ -49,9 +46,6 @@ def test_sessions_survive_power_cuts_exactly_once_in_order(tmp_path):
                 return starts and starts == stops
 
             await cs.wait(all_stopped, timeout=60, what="every transaction stopped")
-        finally:
-            await fw.kill()
-            await cs.stop()
         return cs
 
     cs = asyncio.run(asyncio.wait_for(scenario(), 200))
