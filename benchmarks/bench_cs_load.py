@@ -475,6 +475,16 @@ class Generator:
             transport.abort()  # type: ignore[attr-defined]
 
 
+def reference_ms() -> float:
+    """CPU time of a fixed piece of Python: this machine's speed at the moment. On a shared
+    virtual machine it varies by half from minute to minute, and every figure with it."""
+    t0 = time.process_time()
+    total = 0
+    for i in range(1_000_000):
+        total += i
+    return (time.process_time() - t0) * 1000
+
+
 def percentile(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
@@ -520,6 +530,7 @@ async def measure(kind: str, args: argparse.Namespace, port: int, data_dir: str)
             raise SystemExit(f"{kind}: no station booted within {args.connect_timeout:g} s")
         await asyncio.sleep(1)  # let the server settle (garbage, batched writes)
         per_connection = (rss_kib(server.pid) - rss0) * 1024 / max(1, len(gen.clients))
+        speed_before = reference_ms()
         cpu0, wait0 = server_cpu(), runnable_wait_seconds(server.pid)
         kernel0 = cpu_seconds(server.pid, kernel_only=True)
         database0 = database_cpu()
@@ -540,6 +551,7 @@ async def measure(kind: str, args: argparse.Namespace, port: int, data_dir: str)
             ),
         )
         result = {
+            "reference_ms": (speed_before, reference_ms()),
             "stations": len(gen.clients),
             "failed": gen.failed,
             "failure": gen.failure,
@@ -613,6 +625,11 @@ def report(kind: str, r: dict) -> None:
             else ""
         )
         + f" (and {r['kernel_share']:.0%} of the server process's CPU in the kernel)"
+    )
+    print(
+        f"{kind}: machine speed, a reference loop before and after the closed loop: "
+        + ", ".join(f"{ms:.0f} ms" for ms in r["reference_ms"])
+        + " (less is faster)"
     )
     print(
         f"{kind}: closed loop {r['msgs_per_s']:,.0f} msg/s (CPU: server {r['server_cpu']:.0%}"
