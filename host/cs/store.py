@@ -45,6 +45,9 @@ BATCH_ITEMS = 256
 # this often, between groups of batches: a step's few milliseconds delay at most one group.
 INDEX_STEP_S = 0.02
 INDEX_LOOK_S = 1.0  # how often it looks whether a pass is due
+# A transaction takes the batches waiting, up to this many bytes of them (about forty
+# batches): a backlog is committed in steps rather than all in one transaction.
+GROUP_BYTES = 4 << 20
 
 Done = Callable[[bool, Any], None]  # called with (True, result) or (False, exception)
 Result = tuple[bool, Any]  # (True, value) or (False, exception)
@@ -59,19 +62,23 @@ def _message(value: Any) -> bytes:
     return _HEADER.pack(len(data)) + data
 
 
-def _take(buffer: bytearray) -> list[Any]:
-    """The whole messages at the start of `buffer`, taken out of it."""
+def _take(buffer: bytearray, limit: int | None = None) -> list[Any]:
+    """The whole messages at the start of `buffer`, taken out of it; with `limit`, no more
+    once that many bytes are taken (at least one message, if one is whole)."""
     values = []
     start = 0
-    while len(buffer) - start >= _HEADER.size:
-        (length,) = _HEADER.unpack_from(buffer, start)
-        end = start + _HEADER.size + length
-        if len(buffer) < end:
-            break
+    while _whole_message(buffer, start) and (limit is None or start < limit):
+        end = start + _HEADER.size + _HEADER.unpack_from(buffer, start)[0]
         values.append(pickle.loads(memoryview(buffer)[start + _HEADER.size : end]))
         start = end
     del buffer[:start]
     return values
+
+
+def _whole_message(buffer: bytearray, start: int = 0) -> bool:
+    if len(buffer) - start < _HEADER.size:
+        return False
+    return len(buffer) - start - _HEADER.size >= _HEADER.unpack_from(buffer, start)[0]
 
 
 def _portable(fn: Callable) -> Callable:
@@ -99,7 +106,9 @@ class Store:
         # markers, in order (statements have none: only calls get a result back).
         self._items: list[Item] = []
         self._callbacks: list[Done] = []
-        self._in_flight: collections.deque[list[Done]] = collections.deque()  # their callbacks
+        # Batches sent and not yet committed: their callbacks and how many items they hold
+        self._in_flight: collections.deque[tuple[list[Done], int]] = collections.deque()
+        self._items_in_flight = 0
         self._opened: asyncio.Future | None = None
         self._restart: asyncio.Future | None = None  # a new process is being started
         self._closing = False
@@ -171,8 +180,9 @@ class Store:
 
     @property
     def queued(self) -> int:
-        """Statements and calls waiting for the next batch (the dashboard's metric)."""
-        return len(self._items)
+        """Statements and calls not committed yet: waiting for their batch or in the
+        database process's hands (the dashboard's metric)."""
+        return len(self._items) + self._items_in_flight
 
     def _wake(self) -> None:
         """Start a batch when one is due: at once when BATCH_ITEMS are waiting (the loop
@@ -234,7 +244,8 @@ class Store:
             log.error("a database batch could not be sent: %r", error)
             failed = StorageError(f"could not be sent to the database process: {error!r}")
             return self._finish(callbacks, [(False, failed)] * len(callbacks))
-        self._in_flight.append(callbacks)
+        self._in_flight.append((callbacks, len(batch)))
+        self._items_in_flight += len(batch)
         self._transport.write(message)
         return None
 
@@ -256,7 +267,7 @@ class Store:
             else:
                 self._opened.set_exception(error)
         else:
-            self._finish(self._in_flight.popleft(), value)
+            self._finish(self._committed(), value)
 
     def _on_lost(self) -> None:
         """The socket closed: at our end of file (close), or because the process died. Then
@@ -269,8 +280,14 @@ class Store:
             log.error("the database process ended; starting another")
             self._restart = asyncio.ensure_future(self._restarted(self._process))
         while self._in_flight:
-            callbacks = self._in_flight.popleft()
+            callbacks = self._committed()
             self._finish(callbacks, [(False, error)] * len(callbacks))
+
+    def _committed(self) -> list[Done]:
+        """The oldest batch in flight, done with (committed or failed): its callbacks."""
+        callbacks, items = self._in_flight.popleft()
+        self._items_in_flight -= items
+        return callbacks
 
 
 class _Channel(asyncio.Protocol):
@@ -396,17 +413,17 @@ class _Inbox(threading.Thread):
         self._arrived = threading.Condition()
 
     def run(self) -> None:
-        while True:
-            try:
-                data = self._channel.recv(1 << 20)
-            except OSError:  # the server is gone
-                data = b""
+        try:
+            while data := self._channel.recv(1 << 20):
+                with self._arrived:
+                    self._received += data
+                    self._arrived.notify()
+        except OSError:  # the server is gone
+            pass
+        finally:  # whatever ended it, the database process must not wait for more
             with self._arrived:
-                self._received += data
-                self._ended = not data
+                self._ended = True
                 self._arrived.notify()
-            if not data:
-                return
 
     def take(self, timeout: float) -> bytearray | None:
         """What arrived since the last take, waiting up to `timeout` seconds for something;
@@ -421,8 +438,8 @@ class _Inbox(threading.Thread):
 
 
 def serve(url: str, channel: socket.socket) -> None:
-    """Open the database, then run the batches received (those waiting as one group) and
-    send back their results, until the server closes the socket."""
+    """Open the database, then run the batches received (those waiting, up to GROUP_BYTES,
+    in one transaction) and send back their results, until the server closes the socket."""
     # The server ends this process by closing the socket, after its last batch; a Ctrl-C or
     # SIGTERM sent to the whole process group must not cut that batch off.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -441,11 +458,13 @@ def serve(url: str, channel: socket.socket) -> None:
     while True:
         # Steps follow each other during a pass; between passes, a look now and then
         interval = INDEX_STEP_S if indexer.read_to is not None else INDEX_LOOK_S
-        data = inbox.take(max(0.0, last_step + interval - time.monotonic()))
-        if data is None:
+        # Batches left over by the last group (GROUP_BYTES) go next without waiting.
+        leftover = _whole_message(received)
+        data = inbox.take(0.0 if leftover else max(0.0, last_step + interval - time.monotonic()))
+        if data is None and not leftover:
             break
-        received += data
-        batches = _take(received)
+        received += data or b""
+        batches = _take(received, GROUP_BYTES)
         if batches:
             try:
                 channel.sendall(b"".join(map(_sendable, run_batches(db, batches))))

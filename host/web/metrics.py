@@ -93,7 +93,7 @@ def prometheus(cs: "CentralSystem", live: Live, counts: dict[str, Any]) -> str:
     metric(
         "evse_cs_storage_queue",
         "gauge",
-        "Database work queued for the next batch.",
+        "Database statements and calls not committed yet.",
         [("", cs.store.queued)],
     )
     metric(

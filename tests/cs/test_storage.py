@@ -9,7 +9,7 @@ import time
 import pytest
 
 from host.cs import storage
-from host.cs.store import Store
+from host.cs.store import Store, _message, _take
 from tests.cs.conftest import run, wait_for
 
 T0 = "2026-11-26T10:00:00Z"
@@ -288,25 +288,37 @@ def test_a_database_process_that_dies_fails_its_work_and_is_replaced(sqlite_url)
 
 def test_the_database_process_takes_batches_while_it_works(sqlite_url):
     """Batches sent while a transaction runs do not wait in the server for the socket's
-    small buffer: the database process takes them at once, and all are committed."""
+    small buffer: the database process takes them at once, and commits them all, in groups
+    of at most GROUP_BYTES."""
 
     async def scenario():
         async with opened(sqlite_url) as store:
-            busy = asyncio.ensure_future(store.call(slow, 3.0))
+            busy = asyncio.ensure_future(store.call(slow, 6.0))
             await wait_for(lambda: store._in_flight)  # the slow call's batch is out
-            big = "x" * 100_000
-            for i in range(40):  # 4 MB, many times the socket's buffer
+            big = "x" * 20_000
+            for i in range(600):  # 12 MB in three batches (BATCH_ITEMS), each a group
                 store.write(storage.LOG_SQL, ("CP1", T0, "in", f"{i} {big}"))
-            stored = asyncio.ensure_future(store.call(storage.search_messages, "CP1", limit=50))
-            await wait_for(lambda: len(store._in_flight) == 2)
+            stored = asyncio.ensure_future(store.call(storage.search_messages, "CP1", limit=700))
+            await wait_for(lambda: len(store._in_flight) == 4)
+            assert store.queued == 602  # the metric counts what is sent, not committed
             transport = store._transport
             assert transport is not None
-            await wait_for(lambda: transport.get_write_buffer_size() == 0, timeout=2.5)
+            await wait_for(lambda: transport.get_write_buffer_size() == 0, timeout=4.0)
             assert not busy.done()
             await busy
-            assert len(await stored) == 40
+            assert len(await stored) == 600
+            assert store.queued == 0
 
     run(scenario())
+
+
+def test_take_cuts_whole_messages_up_to_a_limit():
+    buffer = bytearray(b"".join(_message(["batch", n]) for n in range(3)))
+    whole = len(buffer)
+    buffer += _message("partial")[:5]
+    assert _take(buffer, limit=1) == [["batch", 0]]
+    assert _take(buffer, limit=1 << 20) == [["batch", 1], ["batch", 2]]
+    assert len(buffer) == 5 and whole > 5 and _take(buffer) == []
 
 
 def test_work_that_cannot_be_sent_fails_alone(sqlite_url):
