@@ -10,8 +10,8 @@ and a database thread does not help, because sqlite3 takes Python's GIL back aft
 it steps, so the loop and the thread queue for the GIL at every row (measured 4x more CPU and
 10x longer batches). A process runs the database on the other core with nothing shared: the
 loop only pickles each batch into one write on a socket. There, a thread reads the socket
-as it fills, so the loop's writes never wait for a commit, and each transaction takes every
-batch that arrived during the last one.
+as it fills, so the loop's writes never wait for a commit, and each transaction takes the
+batches that arrived during the last one (up to GROUP_BYTES).
 
     python -m host.cs.store URL FD      the database process (the Store starts it)
 """
