@@ -17,6 +17,7 @@ that compares across runs.
 
     python benchmarks/bench_cs_load.py                 # default run, about 1.5 minutes
     python benchmarks/bench_cs_load.py --stations 10000 --duration 30 --rate 5000
+    python benchmarks/bench_cs_load.py --baseline-stations 0 --rate 6000 8000 10000
 """
 
 import argparse
@@ -176,6 +177,15 @@ def child_pids(pid: int) -> list[int]:
             except (FileNotFoundError, ProcessLookupError):
                 pass
     return children
+
+
+def database_cpu(helpers: list[int]) -> float:
+    return sum(cpu_seconds(pid) for pid in helpers)
+
+
+def server_cpu(pid: int, helpers: list[int]) -> float:
+    """The server's CPU, its database process (`helpers`) included."""
+    return cpu_seconds(pid) + database_cpu(helpers)
 
 
 def runnable_wait_seconds(pid: int) -> float:
@@ -509,33 +519,56 @@ def start_server(kind: str, port: int, data_dir: str) -> subprocess.Popen:
     return process
 
 
+async def open_phase(gen: Generator, server: subprocess.Popen, rate: int, seconds: float) -> dict:
+    """One open-loop phase at `rate` msg/s: answered rate, latency, CPU, collector pauses."""
+    server_gc_pauses(server)  # resets the server's count
+    helpers = child_pids(server.pid)
+    cpu0 = server_cpu(server.pid, helpers)
+    own0, wait0 = time.process_time(), runnable_wait_seconds(server.pid)
+    window = []
+    sent, latencies, skipped = await gen.open_loop(
+        rate,
+        seconds,
+        lambda: window.extend(
+            [
+                server_cpu(server.pid, helpers) - cpu0,
+                time.process_time() - own0,
+                runnable_wait_seconds(server.pid) - wait0,
+            ]
+        ),
+    )
+    return {
+        "rate": rate,
+        "server_cpu": window[0] / seconds,
+        "generator_cpu": window[1] / seconds,
+        "server_wait": window[2] / seconds,
+        "done": len(latencies) / seconds,
+        "skipped": skipped,
+        "p50_ms": percentile(latencies, 50) * 1000,
+        "p99_ms": percentile(latencies, 99) * 1000,
+        "gc": server_gc_pauses(server),
+    }
+
+
 async def measure(kind: str, args: argparse.Namespace, port: int, data_dir: str) -> dict:
     server = start_server(kind, port, data_dir)
     try:
         gen = Generator(port)
         rss0 = rss_kib(server.pid)
         helpers = child_pids(server.pid)
-
-        def database_cpu() -> float:
-            return sum(cpu_seconds(pid) for pid in helpers)
-
-        def server_cpu() -> float:
-            """The server's CPU, its database process included."""
-            return cpu_seconds(server.pid) + database_cpu()
-
         stations = args.stations if kind == "evse" else args.baseline_stations
-        cpu0, own0 = server_cpu(), time.process_time()
+        cpu0, own0 = server_cpu(server.pid, helpers), time.process_time()
         boot_s = await gen.connect_and_boot(stations, "CP", args.connect_timeout)
-        boot_cpu = server_cpu() - cpu0
+        boot_cpu = server_cpu(server.pid, helpers) - cpu0
         boot_generator_cpu = time.process_time() - own0
         if not gen.clients:
             raise SystemExit(f"{kind}: no station booted within {args.connect_timeout:g} s")
         await asyncio.sleep(1)  # let the server settle (garbage, batched writes)
         per_connection = (rss_kib(server.pid) - rss0) * 1024 / max(1, len(gen.clients))
         speed_before = reference_ms()
-        cpu0, wait0 = server_cpu(), runnable_wait_seconds(server.pid)
+        cpu0, wait0 = server_cpu(server.pid, helpers), runnable_wait_seconds(server.pid)
         kernel0 = cpu_seconds(server.pid, kernel_only=True)
-        database0 = database_cpu()
+        database0 = database_cpu(helpers)
         loop0 = cpu_seconds(server.pid, main_thread=True)
         window_cpu = []
         own0 = time.process_time()
@@ -543,12 +576,12 @@ async def measure(kind: str, args: argparse.Namespace, port: int, data_dir: str)
             args.duration,
             lambda: window_cpu.extend(
                 [
-                    server_cpu() - cpu0,
+                    server_cpu(server.pid, helpers) - cpu0,
                     time.process_time() - own0,
                     runnable_wait_seconds(server.pid) - wait0,
                     cpu_seconds(server.pid, kernel_only=True) - kernel0,
                     cpu_seconds(server.pid, main_thread=True) - loop0,
-                    database_cpu() - database0,
+                    database_cpu(helpers) - database0,
                 ]
             ),
         )
@@ -575,32 +608,9 @@ async def measure(kind: str, args: argparse.Namespace, port: int, data_dir: str)
             "closed_p99_ms": percentile(latencies, 99) * 1000,
         }
         if kind == "evse":
-            server_gc_pauses(server)
-            cpu0, own0 = server_cpu(), time.process_time()
-            wait0 = runnable_wait_seconds(server.pid)
-            window = []
-            sent, latencies, skipped = await gen.open_loop(
-                args.rate,
-                args.duration,
-                lambda: window.extend(
-                    [
-                        server_cpu() - cpu0,
-                        time.process_time() - own0,
-                        runnable_wait_seconds(server.pid) - wait0,
-                    ]
-                ),
-            )
-            result.update(
-                open_server_cpu=window[0] / args.duration,
-                open_generator_cpu=window[1] / args.duration,
-                open_server_wait=window[2] / args.duration,
-                rate=args.rate,
-                rate_done=len(latencies) / args.duration,
-                rate_skipped=skipped,
-                open_p50_ms=percentile(latencies, 50) * 1000,
-                open_p99_ms=percentile(latencies, 99) * 1000,
-                open_gc=server_gc_pauses(server),
-            )
+            result["open"] = [
+                await open_phase(gen, server, rate, args.duration) for rate in args.rate
+            ]
         result["errors"] = gen.errors
         result["closed"] = gen.closed
         gen.close()
@@ -642,21 +652,20 @@ def report(kind: str, r: dict) -> None:
         f"{r['server_wait']:.0%} of the time), "
         f"p50 {r['closed_p50_ms']:.1f} ms, p99 {r['closed_p99_ms']:.1f} ms"
     )
-    if "rate" in r:
+    for o in r.get("open", []):
         print(
-            f"{kind}: at {r['rate']:,} msg/s offered: {r['rate_done']:,.0f} msg/s answered "
-            f"({r['rate_skipped']} turns skipped, station busy), "
-            f"p50 {r['open_p50_ms']:.1f} ms, p99 {r['open_p99_ms']:.1f} ms "
-            f"(CPU: server {r['open_server_cpu']:.0%}, "
-            f"load generator {r['open_generator_cpu']:.0%} of a core; server waited for a "
-            f"core {r['open_server_wait']:.0%} of the time)"
+            f"{kind}: at {o['rate']:,} msg/s offered: {o['done']:,.0f} msg/s answered "
+            f"({o['skipped']} turns skipped, station busy), "
+            f"p50 {o['p50_ms']:.1f} ms, p99 {o['p99_ms']:.1f} ms "
+            f"(CPU: server {o['server_cpu']:.0%}, "
+            f"load generator {o['generator_cpu']:.0%} of a core; server waited for a "
+            f"core {o['server_wait']:.0%} of the time)"
         )
-    if "open_gc" in r:
         print(
-            f"{kind}: garbage-collector pauses (CPU) at {r['rate']:,} msg/s offered: "
+            f"{kind}: garbage-collector pauses (CPU) at {o['rate']:,} msg/s offered: "
             + "; ".join(
                 f"generation {g}: {n}, {total * 1000:.0f} ms in all, longest {most * 1000:.1f} ms"
-                for g, (n, total, most) in enumerate(r["open_gc"])
+                for g, (n, total, most) in enumerate(o["gc"])
             )
         )
     print(f"{kind}: {r['errors']} CALLERRORs, {r['closed']} connections closed by the server")
@@ -706,7 +715,9 @@ if __name__ == "__main__":
     parser.add_argument(
         "--connect-timeout", type=float, default=30, help="bound on connect-and-boot, s"
     )
-    parser.add_argument("--rate", type=int, default=5000, help="open-loop rate, msg/s")
+    parser.add_argument(
+        "--rate", type=int, nargs="+", default=[5000], help="open-loop rates, msg/s, one phase each"
+    )
     parser.add_argument("--port", type=int, default=9600)
     parser.add_argument("--serve", choices=("evse", "baseline"), help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
