@@ -8,12 +8,13 @@ StatusNotification, StartTransaction, MeterValues with 10 sampled values, Heartb
 StopTransaction.
 
 Phases per server: connect-and-boot of all stations, closed-loop throughput (every station
-sends its next message as soon as the previous one is answered), then an open-loop run at a
-fixed rate for latency. Prints figures for both servers and their ratio, and for every phase
-the CPU of the server (evse cs: its event loop and its database process) and of this
-generator, and how long the server waited for a core (other work on the machine): on a
-2-core machine the generator and the server share them, so CPU per message is the figure
-that compares across runs.
+sends its next message as soon as the previous one is answered), then open-loop runs at
+fixed rates (`--rate`, one run each) for latency. Prints figures for both servers and their
+ratio, and for every phase the CPU of the server (evse cs: its event loop and its database
+process) and of this generator, and how long the server waited for a core (other work on the
+machine): on a 2-core machine the generator and the server share them. A reference loop
+timed before and after the closed loop shows the machine's speed: on a shared virtual
+machine it changes from minute to minute, CPU per message with it.
 
     python benchmarks/bench_cs_load.py                 # default run, about 1.5 minutes
     python benchmarks/bench_cs_load.py --stations 10000 --duration 30 --rate 5000
@@ -526,7 +527,7 @@ async def open_phase(gen: Generator, server: subprocess.Popen, rate: int, second
     cpu0 = server_cpu(server.pid, helpers)
     own0, wait0 = time.process_time(), runnable_wait_seconds(server.pid)
     window = []
-    sent, latencies, skipped = await gen.open_loop(
+    _, latencies, skipped = await gen.open_loop(
         rate,
         seconds,
         lambda: window.extend(
