@@ -7,15 +7,13 @@ CLI calls them directly while the server runs them in batches in its database pr
 
 import datetime
 import hashlib
-import heapq
 import hmac
-import itertools
 import json
 import os
 import secrets
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -110,7 +108,7 @@ MIGRATIONS: list[list[str]] = [
             sent_at TEXT, answered_at TEXT, response TEXT, error TEXT)""",
         "CREATE INDEX commands_state ON commands (state, station)",
     ],
-    # The frame log's index by station is filled in bulk (LogIndexer), not row by row.
+    # The frame log's index by station is filled in bulk (index_log), not row by row.
     [
         "DROP INDEX messages_station_ts",
         "CREATE INDEX messages_ts ON messages (ts)",
@@ -119,6 +117,19 @@ MIGRATIONS: list[list[str]] = [
         "INSERT INTO message_index (station, id) SELECT station, id FROM messages",
         "CREATE TABLE message_index_upto (upto BIGINT NOT NULL)",
         "INSERT INTO message_index_upto (upto) SELECT COALESCE(MAX(id), 0) FROM messages",
+    ],
+    # The log index keyed by pass first (index_log): what was indexed becomes one pass.
+    [
+        "CREATE TABLE message_passes (upto BIGINT PRIMARY KEY)",
+        "INSERT INTO message_passes (upto) SELECT upto FROM message_index_upto WHERE upto > 0",
+        """CREATE TABLE message_index_by_pass (
+            pass BIGINT NOT NULL, station TEXT NOT NULL, id BIGINT NOT NULL,
+            PRIMARY KEY (pass, station, id)){without_rowid}""",
+        "INSERT INTO message_index_by_pass (pass, station, id)"
+        " SELECT u.upto, i.station, i.id FROM message_index i, message_index_upto u",
+        "DROP TABLE message_index",
+        "DROP TABLE message_index_upto",
+        "ALTER TABLE message_index_by_pass RENAME TO message_index",
     ],
 ]
 
@@ -492,63 +503,37 @@ LOG_SQL = "INSERT INTO messages (station, ts, direction, text) VALUES (?, ?, ?, 
 # The raw frame log is written in arrival order and indexed by time only. An index by
 # station, updated row by row, cost each frame a random page of the index in its commit:
 # 60% of the database's work under load. The station index (message_index) is filled in
-# bulk instead, sorted by station, by LogIndexer; the frames it has not reached yet (above
-# message_index_upto) are found by scanning them. This clause takes the station twice.
+# passes instead (index_log). Its key starts with the pass (its last frame's id, listed in
+# message_passes once done), so a pass appends at the end of the index, however long the
+# history: keyed by station first, each pass wrote a page per station all over the index
+# (benchmarks/bench_log_index.py). A search seeks the station once per pass (CROSS JOIN:
+# SQLite's way to keep the passes as the outer loop); the frames after the last pass are
+# found by scanning them. This clause takes the station twice.
 STATION_FRAMES = (
-    "id IN (SELECT id FROM message_index WHERE station = ? UNION ALL"
-    " SELECT id FROM messages WHERE id > (SELECT upto FROM message_index_upto) AND station = ?)"
+    "id IN (SELECT i.id FROM message_passes p CROSS JOIN message_index i"
+    " WHERE i.pass = p.upto AND i.station = ? UNION ALL SELECT id FROM messages"
+    " WHERE id > (SELECT COALESCE(MAX(upto), 0) FROM message_passes) AND station = ?)"
 )
-INDEX_AFTER_FRAMES = 100_000  # a pass starts once this many frames wait: few pages per frame
-INDEX_PASS_FRAMES = 400_000  # at most this many per pass (a backlog takes several passes)
-INDEX_READ_FRAMES = 10_000  # frames read per step (in id order: a few pages)
-INDEX_WRITE_FRAMES = 1_000  # index entries written per step (a page per station: ~5 ms)
+INDEX_PASS_FRAMES = 5_000  # frames per pass: a statement of a few ms
 
 
-class LogIndexer:
-    """Fills message_index in short steps, each its own transaction, run by the database
-    process between batches: a pass reads the frames not indexed yet and writes their
-    entries in station order, so each station's index page is written once per pass, not
-    once per frame. Each read step sorts what it read; the write steps merge those runs as
-    they go, so no step sorts the whole pass. A pass cut short (a restart) is done again:
-    entries are written once."""
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        """Drop the pass in progress (a step failed): the next one does its frames."""
-        self.read_to: int | None = None  # the pass's last frame read (None: no pass)
-        self.end = 0  # the pass's last frame
-        self.runs: list[list[tuple[str, int]]] = []  # (station, id), each run sorted
-        self.merged: Iterator[tuple[str, int]] | None = None  # the runs, being written
-
-    def step(self, db: Db) -> None:
-        if self.read_to is None:
-            upto = db.one("SELECT upto FROM message_index_upto")
-            newest = db.one("SELECT MAX(id) AS id FROM messages")
-            start = upto["upto"] if upto else 0
-            newest_id = (newest or {}).get("id") or 0
-            if newest_id - start < INDEX_AFTER_FRAMES:
-                return
-            self.read_to, self.end = start, min(newest_id, start + INDEX_PASS_FRAMES)
-        if self.merged is None:
-            rows = db.execute(
-                "SELECT station, id FROM messages WHERE id > ? AND id <= ? ORDER BY id LIMIT ?",
-                (self.read_to, self.end, INDEX_READ_FRAMES),
-            ).fetchall()
-            if rows:
-                self.read_to = rows[-1][1]
-                self.runs.append(sorted(rows))
-            if len(rows) < INDEX_READ_FRAMES:
-                self.merged = heapq.merge(*self.runs)
-            return
-        chunk = list(itertools.islice(self.merged, INDEX_WRITE_FRAMES))
-        db.executemany(
-            "INSERT INTO message_index (station, id) VALUES (?, ?) ON CONFLICT DO NOTHING", chunk
-        )
-        if len(chunk) < INDEX_WRITE_FRAMES:
-            db.execute("UPDATE message_index_upto SET upto = ?", (self.read_to,))
-            self.reset()
+def index_log(db: Db) -> bool:
+    """Index the next INDEX_PASS_FRAMES frames, if that many wait: one statement, sorted by
+    the database so that it appends, and one transaction with the pass's entry in
+    message_passes. Returns whether a pass was done (a backlog takes several)."""
+    done = db.one("SELECT COALESCE(MAX(upto), 0) AS upto FROM message_passes")
+    newest = db.one("SELECT COALESCE(MAX(id), 0) AS id FROM messages")
+    start = done["upto"] if done else 0
+    end = start + INDEX_PASS_FRAMES
+    if (newest["id"] if newest else 0) < end:
+        return False
+    db.execute(
+        "INSERT INTO message_index (pass, station, id) SELECT ?, station, id FROM messages"
+        " WHERE id > ? AND id <= ? ORDER BY station, id",
+        (end, start, end),
+    )
+    db.execute("INSERT INTO message_passes (upto) VALUES (?)", (end,))
+    return True
 
 
 def search_messages(

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from host.cs.storage import Db, LogIndexer, StorageError
+from host.cs.storage import Db, StorageError, index_log
 
 log = logging.getLogger("evse.cs")
 
@@ -41,10 +41,9 @@ BATCH_INTERVAL_S = 0.003
 # A busy loop does not wait for the interval: a batch starts as soon as this many
 # statements and calls wait, so the database process works while the loop reads on.
 BATCH_ITEMS = 256
-# The database process indexes the frame log a step at a time (storage.LogIndexer), at most
-# this often, between groups of batches: a step's few milliseconds delay at most one group.
-INDEX_STEP_S = 0.02
-INDEX_LOOK_S = 1.0  # how often it looks whether a pass is due
+# The database process indexes the frame log a pass at a time (storage.index_log), at most
+# this often, between groups of batches: a pass's few milliseconds delay at most one group.
+INDEX_INTERVAL_S = 0.02
 # A transaction takes the batches waiting, up to this many bytes of them (about forty
 # batches): a backlog is committed in steps rather than all in one transaction.
 GROUP_BYTES = 4 << 20
@@ -389,14 +388,13 @@ def _pickles(result: Result) -> Result:
         return (False, StorageError(f"the result could not be sent back: {error!r}"))
 
 
-def _index(db: Db, indexer: LogIndexer) -> None:
+def _index(db: Db) -> None:
     try:
-        indexer.step(db)
-        db.commit()
-    except Exception:  # noqa: BLE001 - the next pass does it again
+        if index_log(db):
+            db.commit()
+    except Exception:  # noqa: BLE001 - the next look does it again
         db.rollback()
         log.exception("indexing the message log failed")
-        indexer.reset()
 
 
 class _Inbox(threading.Thread):
@@ -450,17 +448,15 @@ def serve(url: str, channel: socket.socket) -> None:
         channel.sendall(_message((False, _error(error))))
         return
     channel.sendall(_message((True, None)))
-    indexer = LogIndexer()
     inbox = _Inbox(channel)
     inbox.start()
     received = bytearray()
     last_step = time.monotonic()
     while True:
-        # Steps follow each other during a pass; between passes, a look now and then
-        interval = INDEX_STEP_S if indexer.read_to is not None else INDEX_LOOK_S
         # Batches left over by the last group (GROUP_BYTES) go next without waiting.
         leftover = _whole_message(received)
-        data = inbox.take(0.0 if leftover else max(0.0, last_step + interval - time.monotonic()))
+        wait = max(0.0, last_step + INDEX_INTERVAL_S - time.monotonic())
+        data = inbox.take(0.0 if leftover else wait)
         if data is None and not leftover:
             break
         received += data or b""
@@ -470,8 +466,8 @@ def serve(url: str, channel: socket.socket) -> None:
                 channel.sendall(b"".join(map(_sendable, run_batches(db, batches))))
             except OSError:  # the server is gone
                 break
-        if time.monotonic() - last_step >= interval:
-            _index(db, indexer)
+        if time.monotonic() - last_step >= INDEX_INTERVAL_S:
+            _index(db)
             last_step = time.monotonic()
     db.close()
 

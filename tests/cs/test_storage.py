@@ -107,29 +107,29 @@ def test_message_log_is_searchable_by_station_time_and_text(db):
 
 
 def index_all(db):
-    """Run the log indexer's passes until it has nothing left to do."""
-    indexer = storage.LogIndexer()
+    """Run the log indexer's passes until none is due."""
     for _ in range(100):
-        indexer.step(db)
-        db.commit()
-        if indexer.read_to is None:
+        if not storage.index_log(db):
             return
+        db.commit()
     raise AssertionError("the indexer did not finish")
 
 
 def test_station_search_finds_indexed_and_newest_frames(db, monkeypatch):
-    monkeypatch.setattr(storage, "INDEX_AFTER_FRAMES", 4)
-    monkeypatch.setattr(storage, "INDEX_READ_FRAMES", 3)  # a pass of several steps
-    monkeypatch.setattr(storage, "INDEX_WRITE_FRAMES", 2)
+    monkeypatch.setattr(storage, "INDEX_PASS_FRAMES", 4)
     frames = [(f"CP{i % 3}", f"2026-11-26T10:00:{i:02d}.000Z", "in", f"f{i}") for i in range(9)]
     db.executemany(storage.LOG_SQL, frames)
     db.commit()
     assert [r["text"] for r in storage.search_messages(db, "CP1")] == ["f1", "f4", "f7"]
-    index_all(db)
-    indexed = db.all("SELECT station, id FROM message_index ORDER BY id")
-    assert [r["station"] for r in indexed] == [f[0] for f in frames]
+    index_all(db)  # two passes; the ninth frame waits for the next
+    indexed = db.all("SELECT pass, station, id FROM message_index ORDER BY id")
+    assert [(r["pass"], r["station"]) for r in indexed] == [
+        (4 if i < 4 else 8, station) for i, (station, *_) in enumerate(frames[:8])
+    ]
+    assert [r["upto"] for r in db.all("SELECT upto FROM message_passes ORDER BY upto")] == [4, 8]
     db.executemany(storage.LOG_SQL, [("CP1", "2026-11-26T10:01:00.000Z", "out", "f9")])
     index_all(db)  # too few new frames for a pass
+    assert db.one("SELECT COUNT(*) AS n FROM message_index")["n"] == 8
     since = storage.search_messages(db, "CP1", since="2026-11-26T10:00:04Z")
     assert [r["text"] for r in since] == ["f4", "f7", "f9"]
     assert [r["text"] for r in storage.search_messages(db, "CP1")] == ["f1", "f4", "f7", "f9"]
@@ -137,28 +137,13 @@ def test_station_search_finds_indexed_and_newest_frames(db, monkeypatch):
 
 
 def test_a_station_search_reads_only_that_station_s_frames(tmp_path):
+    """Frames and index entries are sought, never scanned (only the list of passes is)."""
     db = storage.Db(f"sqlite:///{tmp_path}/cs.sqlite3")
     sql = f"SELECT * FROM messages WHERE {storage.STATION_FRAMES} ORDER BY id DESC LIMIT 10"
     plan = [row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}", ("CP1", "CP1"))]
     db.close()
-    assert [step for step in plan if "messages" in step and not step.startswith("SEARCH")] == []
-
-
-def test_an_interrupted_index_pass_is_done_again_once(db, monkeypatch):
-    monkeypatch.setattr(storage, "INDEX_AFTER_FRAMES", 2)
-    monkeypatch.setattr(storage, "INDEX_WRITE_FRAMES", 2)
-    frames = [(f"CP{i % 2}", f"2026-11-26T10:00:{i:02d}.000Z", "in", f"f{i}") for i in range(6)]
-    db.executemany(storage.LOG_SQL, frames)
-    db.commit()
-    indexer = storage.LogIndexer()
-    for _ in range(2):  # read everything, write the first entries
-        indexer.step(db)
-        db.commit()
-    assert indexer.merged is not None
-    indexer.reset()  # as after a failed step, or a restart
-    index_all(db)
-    assert db.one("SELECT COUNT(*) AS n FROM message_index")["n"] == 6
-    assert [r["text"] for r in storage.search_messages(db, "CP0")] == ["f0", "f2", "f4"]
+    assert [step for step in plan if step.startswith("SCAN")] == ["SCAN p"], plan  # passes
+    assert "SEARCH i USING PRIMARY KEY (pass=? AND station=?)" in plan  # message_index
 
 
 def test_version_1_databases_get_the_log_index(tmp_path, monkeypatch):
@@ -170,11 +155,11 @@ def test_version_1_databases_get_the_log_index(tmp_path, monkeypatch):
     old.close()
     monkeypatch.undo()
     db = storage.Db(url)
-    assert db.all("SELECT station, id FROM message_index ORDER BY id") == [
-        {"station": "CP1", "id": 1},
-        {"station": "CP2", "id": 2},
+    assert db.all("SELECT pass, station, id FROM message_index ORDER BY id") == [
+        {"pass": 2, "station": "CP1", "id": 1},
+        {"pass": 2, "station": "CP2", "id": 2},
     ]
-    assert db.one("SELECT upto FROM message_index_upto")["upto"] == 2
+    assert db.all("SELECT upto FROM message_passes") == [{"upto": 2}]
     assert [r["text"] for r in storage.search_messages(db, "CP2")] == ["b"]
     db.close()
 
@@ -211,6 +196,28 @@ async def opened(url):
         yield store
     finally:
         await store.close()
+
+
+def passes(db):
+    return [row["upto"] for row in db.all("SELECT upto FROM message_passes ORDER BY upto")]
+
+
+def test_the_database_process_indexes_the_log_a_pass_at_a_time(db_url):
+    size = storage.INDEX_PASS_FRAMES
+
+    async def scenario():
+        async with opened(db_url) as store:
+            rows = [(f"CP{i % 7}", storage.now_iso(), "in", f"f{i}") for i in range(2 * size + 1)]
+            store.write_many(storage.LOG_SQL, rows)
+
+            async def indexed():
+                return await store.call(passes) == [size, 2 * size]
+
+            await wait_for(indexed, timeout=20)
+            found = await store.call(storage.search_messages, "CP3", limit=10_000)
+            assert [r["text"] for r in found] == [r[3] for r in rows if r[0] == "CP3"]
+
+    run(scenario())
 
 
 def test_store_batches_and_isolates_a_failing_item(db_url):
