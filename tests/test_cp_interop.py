@@ -188,21 +188,25 @@ def test_offline_sessions_are_delivered_in_order_when_the_link_is_back(tmp_path)
             cs2 = CentralSystem()
             cs2.starts, cs2.next_tx = cs.starts, cs.next_tx
             await cs2.start(port=port)
-            await cs2.wait(lambda: len(cs2.calls("StopTransaction")) == 2, timeout=40, what="stops")
-            online_tx = cs.log[0][1]
-            offline_start = [e for e in cs2.log if e[0] == "StartTransaction"]
-            assert len(offline_start) == 1 and offline_start[0][2]["connectorId"] == 2
-            offline_tx = offline_start[0][1]
-            for tx, connector in ((online_tx, 1), (offline_tx, 2)):
-                mine = [e for e in cs2.log if e[1] == tx]
-                assert mine[-1][0] == "StopTransaction"
-                assert mine[-1][2]["reason"] == "EVDisconnected"
-                values = [e[2] for e in mine if e[0] == "MeterValues"]
-                assert len(values) >= 2 and all(v["connectorId"] == connector for v in values)
-                times = [v["meterValue"][0]["timestamp"] for v in values]
-                assert times == sorted(times)
-            assert {e[1] for e in cs2.log} == {online_tx, offline_tx}
-            await cs2.stop()
+            try:
+                await cs2.wait(
+                    lambda: len(cs2.calls("StopTransaction")) == 2, timeout=40, what="stops"
+                )
+                online_tx = cs.log[0][1]
+                offline_start = [e for e in cs2.log if e[0] == "StartTransaction"]
+                assert len(offline_start) == 1 and offline_start[0][2]["connectorId"] == 2
+                offline_tx = offline_start[0][1]
+                for tx, connector in ((online_tx, 1), (offline_tx, 2)):
+                    mine = [e for e in cs2.log if e[1] == tx]
+                    assert mine[-1][0] == "StopTransaction"
+                    assert mine[-1][2]["reason"] == "EVDisconnected"
+                    values = [e[2] for e in mine if e[0] == "MeterValues"]
+                    assert len(values) >= 2 and all(v["connectorId"] == connector for v in values)
+                    times = [v["meterValue"][0]["timestamp"] for v in values]
+                    assert times == sorted(times)
+                assert {e[1] for e in cs2.log} == {online_tx, offline_tx}
+            finally:
+                await cs2.stop()
 
     run(scenario())
 
