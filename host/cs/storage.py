@@ -108,7 +108,7 @@ MIGRATIONS: list[list[str]] = [
             sent_at TEXT, answered_at TEXT, response TEXT, error TEXT)""",
         "CREATE INDEX commands_state ON commands (state, station)",
     ],
-    # The frame log's index by station is filled in bulk (index_log), not row by row.
+    # The frame log's index by station is filled in bulk, not row by row.
     [
         "DROP INDEX messages_station_ts",
         "CREATE INDEX messages_ts ON messages (ts)",
@@ -126,7 +126,8 @@ MIGRATIONS: list[list[str]] = [
             pass BIGINT NOT NULL, station TEXT NOT NULL, id BIGINT NOT NULL,
             PRIMARY KEY (pass, station, id)){without_rowid}""",
         "INSERT INTO message_index_by_pass (pass, station, id)"
-        " SELECT u.upto, i.station, i.id FROM message_index i, message_index_upto u",
+        " SELECT u.upto, i.station, i.id FROM message_index i, message_index_upto u"
+        " WHERE i.id <= u.upto",  # not those of a pass cut short
         "DROP TABLE message_index",
         "DROP TABLE message_index_upto",
         "ALTER TABLE message_index_by_pass RENAME TO message_index",
@@ -160,7 +161,11 @@ class Db:
             self.conn.execute("PRAGMA synchronous=FULL")
             self.auto_id = "INTEGER PRIMARY KEY AUTOINCREMENT"
         self._sql: dict[str, str] = {}
-        self.migrate(MIGRATIONS, "schema_version")
+        try:
+            self.migrate(MIGRATIONS, "schema_version")
+        except BaseException:
+            self.conn.close()  # and with it the failed migration's transaction and locks
+            raise
 
     def sql(self, text: str) -> str:
         """Our statements use `?` placeholders; psycopg wants `%s`."""
@@ -205,6 +210,8 @@ class Db:
         for version, statements in enumerate(migrations, start=1):
             if version <= current:
                 continue
+            if self.dialect == "sqlite":  # else its DDL commits statement by statement
+                self.execute("BEGIN")
             for statement in statements:
                 self.execute(
                     statement.replace("{id}", self.auto_id).replace(
@@ -212,6 +219,7 @@ class Db:
                     )
                 )
             self.execute(f"INSERT INTO {table} (version) VALUES (?)", (version,))
+            self.commit()  # each migration whole or not at all
         self.commit()
 
 
@@ -506,15 +514,10 @@ LOG_SQL = "INSERT INTO messages (station, ts, direction, text) VALUES (?, ?, ?, 
 # passes instead (index_log). Its key starts with the pass (its last frame's id, listed in
 # message_passes once done), so a pass appends at the end of the index, however long the
 # history: keyed by station first, each pass wrote a page per station all over the index
-# (benchmarks/bench_log_index.py). A search seeks the station once per pass (CROSS JOIN:
-# SQLite's way to keep the passes as the outer loop); the frames after the last pass are
-# found by scanning them. This clause takes the station twice.
-STATION_FRAMES = (
-    "id IN (SELECT i.id FROM message_passes p CROSS JOIN message_index i"
-    " WHERE i.pass = p.upto AND i.station = ? UNION ALL SELECT id FROM messages"
-    " WHERE id > (SELECT COALESCE(MAX(upto), 0) FROM message_passes) AND station = ?)"
-)
+# (benchmarks/bench_log_index.py). A search (station_frames) takes the frames after the
+# last pass, then seeks the station in the passes, newest first, until it has enough.
 INDEX_PASS_FRAMES = 5_000  # frames per pass: a statement of a few ms
+PASSES_PER_QUERY = 500  # passes a search seeks in one query
 
 
 def index_log(db: Db) -> bool:
@@ -522,18 +525,56 @@ def index_log(db: Db) -> bool:
     the database so that it appends, and one transaction with the pass's entry in
     message_passes. Returns whether a pass was done (a backlog takes several)."""
     done = db.one("SELECT COALESCE(MAX(upto), 0) AS upto FROM message_passes")
-    newest = db.one("SELECT COALESCE(MAX(id), 0) AS id FROM messages")
-    start = done["upto"] if done else 0
-    end = start + INDEX_PASS_FRAMES
-    if (newest["id"] if newest else 0) < end:
+    upto = done["upto"] if done else 0
+    # From the first frame waiting: a jump in ids (a sequence set forward) makes no passes
+    # without frames, which every search would seek.
+    first = db.one("SELECT MIN(id) AS id, MAX(id) AS newest FROM messages WHERE id > ?", (upto,))
+    if not first or first["id"] is None:
+        return False
+    end = first["id"] - 1 + INDEX_PASS_FRAMES
+    if first["newest"] < end:
         return False
     db.execute(
         "INSERT INTO message_index (pass, station, id) SELECT ?, station, id FROM messages"
         " WHERE id > ? AND id <= ? ORDER BY station, id",
-        (end, start, end),
+        (end, upto, end),
     )
     db.execute("INSERT INTO message_passes (upto) VALUES (?)", (end,))
     return True
+
+
+def station_frames(
+    db: Db, station: str, clauses: list[str], params: list[Any], count: int
+) -> list[dict[str, Any]]:
+    """The newest `count` frames of a station that match `clauses` (on the messages table's
+    other columns), newest first: those after the last pass, then the passes, newest first,
+    PASSES_PER_QUERY at a time, until there are enough. So a station's recent frames cost
+    the same however long the log."""
+    where = "".join(f" AND {clause}" for clause in clauses)
+    done = db.one("SELECT COALESCE(MAX(upto), 0) AS upto FROM message_passes")
+    upto = done["upto"] if done else 0
+    rows = db.all(
+        f"SELECT * FROM messages WHERE id > ? AND station = ?{where} ORDER BY id DESC LIMIT ?",
+        [upto, station, *params, count],
+    )
+    while len(rows) < count:
+        passes = [
+            row["upto"]
+            for row in db.all(
+                "SELECT upto FROM message_passes WHERE upto <= ? ORDER BY upto DESC LIMIT ?",
+                (upto, PASSES_PER_QUERY),
+            )
+        ]
+        if not passes:
+            break
+        rows += db.all(
+            "SELECT m.* FROM message_index i CROSS JOIN messages m"  # CROSS: index first
+            f" WHERE i.pass IN ({', '.join('?' * len(passes))}) AND i.station = ?"
+            f" AND m.id = i.id{where} ORDER BY m.id DESC LIMIT ?",
+            [*passes, station, *params, count - len(rows)],
+        )
+        upto = passes[-1] - 1
+    return rows
 
 
 def search_messages(
@@ -544,10 +585,8 @@ def search_messages(
     contains: str | None = None,
     limit: int = 100,
 ) -> list[dict[str, Any]]:
+    """The newest `limit` frames that match, oldest first."""
     clauses, params = [], []
-    if station is not None:
-        clauses.append(STATION_FRAMES)
-        params += [station, station]
     for clause, value in (
         ("ts >= ?", since and normalize_time(since)),
         ("ts < ?", until and normalize_time(until)),
@@ -556,6 +595,8 @@ def search_messages(
         if value is not None:
             clauses.append(clause)
             params.append(value)
+    if station is not None:
+        return station_frames(db, station, clauses, params, limit)[::-1]
     where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
     rows = db.all(f"SELECT * FROM messages {where} ORDER BY id DESC LIMIT ?", params + [limit])
     return rows[::-1]

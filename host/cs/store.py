@@ -44,6 +44,7 @@ BATCH_ITEMS = 256
 # The database process indexes the frame log a pass at a time (storage.index_log), at most
 # this often, between groups of batches: a pass's few milliseconds delay at most one group.
 INDEX_INTERVAL_S = 0.02
+INDEX_RETRY_S = 5.0  # after a pass failed (logged each time)
 # A transaction takes the batches waiting, up to this many bytes of them (about forty
 # batches): a backlog is committed in steps rather than all in one transaction.
 GROUP_BYTES = 4 << 20
@@ -388,13 +389,16 @@ def _pickles(result: Result) -> Result:
         return (False, StorageError(f"the result could not be sent back: {error!r}"))
 
 
-def _index(db: Db) -> None:
+def _index(db: Db) -> float:
+    """Index a pass of the frame log if one is due; returns when to look next."""
     try:
-        if index_log(db):
-            db.commit()
-    except Exception:  # noqa: BLE001 - the next look does it again
+        index_log(db)
+        db.commit()  # also ends the transaction that looked (PostgreSQL opens one)
+        return INDEX_INTERVAL_S
+    except Exception:  # noqa: BLE001 - a later look does it again
         db.rollback()
         log.exception("indexing the message log failed")
+        return INDEX_RETRY_S
 
 
 class _Inbox(threading.Thread):
@@ -451,12 +455,11 @@ def serve(url: str, channel: socket.socket) -> None:
     inbox = _Inbox(channel)
     inbox.start()
     received = bytearray()
-    last_step = time.monotonic()
+    next_index = time.monotonic() + INDEX_INTERVAL_S
     while True:
         # Batches left over by the last group (GROUP_BYTES) go next without waiting.
         leftover = _whole_message(received)
-        wait = max(0.0, last_step + INDEX_INTERVAL_S - time.monotonic())
-        data = inbox.take(0.0 if leftover else wait)
+        data = inbox.take(0.0 if leftover else max(0.0, next_index - time.monotonic()))
         if data is None and not leftover:
             break
         received += data or b""
@@ -466,9 +469,8 @@ def serve(url: str, channel: socket.socket) -> None:
                 channel.sendall(b"".join(map(_sendable, run_batches(db, batches))))
             except OSError:  # the server is gone
                 break
-        if time.monotonic() - last_step >= INDEX_INTERVAL_S:
-            _index(db)
-            last_step = time.monotonic()
+        if time.monotonic() >= next_index:
+            next_index = time.monotonic() + _index(db)
     db.close()
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from host.cs.storage import SAMPLE_DEFAULTS, STATION_FRAMES, Db
+from host.cs.storage import SAMPLE_DEFAULTS, Db, station_frames
 
 STATION_COLUMNS = (
     "id, approval, registration, online, security_profile, vendor, model, serial, firmware,"
@@ -39,16 +39,21 @@ def _page(
     rows = db.all(
         f"{select} {where} ORDER BY {order} LIMIT ? OFFSET ?", [*params, limit + 1, offset]
     )
-    page: dict[str, Any] = {
+    page = _page_of(rows, limit, offset)
+    if count:
+        from_where = select[select.index(" FROM ") :] + " " + where
+        page["total"] = db.one(f"SELECT COUNT(*) AS n {from_where}", params)["n"]  # type: ignore[index]
+    return page
+
+
+def _page_of(rows: list[dict[str, Any]], limit: int, offset: int) -> dict[str, Any]:
+    """A page from the rows at `offset`, fetched one past `limit` to know whether more follow."""
+    return {
         "items": rows[:limit],
         "limit": limit,
         "offset": offset,
         "next_offset": offset + limit if len(rows) > limit else None,
     }
-    if count:
-        from_where = select[select.index(" FROM ") :] + " " + where
-        page["total"] = db.one(f"SELECT COUNT(*) AS n {from_where}", params)["n"]  # type: ignore[index]
-    return page
 
 
 def _bools(row: dict[str, Any], *names: str) -> dict[str, Any]:
@@ -248,9 +253,6 @@ def list_messages(
     """Newest first. `action` matches CALLs of that action (the answers carry no action)."""
     clauses: list[str] = []
     params: list[Any] = []
-    if station is not None:
-        clauses.append(STATION_FRAMES)
-        params += [station, station]
     for clause, value in (
         ("direction = ?", direction),
         ("text LIKE ?", f'[2,"%","{action}",%' if action else None),
@@ -261,9 +263,13 @@ def list_messages(
         if value is not None:
             clauses.append(clause)
             params.append(value)
-    page = _page(
-        db, "SELECT * FROM messages", _where(clauses), params, "id DESC", limit, offset, count=False
-    )
+    if station is None:
+        page = _page(
+            db, "SELECT * FROM messages", _where(clauses), params, "id DESC", limit, offset, False
+        )
+    else:
+        rows = station_frames(db, station, clauses, params, offset + limit + 1)[offset:]
+        page = _page_of(rows, limit, offset)
     for row in page["items"]:
         row.update(_frame_summary(row["text"]))
     return page

@@ -10,6 +10,7 @@ import pytest
 
 from host.cs import storage
 from host.cs.store import Store, _message, _take
+from host.web import queries
 from tests.cs.conftest import run, wait_for
 
 T0 = "2026-11-26T10:00:00Z"
@@ -136,31 +137,146 @@ def test_station_search_finds_indexed_and_newest_frames(db, monkeypatch):
     assert [r["text"] for r in storage.search_messages(db, "CP1", limit=2)] == ["f7", "f9"]
 
 
-def test_a_station_search_reads_only_that_station_s_frames(tmp_path):
-    """Frames and index entries are sought, never scanned (only the list of passes is)."""
+def frame(station, i, text=None):
+    return (station, f"2026-11-26T10:{i // 60:02d}:{i % 60:02d}.000Z", "in", text or f"f{i}")
+
+
+def recording(db, monkeypatch):
+    """The statements `db.all` runs from now on, with their parameters."""
+    statements = []
+    all_rows = db.all
+
+    def record(sql, params=()):
+        statements.append((sql, list(params)))
+        return all_rows(sql, params)
+
+    monkeypatch.setattr(db, "all", record)
+    return statements
+
+
+def test_a_station_search_seeks_only_the_newest_passes_it_needs(db, monkeypatch):
+    monkeypatch.setattr(storage, "INDEX_PASS_FRAMES", 2)
+    monkeypatch.setattr(storage, "PASSES_PER_QUERY", 2)
+    db.executemany(storage.LOG_SQL, [frame(f"CP{i % 2}", i) for i in range(12)])
+    index_all(db)  # six passes, each with a frame of CP0 and one of CP1
+    db.executemany(storage.LOG_SQL, [frame("CP0", 12, "tail")])
+    statements = recording(db, monkeypatch)
+    assert [r["text"] for r in storage.search_messages(db, "CP0", limit=3)] == ["f8", "f10", "tail"]
+    assert sum("message_index" in sql for sql, _ in statements) == 1  # the newest two passes
+    statements.clear()
+    found = storage.search_messages(db, "CP0", limit=100)
+    assert [r["text"] for r in found] == ["f0", "f2", "f4", "f6", "f8", "f10", "tail"]
+    assert sum("message_index" in sql for sql, _ in statements) == 3  # all six, two by two
+    since = storage.search_messages(db, "CP1", since="2026-11-26T10:00:07Z", contains="f")
+    assert [r["text"] for r in since] == ["f7", "f9", "f11"]
+
+
+def test_the_dashboard_pages_a_station_s_log_across_passes(db, monkeypatch):
+    monkeypatch.setattr(storage, "INDEX_PASS_FRAMES", 2)
+    monkeypatch.setattr(storage, "PASSES_PER_QUERY", 2)
+    db.executemany(storage.LOG_SQL, [frame(f"CP{i % 2}", i) for i in range(13)])
+    index_all(db)  # six passes, then a frame of CP0 after them
+
+    def page(offset, **filters):
+        args = {"direction": None, "action": None, "since": None, "until": None}
+        args |= {"contains": None, "limit": 3, "offset": offset} | filters
+        return queries.list_messages(db, "CP0", **args)
+
+    pages = [page(0), page(3), page(6)]
+    assert [[m["text"] for m in p["items"]] for p in pages] == [
+        ["f12", "f10", "f8"],
+        ["f6", "f4", "f2"],
+        ["f0"],
+    ]
+    assert [p["next_offset"] for p in pages] == [3, 6, None]
+    assert [m["text"] for m in page(1, contains="1")["items"]] == ["f10"]
+
+
+def test_a_station_search_seeks_and_never_scans(tmp_path, monkeypatch):
     db = storage.Db(f"sqlite:///{tmp_path}/cs.sqlite3")
-    sql = f"SELECT * FROM messages WHERE {storage.STATION_FRAMES} ORDER BY id DESC LIMIT 10"
-    plan = [row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}", ("CP1", "CP1"))]
+    monkeypatch.setattr(storage, "INDEX_PASS_FRAMES", 2)
+    db.executemany(storage.LOG_SQL, [frame(f"CP{i % 2}", i) for i in range(5)])
+    index_all(db)
+    statements = recording(db, monkeypatch)
+    storage.search_messages(db, "CP1", since="2026-11-26T10:00:00Z", limit=10)
+    plans = [
+        (sql, [row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}", params)])
+        for sql, params in statements
+    ]
     db.close()
-    assert [step for step in plan if step.startswith("SCAN")] == ["SCAN p"], plan  # passes
-    assert "SEARCH i USING PRIMARY KEY (pass=? AND station=?)" in plan  # message_index
+    assert sum("message_index" in sql for sql, _ in plans) == 1
+    assert [(sql, plan) for sql, plan in plans if any(s.startswith("SCAN") for s in plan)] == []
 
 
-def test_version_1_databases_get_the_log_index(tmp_path, monkeypatch):
-    url = f"sqlite:///{tmp_path}/cs.sqlite3"
+def test_passes_start_at_the_first_frame_waiting(db, monkeypatch):
+    """A jump in ids (a sequence set forward) makes no empty passes for searches to seek."""
+    monkeypatch.setattr(storage, "INDEX_PASS_FRAMES", 2)
+    db.executemany(storage.LOG_SQL, [frame("CP1", i) for i in range(3)])
+    db.executemany(
+        "INSERT INTO messages (id, station, ts, direction, text) VALUES (?, ?, ?, ?, ?)",
+        [(1000 + i, *frame("CP1", 3 + i)) for i in range(5)],
+    )
+    index_all(db)
+    assert [r["upto"] for r in db.all("SELECT upto FROM message_passes ORDER BY upto")] == [
+        2,
+        4,
+        1001,
+        1003,
+    ]
+    assert len(storage.search_messages(db, "CP1")) == 8
+
+
+def test_a_migration_is_applied_whole_or_not_at_all(db_url, monkeypatch):
+    monkeypatch.setattr(
+        storage, "MIGRATIONS", [*storage.MIGRATIONS, ["CREATE TABLE extra (x INTEGER)", "BAD"]]
+    )
+    with pytest.raises(Exception):  # noqa: B017 - the driver's own syntax error
+        storage.Db(db_url)
+    monkeypatch.setattr(
+        storage, "MIGRATIONS", [*storage.MIGRATIONS[:-1], ["CREATE TABLE extra (x INTEGER)"]]
+    )
+    db = storage.Db(db_url)  # the first attempt left no table behind
+    assert db.all("SELECT x FROM extra") == []
+    db.close()
+
+
+def test_version_1_databases_get_the_log_index(db_url, monkeypatch):
     monkeypatch.setattr(storage, "MIGRATIONS", storage.MIGRATIONS[:1])
-    old = storage.Db(url)
+    old = storage.Db(db_url)
     old.executemany(storage.LOG_SQL, [("CP1", T0, "in", "a"), ("CP2", T0, "in", "b")])
     old.commit()
     old.close()
     monkeypatch.undo()
-    db = storage.Db(url)
+    db = storage.Db(db_url)
     assert db.all("SELECT pass, station, id FROM message_index ORDER BY id") == [
         {"pass": 2, "station": "CP1", "id": 1},
         {"pass": 2, "station": "CP2", "id": 2},
     ]
     assert db.all("SELECT upto FROM message_passes") == [{"upto": 2}]
     assert [r["text"] for r in storage.search_messages(db, "CP2")] == ["b"]
+    db.close()
+
+
+def test_version_2_databases_keep_only_finished_passes(db_url, monkeypatch):
+    """Version 2's indexer wrote a pass's entries before moving its mark: a pass cut short
+    left entries past the mark, which the next pass writes again."""
+    monkeypatch.setattr(storage, "MIGRATIONS", storage.MIGRATIONS[:2])
+    old = storage.Db(db_url)
+    old.executemany(storage.LOG_SQL, [frame("CP1", i) for i in range(3)])
+    old.execute("UPDATE message_index_upto SET upto = 2")
+    old.executemany(
+        "INSERT INTO message_index (station, id) VALUES (?, ?)",
+        [("CP1", 1), ("CP1", 2), ("CP1", 3)],
+    )
+    old.commit()
+    old.close()
+    monkeypatch.undo()
+    db = storage.Db(db_url)
+    assert db.all("SELECT pass, id FROM message_index ORDER BY id") == [
+        {"pass": 2, "id": 1},
+        {"pass": 2, "id": 2},
+    ]
+    assert [r["text"] for r in storage.search_messages(db, "CP1")] == ["f0", "f1", "f2"]
     db.close()
 
 
