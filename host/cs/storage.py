@@ -527,12 +527,14 @@ def index_log(db: Db) -> bool:
     done = db.one("SELECT COALESCE(MAX(upto), 0) AS upto FROM message_passes")
     upto = done["upto"] if done else 0
     # From the first frame waiting: a jump in ids (a sequence set forward) makes no passes
-    # without frames, which every search would seek.
-    first = db.one("SELECT MIN(id) AS id, MAX(id) AS newest FROM messages WHERE id > ?", (upto,))
+    # without frames, which every search would seek. (MIN and MAX apart: each is then one
+    # seek; together they read every frame waiting.)
+    first = db.one("SELECT MIN(id) AS id FROM messages WHERE id > ?", (upto,))
     if not first or first["id"] is None:
         return False
     end = first["id"] - 1 + INDEX_PASS_FRAMES
-    if first["newest"] < end:
+    newest = db.one("SELECT MAX(id) AS id FROM messages")
+    if not newest or newest["id"] < end:
         return False
     db.execute(
         "INSERT INTO message_index (pass, station, id) SELECT ?, station, id FROM messages"
