@@ -116,6 +116,10 @@ def index_all(db):
     raise AssertionError("the indexer did not finish")
 
 
+def passes(db):
+    return [row["upto"] for row in db.all("SELECT upto FROM message_passes ORDER BY upto")]
+
+
 def test_station_search_finds_indexed_and_newest_frames(db, monkeypatch):
     monkeypatch.setattr(storage, "INDEX_PASS_FRAMES", 4)
     frames = [(f"CP{i % 3}", f"2026-11-26T10:00:{i:02d}.000Z", "in", f"f{i}") for i in range(9)]
@@ -127,7 +131,7 @@ def test_station_search_finds_indexed_and_newest_frames(db, monkeypatch):
     assert [(r["pass"], r["station"]) for r in indexed] == [
         (4 if i < 4 else 8, station) for i, (station, *_) in enumerate(frames[:8])
     ]
-    assert [r["upto"] for r in db.all("SELECT upto FROM message_passes ORDER BY upto")] == [4, 8]
+    assert passes(db) == [4, 8]
     db.executemany(storage.LOG_SQL, [("CP1", "2026-11-26T10:01:00.000Z", "out", "f9")])
     index_all(db)  # too few new frames for a pass
     assert db.one("SELECT COUNT(*) AS n FROM message_index")["n"] == 8
@@ -217,12 +221,7 @@ def test_passes_start_at_the_first_frame_waiting(db, monkeypatch):
         [(1000 + i, *frame("CP1", 3 + i)) for i in range(5)],
     )
     index_all(db)
-    assert [r["upto"] for r in db.all("SELECT upto FROM message_passes ORDER BY upto")] == [
-        2,
-        4,
-        1001,
-        1003,
-    ]
+    assert passes(db) == [2, 4, 1001, 1003]
     assert len(storage.search_messages(db, "CP1")) == 8
 
 
@@ -252,7 +251,7 @@ def test_version_1_databases_get_the_log_index(db_url, monkeypatch):
         {"pass": 2, "station": "CP1", "id": 1},
         {"pass": 2, "station": "CP2", "id": 2},
     ]
-    assert db.all("SELECT upto FROM message_passes") == [{"upto": 2}]
+    assert passes(db) == [2]
     assert [r["text"] for r in storage.search_messages(db, "CP2")] == ["b"]
     db.close()
 
@@ -312,10 +311,6 @@ async def opened(url):
         yield store
     finally:
         await store.close()
-
-
-def passes(db):
-    return [row["upto"] for row in db.all("SELECT upto FROM message_passes ORDER BY upto")]
 
 
 def test_the_database_process_indexes_the_log_a_pass_at_a_time(db_url):
