@@ -546,19 +546,32 @@ def index_log(db: Db) -> bool:
 
 
 def station_frames(
-    db: Db, station: str, clauses: list[str], params: list[Any], count: int
+    db: Db, station: str, clauses: list[str], params: list[Any], count: int, skip: int = 0
 ) -> list[dict[str, Any]]:
     """The newest `count` frames of a station that match `clauses` (on the messages table's
-    other columns), newest first: those after the last pass, then the passes, newest first,
-    PASSES_PER_QUERY at a time, until there are enough. So a station's recent frames cost
-    the same however long the log."""
+    other columns), newest first, after skipping the `skip` newest: those after the last
+    pass, then the passes, newest first, PASSES_PER_QUERY at a time, until there are
+    enough. So a station's recent frames cost the same however long the log; a part wholly
+    skipped is only counted."""
     where = "".join(f" AND {clause}" for clause in clauses)
+    rows: list[dict[str, Any]] = []
+
+    def take(from_where: str, part_params: list[Any]) -> None:
+        nonlocal skip
+        if skip:
+            found = db.one(f"SELECT COUNT(*) AS n {from_where}", part_params)
+            if found is not None and found["n"] <= skip:
+                skip -= found["n"]
+                return
+        query = f"SELECT m.* {from_where} ORDER BY m.id DESC LIMIT ? OFFSET ?"
+        rows.extend(db.all(query, [*part_params, count - len(rows), skip]))
+        skip = 0
+
     done = db.one("SELECT COALESCE(MAX(upto), 0) AS upto FROM message_passes")
     upto = done["upto"] if done else 0
-    rows = db.all(
-        f"SELECT * FROM messages WHERE id > ? AND station = ?{where} ORDER BY id DESC LIMIT ?",
-        [upto, station, *params, count],
-    )
+    take(f"FROM messages m WHERE m.id > ? AND m.station = ?{where}", [upto, station, *params])
+    # Always as many placeholders (the last pass repeated): one statement text to prepare
+    marks = ", ".join("?" * PASSES_PER_QUERY)
     while len(rows) < count:
         passes = [
             row["upto"]
@@ -569,11 +582,11 @@ def station_frames(
         ]
         if not passes:
             break
-        rows += db.all(
-            "SELECT m.* FROM message_index i CROSS JOIN messages m"  # CROSS: index first
-            f" WHERE i.pass IN ({', '.join('?' * len(passes))}) AND i.station = ?"
-            f" AND m.id = i.id{where} ORDER BY m.id DESC LIMIT ?",
-            [*passes, station, *params, count - len(rows)],
+        padded = passes + passes[-1:] * (PASSES_PER_QUERY - len(passes))
+        take(
+            "FROM message_index i CROSS JOIN messages m"  # CROSS: the index first
+            f" WHERE i.pass IN ({marks}) AND i.station = ? AND m.id = i.id{where}",
+            [*padded, station, *params],
         )
         upto = passes[-1] - 1
     return rows

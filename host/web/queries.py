@@ -268,7 +268,7 @@ def list_messages(
             db, "SELECT * FROM messages", _where(clauses), params, "id DESC", limit, offset, False
         )
     else:
-        rows = station_frames(db, station, clauses, params, offset + limit + 1)[offset:]
+        rows = station_frames(db, station, clauses, params, limit + 1, skip=offset)
         page = _page_of(rows, limit, offset)
     for row in page["items"]:
         row.update(_frame_summary(row["text"]))

@@ -146,13 +146,14 @@ def frame(station, i, text=None):
 
 
 def recording(db, monkeypatch):
-    """The statements `db.all` runs from now on, with their parameters."""
+    """The statements `db.all` runs from now on, with their parameters and rows."""
     statements = []
     all_rows = db.all
 
     def record(sql, params=()):
-        statements.append((sql, list(params)))
-        return all_rows(sql, params)
+        rows = all_rows(sql, params)
+        statements.append((sql, list(params), rows))
+        return rows
 
     monkeypatch.setattr(db, "all", record)
     return statements
@@ -166,11 +167,11 @@ def test_a_station_search_seeks_only_the_newest_passes_it_needs(db, monkeypatch)
     db.executemany(storage.LOG_SQL, [frame("CP0", 12, "tail")])
     statements = recording(db, monkeypatch)
     assert [r["text"] for r in storage.search_messages(db, "CP0", limit=3)] == ["f8", "f10", "tail"]
-    assert sum("message_index" in sql for sql, _ in statements) == 1  # the newest two passes
+    assert sum("message_index" in sql for sql, *_ in statements) == 1  # the newest two passes
     statements.clear()
     found = storage.search_messages(db, "CP0", limit=100)
     assert [r["text"] for r in found] == ["f0", "f2", "f4", "f6", "f8", "f10", "tail"]
-    assert sum("message_index" in sql for sql, _ in statements) == 3  # all six, two by two
+    assert sum("message_index" in sql for sql, *_ in statements) == 3  # all six, two by two
     since = storage.search_messages(db, "CP1", since="2026-11-26T10:00:07Z", contains="f")
     assert [r["text"] for r in since] == ["f7", "f9", "f11"]
 
@@ -186,6 +187,7 @@ def test_the_dashboard_pages_a_station_s_log_across_passes(db, monkeypatch):
         args |= {"contains": None, "limit": 3, "offset": offset} | filters
         return queries.list_messages(db, "CP0", **args)
 
+    statements = recording(db, monkeypatch)
     pages = [page(0), page(3), page(6)]
     assert [[m["text"] for m in p["items"]] for p in pages] == [
         ["f12", "f10", "f8"],
@@ -193,6 +195,8 @@ def test_the_dashboard_pages_a_station_s_log_across_passes(db, monkeypatch):
         ["f0"],
     ]
     assert [p["next_offset"] for p in pages] == [3, 6, None]
+    # frames skipped are counted, not read: no statement returns more than a page and one
+    assert max(len(rows) for sql, _, rows in statements if "COUNT" not in sql) <= 4
     assert [m["text"] for m in page(1, contains="1")["items"]] == ["f10"]
 
 
@@ -203,12 +207,14 @@ def test_a_station_search_seeks_and_never_scans(tmp_path, monkeypatch):
     index_all(db)
     statements = recording(db, monkeypatch)
     storage.search_messages(db, "CP1", since="2026-11-26T10:00:00Z", limit=10)
+    skipped = storage.station_frames(db, "CP1", ["ts >= ?"], [T0], 2, skip=1)
+    assert [r["text"] for r in skipped] == ["f1"]  # the tail counted, then a pass skipped into
     plans = [
         (sql, [row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}", params)])
-        for sql, params in statements
+        for sql, params, _ in statements
     ]
     db.close()
-    assert sum("message_index" in sql for sql, _ in plans) == 1
+    assert sum("message_index" in sql for sql, _ in plans) == 3  # a search, a count, a page
     assert [(sql, plan) for sql, plan in plans if any(s.startswith("SCAN") for s in plan)] == []
 
 
