@@ -520,12 +520,17 @@ INDEX_PASS_FRAMES = 5_000  # frames per pass: a statement of a few ms
 PASSES_PER_QUERY = 500  # passes a search seeks in one query
 
 
+def _indexed_upto(db: Db) -> int:
+    """The last frame the finished passes cover (0: none yet)."""
+    done = db.one("SELECT COALESCE(MAX(upto), 0) AS upto FROM message_passes")
+    return done["upto"] if done else 0
+
+
 def index_log(db: Db) -> bool:
     """Index the next INDEX_PASS_FRAMES frames, if that many wait: one statement, sorted by
     the database so that it appends, and one transaction with the pass's entry in
     message_passes. Returns whether a pass was done (a backlog takes several)."""
-    done = db.one("SELECT COALESCE(MAX(upto), 0) AS upto FROM message_passes")
-    upto = done["upto"] if done else 0
+    upto = _indexed_upto(db)
     # From the first frame waiting: a jump in ids (a sequence set forward) makes no passes
     # without frames, which every search would seek. (MIN and MAX apart: each is then one
     # seek; together they read every frame waiting.)
@@ -567,8 +572,7 @@ def station_frames(
         rows.extend(db.all(query, [*part_params, count - len(rows), skip]))
         skip = 0
 
-    done = db.one("SELECT COALESCE(MAX(upto), 0) AS upto FROM message_passes")
-    upto = done["upto"] if done else 0
+    upto = _indexed_upto(db)
     take(f"FROM messages m WHERE m.id > ? AND m.station = ?{where}", [upto, station, *params])
     # Always as many placeholders (the last pass repeated): one statement text to prepare
     marks = ", ".join("?" * PASSES_PER_QUERY)

@@ -116,13 +116,17 @@ def index_all(db):
     raise AssertionError("the indexer did not finish")
 
 
+def frame(station, i, text=None):
+    return (station, f"2026-11-26T10:{i // 60:02d}:{i % 60:02d}.000Z", "in", text or f"f{i}")
+
+
 def passes(db):
     return [row["upto"] for row in db.all("SELECT upto FROM message_passes ORDER BY upto")]
 
 
 def test_station_search_finds_indexed_and_newest_frames(db, monkeypatch):
     monkeypatch.setattr(storage, "INDEX_PASS_FRAMES", 4)
-    frames = [(f"CP{i % 3}", f"2026-11-26T10:00:{i:02d}.000Z", "in", f"f{i}") for i in range(9)]
+    frames = [frame(f"CP{i % 3}", i) for i in range(9)]
     db.executemany(storage.LOG_SQL, frames)
     db.commit()
     assert [r["text"] for r in storage.search_messages(db, "CP1")] == ["f1", "f4", "f7"]
@@ -139,10 +143,6 @@ def test_station_search_finds_indexed_and_newest_frames(db, monkeypatch):
     assert [r["text"] for r in since] == ["f4", "f7", "f9"]
     assert [r["text"] for r in storage.search_messages(db, "CP1")] == ["f1", "f4", "f7", "f9"]
     assert [r["text"] for r in storage.search_messages(db, "CP1", limit=2)] == ["f7", "f9"]
-
-
-def frame(station, i, text=None):
-    return (station, f"2026-11-26T10:{i // 60:02d}:{i % 60:02d}.000Z", "in", text or f"f{i}")
 
 
 def recording(db, monkeypatch):
