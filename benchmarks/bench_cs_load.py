@@ -247,7 +247,9 @@ class Client(asyncio.Protocol):
         self.action = ""
         self.sent_at = 0.0
         self.uid = 0
-        self.seconds = 1_700_000_000 + random.randint(0, 10**6)
+        # A station's clock: set from the central system's (BootNotification) or by NTP, so
+        # near the server's; a minute apart at most here, and one second on per message.
+        self.seconds = int(time.time()) - random.randint(0, 60)
         self.transaction = 0
         # Stations start at different points of the mix, so that every window of the run
         # sees the whole mix rather than all stations sending the same action at once.

@@ -285,6 +285,28 @@ def test_version_2_databases_keep_only_finished_passes(db_url, monkeypatch):
     db.close()
 
 
+def test_version_3_databases_keep_their_meter_values(db_url, monkeypatch):
+    monkeypatch.setattr(storage, "MIGRATIONS", storage.MIGRATIONS[:3])
+    old = storage.Db(db_url)
+    values = [{"timestamp": T0, "sampledValue": [{"value": "5"}]}]
+    storage.store_meter_values(old, "CP1", 1, 7, values)
+    storage.store_meter_values(old, "CP2", 1, None, values)
+    old.commit()
+    old.close()
+    monkeypatch.undo()
+    db = storage.Db(db_url)
+    storage.store_meter_values(db, "CP1", 1, 7, values)  # retransmitted: stored once
+    storage.store_meter_values(db, "CP1", 1, 7, [dict(values[0], timestamp="2026-11-26T10:00:01Z")])
+    db.commit()
+    assert [(r["station"], r["timestamp"]) for r in storage.list_meter_values(db)] == [
+        ("CP1", T0),
+        ("CP1", "2026-11-26T10:00:01Z"),
+        ("CP2", T0),
+    ]
+    assert len(storage.list_meter_values(db, transaction=7)) == 2
+    db.close()
+
+
 def test_command_lifecycle_and_expiry(db):
     live = storage.enqueue_command(db, "CP1", "Reset", {"type": "Soft"}, 60)
     storage.enqueue_command(db, "CP1", "ClearCache", {}, -1)
