@@ -384,7 +384,9 @@ def id_tag_info(db: Db, id_tag: str, active_allowed: int = 0) -> dict[str, Any]:
         info["parentIdTag"] = tag["parent"]
     if tag["expiry"]:
         info["expiryDate"] = tag["expiry"]
-    parent = db.one("SELECT blocked FROM id_tags WHERE id_tag = ?", (tag["parent"],))
+    parent = tag["parent"] and db.one(
+        "SELECT blocked FROM id_tags WHERE id_tag = ?", (tag["parent"],)
+    )
     if tag["blocked"] or (parent and parent["blocked"]):
         status = "Blocked"
     elif tag["expiry"] and tag["expiry"] < now_iso():
