@@ -5,7 +5,8 @@ Each server runs in its own process (so its memory can be read from /proc); this
 the load generator: raw WebSocket clients on uvloop (a few dozen bytes of framing code, no
 `ocpp` or `websockets` objects, no task or future per message) sending a realistic mix:
 StatusNotification, StartTransaction, MeterValues with 10 sampled values, Heartbeat,
-StopTransaction.
+StopTransaction. Every station's id tag is known to the server, in a group (parent) tag, so
+a StartTransaction is authorised as in a real fleet.
 
 Phases per server: connect-and-boot of all stations, closed-loop throughput (every station
 sends its next message as soon as the previous one is answered), then open-loop runs at
@@ -46,11 +47,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def serve_ours(port: int, data_dir: str) -> None:
     sys.path.insert(0, ROOT)
-    from host.cs import server
+    from host.cs import server, storage
     from host.cs.store import Store
 
+    url = f"sqlite:///{data_dir}/cs.sqlite3"
+    db = storage.Db(url)  # the fleet's id tags, as an operator has them: in a group
+    storage.set_id_tag(db, "FLEET", expiry="2099-12-31T00:00:00Z")
+    for i in range(10_000):  # Client.next_message: TAG + a station's last four digits
+        storage.set_id_tag(db, f"TAG{i:04d}", parent="FLEET", expiry="2099-12-31T00:00:00Z")
+    db.commit()
+    db.close()
+
     async def main() -> None:
-        store = Store(f"sqlite:///{data_dir}/cs.sqlite3")
+        store = Store(url)
         await store.open()
         cs = server.CentralSystem(store, unknown="accept")
         await cs.start("127.0.0.1", port)
