@@ -45,7 +45,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # ---- servers (child processes) ----------------------------------------------------------
 
 
-def serve_ours(port: int, data_dir: str) -> None:
+def serve_ours(port: int, data_dir: str, stations: int) -> None:
     sys.path.insert(0, ROOT)
     from host.cs import server, storage
     from host.cs.store import Store
@@ -53,8 +53,8 @@ def serve_ours(port: int, data_dir: str) -> None:
     url = f"sqlite:///{data_dir}/cs.sqlite3"
     db = storage.Db(url)  # the fleet's id tags, as an operator has them: in a group
     storage.set_id_tag(db, "FLEET", expiry="2099-12-31T00:00:00Z")
-    for i in range(10_000):  # Client.next_message: TAG + a station's last four digits
-        storage.set_id_tag(db, f"TAG{i:04d}", parent="FLEET", expiry="2099-12-31T00:00:00Z")
+    for i in range(stations):  # one per station: TAG and its number (Client.next_message)
+        storage.set_id_tag(db, f"TAG{i:05d}", parent="FLEET", expiry="2099-12-31T00:00:00Z")
     db.commit()
     db.close()
 
@@ -361,7 +361,7 @@ class Client(asyncio.Protocol):
             )
         if step == 1:
             return "StartTransaction", (
-                f'{{"connectorId":1,"idTag":"TAG{self.id[-4:]}","meterStart":0,'
+                f'{{"connectorId":1,"idTag":"TAG{self.id[2:]}","meterStart":0,'
                 f'"timestamp":"{self.timestamp()}"}}'
             )
         if step == 10:
@@ -516,9 +516,10 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
-def start_server(kind: str, port: int, data_dir: str) -> subprocess.Popen:
+def start_server(kind: str, port: int, data_dir: str, stations: int) -> subprocess.Popen:
     process = subprocess.Popen(
-        [sys.executable, __file__, "--serve", kind, "--port", str(port), "--data", data_dir],
+        [sys.executable, __file__, "--serve", kind, "--port", str(port), "--data", data_dir]
+        + ["--stations", str(stations)],
         stdout=subprocess.PIPE,
         text=True,
         cwd=ROOT,
@@ -563,7 +564,7 @@ async def open_phase(gen: Generator, server: subprocess.Popen, rate: int, second
 
 
 async def measure(kind: str, args: argparse.Namespace, port: int, data_dir: str) -> dict:
-    server = start_server(kind, port, data_dir)
+    server = start_server(kind, port, data_dir, args.stations)
     try:
         gen = Generator(port)
         rss0 = rss_kib(server.pid)
@@ -735,7 +736,7 @@ if __name__ == "__main__":
     parser.add_argument("--data", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.serve == "evse":
-        serve_ours(arguments.port, arguments.data)
+        serve_ours(arguments.port, arguments.data, arguments.stations)
     elif arguments.serve == "baseline":
         serve_baseline(arguments.port)
     else:
