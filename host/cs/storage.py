@@ -142,7 +142,7 @@ MIGRATIONS: list[list[str]] = [
         """CREATE TABLE meter_values_by_time (
             station TEXT NOT NULL, connector_id INTEGER NOT NULL, transaction_id INTEGER,
             timestamp TEXT NOT NULL, digest TEXT NOT NULL, sampled TEXT NOT NULL,
-            UNIQUE (timestamp, station, connector_id, digest))""",
+            CONSTRAINT meter_values_key UNIQUE (timestamp, station, connector_id, digest))""",
         "INSERT INTO meter_values_by_time"
         " SELECT station, connector_id, transaction_id, timestamp, digest, sampled"
         " FROM meter_values",

@@ -304,7 +304,23 @@ def test_version_3_databases_keep_their_meter_values(db_url, monkeypatch):
         ("CP2", T0),
     ]
     assert len(storage.list_meter_values(db, transaction=7)) == 2
+    assert indexed_columns(db, "meter_values") == {
+        ("timestamp", "station", "connector_id", "digest"),  # new rows at the index's end
+        ("transaction_id",),
+    }
     db.close()
+
+
+def indexed_columns(db, table):
+    """The column lists of a table's indexes (its unique constraints' included)."""
+    if db.dialect == "sqlite":
+        names = [row[1] for row in db.execute(f"PRAGMA index_list({table})")]
+        return {tuple(r[2] for r in db.execute(f"PRAGMA index_info({name})")) for name in names}
+    rows = db.all("SELECT indexdef FROM pg_indexes WHERE tablename = ?", (table,))
+    return {
+        tuple(c.strip().strip('"') for c in r["indexdef"].split("(", 1)[1].rstrip(")").split(","))
+        for r in rows
+    }
 
 
 def test_command_lifecycle_and_expiry(db):
