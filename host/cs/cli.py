@@ -46,6 +46,13 @@ def add_parser(subparsers: Any) -> None:
     serve.add_argument("--tls-cert", metavar="PEM")
     serve.add_argument("--tls-key", metavar="PEM")
     serve.add_argument("--tls-client-ca", metavar="PEM", help="CA for profile-3 client certs")
+    serve.add_argument(
+        "--log-days",
+        type=float,
+        default=0,
+        metavar="DAYS",
+        help="delete logged frames older than this (default 0: keep them all)",
+    )
     serve.set_defaults(func=serve_command)
 
     stations = commands.add_parser("stations", parents=[listing], help="list stations")
@@ -351,6 +358,8 @@ def serve_command(args: argparse.Namespace) -> int:
     for option in ("ocpp_port", "http_port", "web_port"):
         if not 0 <= getattr(args, option) <= 65535:
             raise UserError(f"--{option.replace('_', '-')} must be 0..65535")
+    if not 0 <= args.log_days <= 36500:  # NaN fails too
+        raise UserError("--log-days must be 0 (keep every frame) to 36500")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("websockets").setLevel(logging.WARNING)
     url = storage.database_url(args.data, args.db)
@@ -365,7 +374,7 @@ def serve_command(args: argparse.Namespace) -> int:
         raise UserError(f"cannot load TLS files: {error}") from None
 
     async def run() -> None:
-        store = Store(url)
+        store = Store(url, log_days=args.log_days)
         try:
             await store.open()
         except Exception as error:

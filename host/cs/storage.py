@@ -570,6 +570,26 @@ def index_log(db: Db) -> bool:
     return True
 
 
+PRUNE_FRAMES = 1_000  # frames a retention step deletes: about 15 ms with its synced commit
+
+
+def prune_log(db: Db, days: float) -> bool:
+    """Delete the oldest frames logged more than `days` ago, at most PRUNE_FRAMES, and the
+    index of the passes left without frames. Returns whether more may be due (a full step).
+    A pass that keeps some frames keeps its entries: searches join them to the frames."""
+    deleted = db.execute(
+        "DELETE FROM messages WHERE id IN"
+        " (SELECT id FROM messages WHERE ts < ? ORDER BY ts, id LIMIT ?)",
+        (now_iso(time.time() - days * 86400), PRUNE_FRAMES),
+    ).rowcount
+    if deleted:
+        first = db.one("SELECT MIN(id) AS id FROM messages")
+        kept = first["id"] if first and first["id"] is not None else _indexed_upto(db) + 1
+        db.execute("DELETE FROM message_index WHERE pass < ?", (kept,))
+        db.execute("DELETE FROM message_passes WHERE upto < ?", (kept,))
+    return deleted == PRUNE_FRAMES
+
+
 def station_frames(
     db: Db, station: str, clauses: list[str], params: list[Any], count: int, skip: int = 0
 ) -> list[dict[str, Any]]:

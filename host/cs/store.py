@@ -13,7 +13,8 @@ loop only pickles each batch into one write on a socket. There, a thread reads t
 as it fills, so the loop's writes never wait for a commit, and each transaction takes the
 batches that arrived during the last one (up to GROUP_BYTES).
 
-    python -m host.cs.store URL FD      the database process (the Store starts it)
+    python -m host.cs.store URL FD DAYS     the database process (the Store starts it);
+                                            DAYS: the frame log's retention, 0 keeps all
 """
 
 import asyncio
@@ -30,7 +31,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from host.cs.storage import Db, StorageError, index_log
+from host.cs.storage import Db, StorageError, index_log, prune_log
 
 log = logging.getLogger("evse.cs")
 
@@ -45,6 +46,9 @@ BATCH_ITEMS = 256
 # this often, between groups of batches: a pass's few milliseconds delay at most one group.
 INDEX_INTERVAL_S = 0.02
 INDEX_RETRY_S = 5.0  # after a pass failed (logged each time)
+# With a retention set, old frames are deleted a step at a time (storage.prune_log), steps
+# as often as passes while a backlog lasts, then a look this often.
+PRUNE_INTERVAL_S = 60.0
 # A transaction takes the batches waiting, up to this many bytes of them (about forty
 # batches): a backlog is committed in steps rather than all in one transaction.
 GROUP_BYTES = 4 << 20
@@ -98,8 +102,9 @@ class Store:
     `after_commit` runs a callback once everything queued before it is committed. The
     database process commits the batches waiting for it together."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, log_days: float = 0):
         self._url = url
+        self._log_days = log_days  # the frame log's retention (0: keep every frame)
         self._process: asyncio.subprocess.Process | None = None
         self._transport: asyncio.Transport | None = None
         # The next batch: statements and calls, and the callbacks of its calls and commit
@@ -133,7 +138,7 @@ class Store:
         with theirs:  # the process's end: its copy is all it needs
             self._process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "host.cs.store", self._url, str(theirs.fileno()),
-                pass_fds=(theirs.fileno(),),
+                str(self._log_days), pass_fds=(theirs.fileno(),),
             )  # fmt: skip
         self._opened = self._loop.create_future()
         try:
@@ -389,15 +394,16 @@ def _pickles(result: Result) -> Result:
         return (False, StorageError(f"the result could not be sent back: {error!r}"))
 
 
-def _index(db: Db) -> float:
-    """Index a pass of the frame log if one is due; returns when to look next."""
+def _upkeep(db: Db, step: Callable[..., bool], idle_s: float, *args: Any) -> float:
+    """One step of the frame log's upkeep (index_log, prune_log) in a transaction of its own;
+    returns the seconds until the next: INDEX_INTERVAL_S while a backlog lasts."""
     try:
-        index_log(db)
+        more = step(db, *args)
         db.commit()  # also ends the transaction that looked (PostgreSQL opens one)
-        return INDEX_INTERVAL_S
-    except Exception:  # noqa: BLE001 - a later look does it again
+        return INDEX_INTERVAL_S if more else idle_s
+    except Exception:  # noqa: BLE001 - a later step does it again
         db.rollback()
-        log.exception("indexing the message log failed")
+        log.exception("%s failed", step.__name__)
         return INDEX_RETRY_S
 
 
@@ -439,9 +445,10 @@ class _Inbox(threading.Thread):
             return data
 
 
-def serve(url: str, channel: socket.socket) -> None:
+def serve(url: str, channel: socket.socket, log_days: float) -> None:
     """Open the database, then run the batches received (those waiting, up to GROUP_BYTES,
-    in one transaction) and send back their results, until the server closes the socket."""
+    in one transaction) and send back their results, until the server closes the socket.
+    Between them, index the frame log and delete frames older than `log_days` (if set)."""
     # The server ends this process by closing the socket, after its last batch; a Ctrl-C or
     # SIGTERM sent to the whole process group must not cut that batch off.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -456,10 +463,12 @@ def serve(url: str, channel: socket.socket) -> None:
     inbox.start()
     received = bytearray()
     next_index = time.monotonic() + INDEX_INTERVAL_S
+    next_prune = next_index if log_days else float("inf")
     while True:
         # Batches left over by the last group (GROUP_BYTES) go next without waiting.
         leftover = _whole_message(received)
-        data = inbox.take(0.0 if leftover else max(0.0, next_index - time.monotonic()))
+        upkeep = min(next_index, next_prune)
+        data = inbox.take(0.0 if leftover else max(0.0, upkeep - time.monotonic()))
         if data is None and not leftover:
             break
         received += data or b""
@@ -470,10 +479,12 @@ def serve(url: str, channel: socket.socket) -> None:
             except OSError:  # the server is gone
                 break
         if time.monotonic() >= next_index:
-            next_index = time.monotonic() + _index(db)
+            next_index = time.monotonic() + _upkeep(db, index_log, INDEX_INTERVAL_S)
+        if time.monotonic() >= next_prune:
+            next_prune = time.monotonic() + _upkeep(db, prune_log, PRUNE_INTERVAL_S, log_days)
     db.close()
 
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    serve(sys.argv[1], socket.socket(fileno=int(sys.argv[2])))
+    serve(sys.argv[1], socket.socket(fileno=int(sys.argv[2])), float(sys.argv[3]))

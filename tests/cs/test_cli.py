@@ -44,6 +44,8 @@ def evse(capsys, *argv):
         (["log", "--since", "yesterday"], "--since: 'yesterday' is not an ISO-8601 time"),
         (["station", "CP1", "--auth-key", "short"], "--auth-key must be 8 to 40 characters"),
         (["serve", "--tls-cert", "c.pem"], "--tls-cert and --tls-key go together"),
+        (["serve", "--log-days", "-1"], "--log-days must be 0 (keep every frame) to 36500"),
+        (["serve", "--log-days", "nan"], "--log-days must be 0 (keep every frame) to 36500"),
     ],
 )
 def test_bad_input_is_named(tmp_path, capsys, argv, message):

@@ -231,6 +231,41 @@ def test_passes_start_at_the_first_frame_waiting(db, monkeypatch):
     assert len(storage.search_messages(db, "CP1")) == 8
 
 
+def aged(station, days, i, text):
+    """A frame logged `days` and `i` seconds ago."""
+    return (station, storage.now_iso(time.time() - days * 86400 + i), "in", text)
+
+
+def test_retention_deletes_the_oldest_frames_and_the_passes_left_empty(db, monkeypatch):
+    monkeypatch.setattr(storage, "INDEX_PASS_FRAMES", 2)
+    monkeypatch.setattr(storage, "PRUNE_FRAMES", 2)
+    old = [aged("CP1", 3, i, f"old{i}") for i in range(5)]
+    db.executemany(storage.LOG_SQL, old + [aged("CP1", 0, i, f"new{i}") for i in range(3)])
+    index_all(db)
+    assert passes(db) == [2, 4, 6, 8]
+    assert storage.prune_log(db, 2)  # a full step (frames 1 and 2): more may be due
+    assert passes(db) == [4, 6, 8]
+    assert storage.prune_log(db, 2)
+    assert not storage.prune_log(db, 2)  # frame 5, the last old one
+    assert not storage.prune_log(db, 2)
+    db.commit()
+    assert passes(db) == [6, 8]  # pass 6 keeps frame 6, and its entry for frame 5
+    assert db.one("SELECT COUNT(*) AS n FROM message_index")["n"] == 4
+    assert [r["text"] for r in storage.search_messages(db, "CP1")] == ["new0", "new1", "new2"]
+    assert [r["text"] for r in storage.station_frames(db, "CP1", [], [], 5, skip=2)] == ["new0"]
+
+
+def test_retention_can_empty_the_log(db, monkeypatch):
+    monkeypatch.setattr(storage, "INDEX_PASS_FRAMES", 2)
+    db.executemany(storage.LOG_SQL, [aged("CP1", 3, i, f"old{i}") for i in range(3)])
+    index_all(db)
+    assert not storage.prune_log(db, 2)
+    db.executemany(storage.LOG_SQL, [aged("CP1", 0, i, f"new{i}") for i in range(3)])
+    index_all(db)  # the passes start again at the first frame waiting
+    assert passes(db) == [5]
+    assert [r["text"] for r in storage.search_messages(db, "CP1")] == ["new0", "new1", "new2"]
+
+
 def test_a_migration_is_applied_whole_or_not_at_all(db_url, monkeypatch):
     monkeypatch.setattr(
         storage, "MIGRATIONS", [*storage.MIGRATIONS, ["CREATE TABLE extra (x INTEGER)", "BAD"]]
@@ -348,8 +383,8 @@ def broken(db):
 
 
 @contextlib.asynccontextmanager
-async def opened(url):
-    store = Store(url)
+async def opened(url, **options):
+    store = Store(url, **options)
     await store.open()
     try:
         yield store
@@ -371,6 +406,24 @@ def test_the_database_process_indexes_the_log_a_pass_at_a_time(db_url):
             await wait_for(indexed, timeout=20)
             found = await store.call(storage.search_messages, "CP3", limit=10_000)
             assert [r["text"] for r in found] == [r[3] for r in rows if r[0] == "CP3"]
+
+    run(scenario())
+
+
+def test_the_database_process_deletes_frames_past_the_retention(db_url):
+    db = storage.Db(db_url)
+    db.executemany(storage.LOG_SQL, [aged("CP1", 3, i, "old") for i in range(3)])
+    db.executemany(storage.LOG_SQL, [aged("CP1", 0, 0, "new")])
+    db.commit()
+    db.close()
+
+    async def scenario():
+        async with opened(db_url, log_days=2) as store:
+
+            async def pruned():
+                return [r["text"] for r in await store.call(storage.search_messages)] == ["new"]
+
+            await wait_for(pruned, timeout=20)
 
     run(scenario())
 
