@@ -575,19 +575,40 @@ PRUNE_FRAMES = 1_000  # frames a retention step deletes: about 15 ms with its sy
 
 def prune_log(db: Db, days: float) -> bool:
     """Delete the oldest frames logged more than `days` ago, at most PRUNE_FRAMES, and the
-    index of the passes left without frames. Returns whether more may be due (a full step).
-    A pass that keeps some frames keeps its entries: searches join them to the frames."""
-    deleted = db.execute(
-        "DELETE FROM messages WHERE id IN"
-        " (SELECT id FROM messages WHERE ts < ? ORDER BY ts, id LIMIT ?)",
-        (now_iso(time.time() - days * 86400), PRUNE_FRAMES),
-    ).rowcount
+    index of the passes they leave without frames. Returns whether more may be due (a full
+    step). A pass that keeps a frame keeps its entries: searches join them to the frames."""
+    deleted = [
+        row[0]
+        for row in db.execute(
+            "DELETE FROM messages WHERE id IN"
+            " (SELECT id FROM messages WHERE ts < ? ORDER BY ts, id LIMIT ?) RETURNING id",
+            (now_iso(time.time() - days * 86400), PRUNE_FRAMES),
+        ).fetchall()
+    ]
     if deleted:
-        first = db.one("SELECT MIN(id) AS id FROM messages")
-        kept = first["id"] if first and first["id"] is not None else _indexed_upto(db) + 1
-        db.execute("DELETE FROM message_index WHERE pass < ?", (kept,))
-        db.execute("DELETE FROM message_passes WHERE upto < ?", (kept,))
-    return deleted == PRUNE_FRAMES
+        _drop_empty_passes(db, min(deleted), max(deleted))
+    return len(deleted) == PRUNE_FRAMES
+
+
+def _drop_empty_passes(db: Db, low: int, high: int) -> None:
+    """Delete the index of the passes that held frames `low` to `high` and hold none now.
+    (Not only the oldest passes: a frame stamped by a clock set ahead outlives the frames
+    logged after it, and must not keep their passes.)"""
+    before = db.one(
+        "SELECT COALESCE(MAX(upto), 0) AS upto FROM message_passes WHERE upto < ?", (low,)
+    )
+    after = db.one("SELECT MIN(upto) AS upto FROM message_passes WHERE upto >= ?", (high,))
+    previous = before["upto"] if before else 0
+    last = after["upto"] if after and after["upto"] is not None else _indexed_upto(db)
+    for row in db.all(
+        "SELECT upto FROM message_passes WHERE upto > ? AND upto <= ? ORDER BY upto",
+        (previous, last),
+    ):
+        upto = row["upto"]
+        if not db.one("SELECT id FROM messages WHERE id > ? AND id <= ? LIMIT 1", (previous, upto)):
+            db.execute("DELETE FROM message_index WHERE pass = ?", (upto,))
+            db.execute("DELETE FROM message_passes WHERE upto = ?", (upto,))
+        previous = upto
 
 
 def station_frames(

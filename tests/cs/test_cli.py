@@ -8,12 +8,14 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.request
 
 import pytest
 from ocpp.v16 import call
 
 from host.cli import main
+from host.cs import storage
 from tests.cs.conftest import run, station, wait_for
 from tests.ports import free_port
 
@@ -88,6 +90,11 @@ def test_serve_send_and_export_end_to_end(tmp_path, capsys):
     os.makedirs(f"{data}/firmware")
     with open(f"{data}/firmware/fw-1.2.bin", "wb") as f:
         f.write(b"\x01firmware")
+    url = storage.database_url(data, None)
+    db = storage.Db(url)  # a frame older than the retention below
+    db.execute(storage.LOG_SQL, ("OLD", storage.now_iso(time.time() - 3 * 86400), "in", "[]"))
+    db.commit()
+    db.close()
     server = subprocess.Popen(
         [
             sys.executable,
@@ -103,6 +110,8 @@ def test_serve_send_and_export_end_to_end(tmp_path, capsys):
             str(http_port),
             "--web-port",
             str(web_port),
+            "--log-days",
+            "2",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -116,7 +125,15 @@ def test_serve_send_and_export_end_to_end(tmp_path, capsys):
         class Running:
             port = ocpp_port
 
+        def pruned():
+            db = storage.Db(url)
+            try:
+                return storage.search_messages(db, "OLD") == []
+            finally:
+                db.close()
+
         async def scenario():
+            await wait_for(pruned, timeout=20)
             async with station(Running, "CP1") as cp:  # type: ignore[arg-type]
                 await cp.call(call.BootNotification("M", "V"))
                 start = await cp.call(call.StartTransaction(1, "TAG1", 100, T0))

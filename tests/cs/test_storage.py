@@ -255,6 +255,18 @@ def test_retention_deletes_the_oldest_frames_and_the_passes_left_empty(db, monke
     assert [r["text"] for r in storage.station_frames(db, "CP1", [], [], 5, skip=2)] == ["new0"]
 
 
+def test_a_frame_from_a_clock_set_ahead_keeps_only_its_own_pass(db, monkeypatch):
+    monkeypatch.setattr(storage, "INDEX_PASS_FRAMES", 2)
+    ahead = aged("CP1", -30, 0, "ahead")  # logged while the server's clock was 30 days ahead
+    db.executemany(storage.LOG_SQL, [ahead] + [aged("CP1", 3, i, f"old{i}") for i in range(5)])
+    index_all(db)
+    assert passes(db) == [2, 4, 6]
+    assert not storage.prune_log(db, 2)
+    assert passes(db) == [2]
+    assert db.all("SELECT id FROM message_index ORDER BY id") == [{"id": 1}, {"id": 2}]
+    assert [r["text"] for r in storage.search_messages(db, "CP1")] == ["ahead"]
+
+
 def test_retention_can_empty_the_log(db, monkeypatch):
     monkeypatch.setattr(storage, "INDEX_PASS_FRAMES", 2)
     db.executemany(storage.LOG_SQL, [aged("CP1", 3, i, f"old{i}") for i in range(3)])
