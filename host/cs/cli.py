@@ -11,6 +11,7 @@ import csv
 import json
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from host.cli import UserError
@@ -134,7 +135,11 @@ def add_parser(subparsers: Any) -> None:
     export = commands.add_parser("export", parents=[db_options], help="export as CSV")
     export.add_argument("what", choices=("transactions", "meter-values"))
     export.add_argument("--station")
-    export.add_argument("--transaction", type=int)
+    export.add_argument("--transaction", type=int, help="meter values of one transaction")
+    export.add_argument(
+        "--since", metavar="ISO8601", help="from this time on (the station's time, to the second)"
+    )
+    export.add_argument("--until", metavar="ISO8601", help="before this time")
     export.add_argument("--out", metavar="FILE", help="default: standard output")
     export.set_defaults(func=export_command)
 
@@ -150,16 +155,14 @@ def _open(args: argparse.Namespace) -> Any:
         raise UserError(f"cannot open the database: {error}") from None
 
 
-def _iso(text: str | None, option: str) -> str | None:
-    from host.cs import storage
-
+def _time(text: str | None, option: str, convert: Callable[[str], str]) -> str | None:
+    """`convert(text)` (a storage time function), or a UserError naming the option."""
     if text is None:
         return None
     try:
-        storage.normalize_time(text)
+        return convert(text)
     except ValueError as error:
         raise UserError(f"{option}: {error}") from None
-    return text
 
 
 def _rows(db: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -171,7 +174,7 @@ def _rows(db: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
         case "connectors":
             return storage.list_connectors(db, args.station)
         case "transactions":
-            return storage.list_transactions(db, args.station, args.active)
+            return list(storage.transactions(db, args.station, args.active))
         case "tags":
             return storage.list_id_tags(db)
         case "commands":
@@ -182,8 +185,8 @@ def _rows(db: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
             return storage.search_messages(
                 db,
                 args.station,
-                _iso(args.since, "--since"),
-                _iso(args.until, "--until"),
+                _time(args.since, "--since", storage.normalize_time),
+                _time(args.until, "--until", storage.normalize_time),
                 args.contains,
                 args.limit,
             )
@@ -263,7 +266,7 @@ def tag_command(args: argparse.Namespace) -> int:
         raise UserError("id tag must be 1 to 20 characters (OCPP IdToken)")
     if args.max_active < 1:
         raise UserError("--max-active must be at least 1")
-    expiry = _iso(args.expiry, "--expiry")
+    _time(args.expiry, "--expiry", storage.normalize_time)  # refuses a non-time; kept as given
     db = _open(args)
     try:
         if args.delete:
@@ -271,7 +274,9 @@ def tag_command(args: argparse.Namespace) -> int:
                 raise UserError(f"no id tag {args.id_tag!r}")
             print(f"deleted {args.id_tag}")
         else:
-            storage.set_id_tag(db, args.id_tag, args.parent, expiry, args.blocked, args.max_active)
+            storage.set_id_tag(
+                db, args.id_tag, args.parent, args.expiry, args.blocked, args.max_active
+            )
             print(f"saved {args.id_tag}")
         db.commit()
     finally:
@@ -319,25 +324,36 @@ def send_command(args: argparse.Namespace) -> int:
 
 
 def export_command(args: argparse.Namespace) -> int:
+    """Rows go out as they are read: an export of any size holds a few at a time."""
     from host.cs import storage
 
+    if args.transaction is not None and args.what == "transactions":
+        raise UserError("--transaction selects meter values; for transactions use --station")
+    since = _time(args.since, "--since", storage.time_bound)
+    until = _time(args.until, "--until", storage.time_bound)
     db = _open(args)
+    out = None
     try:
         if args.what == "transactions":
-            rows = storage.list_transactions(db, args.station)
+            rows = storage.transactions(db, args.station, since=since, until=until)
+            columns = None  # the table's, from its first row
         else:
-            rows = storage.list_meter_values(db, args.station, args.transaction)
+            rows = storage.meter_value_samples(db, args.station, args.transaction, since, until)
+            columns = storage.SAMPLE_COLUMNS
+        try:
+            out = open(args.out, "w", newline="") if args.out else sys.stdout
+        except OSError as error:
+            raise UserError(f"--out: {error}") from None
+        writer = None
+        for row in rows:
+            if writer is None:
+                writer = csv.DictWriter(out, fieldnames=columns or list(row))
+                writer.writeheader()
+            writer.writerow(row)
     finally:
-        db.close()
-    out = open(args.out, "w", newline="") if args.out else sys.stdout
-    try:
-        if rows:
-            writer = csv.DictWriter(out, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-    finally:
-        if args.out:
+        if args.out and out is not None:
             out.close()
+        db.close()
     return 0
 
 

@@ -8,18 +8,23 @@ CLI calls them directly while the server runs them in batches in its database pr
 import datetime
 import hashlib
 import hmac
+import itertools
 import json
 import os
 import secrets
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import orjson
 
 COMMAND_STATES = ("queued", "sent", "answered", "expired", "failed")
 APPROVALS = ("accepted", "pending", "rejected")
+
+
+STREAM_ROWS = 1000  # rows fetched at a time by Db.stream
+_stream_numbers = itertools.count()  # PostgreSQL cursors of a connection need their own names
 
 
 class StorageError(Exception):
@@ -56,6 +61,34 @@ def normalize_time(text: str) -> str:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=datetime.UTC)
     return now_iso(parsed.timestamp())
+
+
+def time_bound(text: str) -> str:
+    """An ISO-8601 time to the second (naive = UTC) as a bound on the times stations send:
+    "YYYY-MM-DDTHH:MM:SS" compares with their UTC forms ("...:SSZ", "...:SS.fffZ") as text in
+    time order, fractions included. Raises ValueError naming the text when it is not one."""
+    normalized = normalize_time(text)
+    if not normalized.endswith(".000Z"):
+        raise ValueError(f"{text!r} is not a whole second")
+    return normalized[:19]
+
+
+def _conditions(conditions: Iterable[tuple[str, Any]]) -> tuple[list[str], list[Any]]:
+    """The (clause, value) conditions whose value is not None, and their parameters: the
+    values of the clauses with a `?`."""
+    clauses, params = [], []
+    for clause, value in conditions:
+        if value is not None:
+            clauses.append(clause)
+            if "?" in clause:
+                params.append(value)
+    return clauses, params
+
+
+def _where(conditions: Iterable[tuple[str, Any]]) -> tuple[str, list[Any]]:
+    """A WHERE clause of the conditions (see _conditions) and its parameters."""
+    clauses, params = _conditions(conditions)
+    return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
 # Each migration is a list of statements; `{id}` becomes the dialect's auto-increment key,
@@ -205,6 +238,22 @@ class Db:
         cursor = self.execute(text, params)
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def stream(self, text: str, params: Iterable[Any] = ()) -> Iterator[dict[str, Any]]:
+        """The rows a few at a time, for results too big to hold (exports); PostgreSQL sends
+        them through a server-side cursor, which would otherwise send them all at once."""
+        if self.dialect == "postgresql":
+            cursor = self.conn.cursor(f"stream{next(_stream_numbers)}")
+        else:
+            cursor = self.conn.cursor()
+        try:
+            cursor.execute(self.sql(text), tuple(params))
+            names = [d[0] for d in cursor.description]
+            while rows := cursor.fetchmany(STREAM_ROWS):
+                for row in rows:
+                    yield dict(zip(names, row, strict=True))
+        finally:
+            cursor.close()
 
     def one(self, text: str, params: Iterable[Any] = ()) -> dict[str, Any] | None:
         rows = self.all(text, params)
@@ -485,42 +534,62 @@ def store_meter_values(
         db.executemany(METER_VALUE_SQL, rows)
 
 
-def list_transactions(
-    db: Db, station: str | None = None, active: bool = False
-) -> list[dict[str, Any]]:
-    clauses, params = [], []
-    if station:
-        clauses.append("station = ?")
-        params.append(station)
-    if active:
-        clauses.append("stop_time IS NULL")
-    where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-    return db.all(f"SELECT * FROM transactions {where} ORDER BY id", params)
+def transactions(
+    db: Db,
+    station: str | None = None,
+    active: bool = False,
+    since: str | None = None,
+    until: str | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Transactions in the order they started (their ids), read as they are consumed;
+    `since`/`until` (from time_bound) bound their start time, the station's."""
+    where, params = _where(
+        (
+            ("station = ?", station or None),
+            ("stop_time IS NULL", True if active else None),
+            ("start_time >= ?", since),
+            ("start_time < ?", until),
+        )
+    )
+    return db.stream(f"SELECT * FROM transactions {where} ORDER BY id", params)
 
 
-def list_meter_values(
-    db: Db, station: str | None = None, transaction: int | None = None
-) -> list[dict[str, Any]]:
-    """One dict per sampled value, optional fields filled with their OCPP defaults."""
-    clauses, params = [], []
-    if station:
-        clauses.append("station = ?")
-        params.append(station)
-    if transaction is not None:
-        clauses.append("transaction_id = ?")
-        params.append(transaction)
-    where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-    rows = db.all(
+# The columns of meter_value_samples' dicts, in this order
+SAMPLE_COLUMNS = (
+    *("station", "connector_id", "transaction_id", "timestamp"),
+    *SAMPLE_DEFAULTS,
+    "value",
+)
+
+
+def meter_value_samples(
+    db: Db,
+    station: str | None = None,
+    transaction: int | None = None,
+    since: str | None = None,
+    until: str | None = None,
+) -> Iterator[dict[str, Any]]:
+    """One dict per sampled value (SAMPLE_COLUMNS, optional fields filled with their OCPP
+    defaults), read as they are consumed: an export of any size holds a few rows at a time.
+    In the order of the stations' timestamps as text, which is time order to the second.
+    `since`/`until` (from time_bound) bound those timestamps: a range of the meter values'
+    time-first key."""
+    where, params = _where(
+        (
+            ("station = ?", station or None),
+            ("transaction_id = ?", transaction),
+            ("timestamp >= ?", since),
+            ("timestamp < ?", until),
+        )
+    )
+    rows = db.stream(
         "SELECT station, connector_id, transaction_id, timestamp, sampled FROM meter_values"
-        f" {where} ORDER BY station, connector_id, timestamp",
+        f" {where} ORDER BY timestamp, station, connector_id",
         params,
     )
-    samples = []
     for row in rows:
-        sampled = orjson.loads(row.pop("sampled"))
-        for sample in sampled:
-            samples.append(row | SAMPLE_DEFAULTS | sample)
-    return samples
+        for sample in orjson.loads(row.pop("sampled")):
+            yield row | SAMPLE_DEFAULTS | sample
 
 
 # ---- message log and notifications --------------------------------------------------------
@@ -666,18 +735,14 @@ def search_messages(
     limit: int = 100,
 ) -> list[dict[str, Any]]:
     """The newest `limit` frames that match, oldest first."""
-    clauses, params = [], []
-    for clause, value in (
+    conditions = (
         ("ts >= ?", since and normalize_time(since)),
         ("ts < ?", until and normalize_time(until)),
         ("text LIKE ?", f"%{contains}%" if contains else None),
-    ):
-        if value is not None:
-            clauses.append(clause)
-            params.append(value)
+    )
     if station is not None:
-        return station_frames(db, station, clauses, params, limit)[::-1]
-    where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        return station_frames(db, station, *_conditions(conditions), limit)[::-1]
+    where, params = _where(conditions)
     rows = db.all(f"SELECT * FROM messages {where} ORDER BY id DESC LIMIT ?", params + [limit])
     return rows[::-1]
 

@@ -48,6 +48,13 @@ def evse(capsys, *argv):
         (["serve", "--tls-cert", "c.pem"], "--tls-cert and --tls-key go together"),
         (["serve", "--log-days", "-1"], "--log-days must be 0 (keep every frame) to 36500"),
         (["serve", "--log-days", "nan"], "--log-days must be 0 (keep every frame) to 36500"),
+        (["export", "meter-values", "--since", "soon"], "--since: 'soon' is not an ISO-8601 time"),
+        (
+            ["export", "meter-values", "--until", "2026-11-01T10:00:00.5Z"],
+            "--until: '2026-11-01T10:00:00.5Z' is not a whole second",
+        ),
+        (["export", "transactions", "--transaction", "3"], "--transaction selects meter values"),
+        (["export", "transactions", "--out", "/nonexistent/t.csv"], "--out: [Errno 2]"),
     ],
 )
 def test_bad_input_is_named(tmp_path, capsys, argv, message):
@@ -82,6 +89,43 @@ def test_tags_and_stations_listings_with_json(tmp_path, capsys):
     for listing in ("connectors", "transactions", "commands", "log", "events"):
         code, out, _ = evse(capsys, listing, "--json", "--data", data)
         assert (code, json.loads(out)) == (0, [])
+
+
+def test_export_a_time_window_to_a_file(tmp_path, capsys):
+    data = str(tmp_path)
+    db = storage.Db(storage.database_url(data, None))
+    for hour in (9, 10, 11):
+        stamp = f"2026-11-01T{hour:02d}:30:00Z"
+        start = {"connectorId": 1, "idTag": "T", "meterStart": 0, "timestamp": stamp}
+        transaction = storage.start_transaction(db, "CP1", start)["transactionId"]
+        values = [{"timestamp": stamp, "sampledValue": [{"value": str(hour), "unit": "kWh"}]}]
+        storage.store_meter_values(db, "CP1", 1, transaction, values)
+    db.commit()
+    db.close()
+    window = ["--since", "2026-11-01T10:00:00Z", "--until", "2026-11-01T12:00:00+01:00"]
+    out = tmp_path / "values.csv"
+    assert evse(capsys, "export", "meter-values", *window, "--out", str(out), "--data", data) == (
+        0,
+        "",
+        "",
+    )
+    with open(out, newline="") as f:
+        (row,) = csv.DictReader(f)
+    assert tuple(row) == storage.SAMPLE_COLUMNS
+    assert (row["timestamp"], row["value"], row["unit"], row["measurand"]) == (
+        "2026-11-01T10:30:00Z",
+        "10",
+        "kWh",
+        "Energy.Active.Import.Register",  # the OCPP default, filled in
+    )
+    _, text, _ = evse(
+        capsys, "export", "transactions", "--since", "2026-11-01T10:00:00", "--data", data
+    )
+    assert [r["start_time"] for r in csv.DictReader(io.StringIO(text))] == [
+        "2026-11-01T10:30:00Z",
+        "2026-11-01T11:30:00Z",
+    ]
+    assert evse(capsys, "export", "meter-values", "--station", "CP9", "--data", data) == (0, "", "")
 
 
 def test_serve_send_and_export_end_to_end(tmp_path, capsys):

@@ -5,6 +5,7 @@ import contextlib
 import json
 import threading
 import time
+import tracemalloc
 
 import pytest
 
@@ -81,16 +82,87 @@ def test_transactions_and_meter_values_are_deduplicated(db):
     storage.stop_transaction(db, "CP1", stop)
     storage.stop_transaction(db, "CP1", dict(stop, meterStop=99))  # retransmitted, ignored
     db.commit()
-    (tx,) = storage.list_transactions(db, "CP1")
+    (tx,) = storage.transactions(db, "CP1")
     assert (tx["meter_start"], tx["meter_stop"], tx["stop_reason"]) == (7, 9, "Local")
-    rows = storage.list_meter_values(db, "CP1")
+    rows = list(storage.meter_value_samples(db, "CP1"))
     assert [(r["measurand"], r["phase"], r["value"]) for r in rows] == [
         ("Energy.Active.Import.Register", "", "1"),
         ("Energy.Active.Import.Register", "L1", "2"),
     ]
-    assert storage.list_transactions(db, active=True) == [
-        t for t in storage.list_transactions(db) if t["station"] == "CP2"
+    assert list(storage.transactions(db, active=True)) == [
+        t for t in storage.transactions(db) if t["station"] == "CP2"
     ]
+
+
+def test_exports_read_in_time_order_within_half_open_bounds(db):
+    stamps = {  # station timestamps in their UTC forms, with and without fractions
+        "CP1": ["2026-11-01T09:59:59.999Z", "2026-11-01T10:00:00Z", "2026-11-01T10:59:59.5Z"],
+        "CP2": ["2026-11-01T10:00:00.000Z", "2026-11-01T11:00:00Z", "2026-11-01T11:00:00.001Z"],
+    }
+    for station, times in stamps.items():
+        for n, stamp in enumerate(times):
+            start = {"connectorId": n, "idTag": "T", "meterStart": 0, "timestamp": stamp}
+            transaction = storage.start_transaction(db, station, start)["transactionId"]
+            values = [{"timestamp": stamp, "sampledValue": [{"value": str(n)}, {"value": "x"}]}]
+            storage.store_meter_values(db, station, n, transaction, values)
+    db.commit()
+    since = storage.time_bound("2026-11-01T10:00:00Z")
+    until = storage.time_bound("2026-11-01T12:00:00+01:00")  # 11:00 UTC
+
+    def samples(**bounds):
+        rows = storage.meter_value_samples(db, **bounds)
+        return [(r["timestamp"], r["station"]) for r in rows if r["value"] != "x"]
+
+    assert samples(since=since, until=until) == [
+        ("2026-11-01T10:00:00.000Z", "CP2"),
+        ("2026-11-01T10:00:00Z", "CP1"),
+        ("2026-11-01T10:59:59.5Z", "CP1"),
+    ]
+    # Ordered as text: time order to the second ("...00.001Z" sorts before "...00Z")
+    assert samples(station="CP2", since=since) == [(t, "CP2") for t in sorted(stamps["CP2"])]
+    assert samples(until=since) == [("2026-11-01T09:59:59.999Z", "CP1")]
+    assert [r["timestamp"] for r in storage.meter_value_samples(db)] == sorted(
+        [t for times in stamps.values() for t in times for _ in "ab"]  # two samples each
+    )
+    started = storage.transactions(db, "CP2", since=since, until=until)
+    assert [t["start_time"] for t in started] == ["2026-11-01T10:00:00.000Z"]
+    selected = storage.meter_value_samples(db, transaction=transaction)  # the last one
+    assert [(r["transaction_id"], r["station"]) for r in selected] == [(transaction, "CP2")] * 2
+    assert not list(storage.meter_value_samples(db, since=storage.time_bound("2027-01-01")))
+
+
+def test_time_bounds_are_whole_seconds_in_utc():
+    assert storage.time_bound("2026-11-01T10:00:00Z") == "2026-11-01T10:00:00"
+    assert storage.time_bound("2026-11-01T11:00:00+01:00") == "2026-11-01T10:00:00"
+    assert storage.time_bound("2026-11-01") == "2026-11-01T00:00:00"  # naive: UTC
+    for text, problem in (("2026-11-01T10:00:00.5Z", "not a whole second"), ("soon", "ISO")):
+        with pytest.raises(ValueError, match=problem):
+            storage.time_bound(text)
+
+
+def test_an_export_holds_a_few_rows_at_a_time(db):
+    """200,000 samples stream through in far less memory than they take held at once."""
+    values = [{"value": str(n), "measurand": "Voltage", "phase": "L1-N"} for n in range(10)]
+    rows = storage.meter_value_rows("CP1", 1, None, [{"timestamp": T0, "sampledValue": values}])
+    station, connector, transaction, _, _, sampled = rows[0]
+    db.executemany(
+        "INSERT INTO meter_values (station, connector_id, transaction_id, timestamp, digest,"
+        " sampled) VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            (station, connector, transaction, f"2026-11-01T{n // 3600:02d}:{n // 60 % 60:02d}:"
+             f"{n % 60:02d}Z", str(n), sampled)
+            for n in range(20_000)
+        ],
+    )  # fmt: skip
+    db.commit()
+    tracemalloc.start()
+    try:
+        count = sum(1 for _ in storage.meter_value_samples(db))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert count == 200_000
+    assert peak < 4 << 20  # all at once: 20 MB of rows, their samples over 100 MB more
 
 
 def test_message_log_is_searchable_by_station_time_and_text(db):
@@ -345,12 +417,12 @@ def test_version_3_databases_keep_their_meter_values(db_url, monkeypatch):
     storage.store_meter_values(db, "CP1", 1, 7, values)  # retransmitted: stored once
     storage.store_meter_values(db, "CP1", 1, 7, [dict(values[0], timestamp="2026-11-26T10:00:01Z")])
     db.commit()
-    assert [(r["station"], r["timestamp"]) for r in storage.list_meter_values(db)] == [
+    assert [(r["station"], r["timestamp"]) for r in storage.meter_value_samples(db)] == [
         ("CP1", T0),
-        ("CP1", "2026-11-26T10:00:01Z"),
         ("CP2", T0),
+        ("CP1", "2026-11-26T10:00:01Z"),
     ]
-    assert len(storage.list_meter_values(db, transaction=7)) == 2
+    assert len(list(storage.meter_value_samples(db, transaction=7))) == 2
     assert indexed_columns(db, "meter_values") == {
         ("timestamp", "station", "connector_id", "digest"),  # new rows at the index's end
         ("transaction_id",),
