@@ -23,6 +23,7 @@ COMMAND_STATES = ("queued", "sent", "answered", "expired", "failed")
 APPROVALS = ("accepted", "pending", "rejected")
 
 
+MIGRATION_LOCK = 0x65767365  # PostgreSQL advisory lock key ("evse") taken by Db.migrate
 STREAM_ROWS = 1000  # rows fetched at a time by Db.stream
 _stream_numbers = itertools.count()  # PostgreSQL cursors of a connection need their own names
 
@@ -269,25 +270,44 @@ class Db:
         self.conn.close()
 
     def migrate(self, migrations: list[list[str]], table: str) -> None:
-        """Run the migrations not run yet, counted in `table` (one per set of tables)."""
-        self.execute(f"CREATE TABLE IF NOT EXISTS {table} (version INTEGER NOT NULL)")
-        row = self.one(f"SELECT MAX(version) AS v FROM {table}")
-        current = (row or {}).get("v") or 0
+        """Run the migrations not run yet, counted in `table` (one per set of tables), each
+        whole or not at all. Processes that open the database at once (say the server and a
+        CLI command after an upgrade) take turns: a migration runs under a lock (SQLite's
+        write lock, a PostgreSQL advisory lock) and reads the version again under it, so none
+        runs twice. An up-to-date database is only read: nothing waits for the lock."""
         without_rowid = " WITHOUT ROWID" if self.dialect == "sqlite" else ""
-        for version, statements in enumerate(migrations, start=1):
-            if version <= current:
-                continue
-            if self.dialect == "sqlite":  # else its DDL commits statement by statement
-                self.execute("BEGIN")
-            for statement in statements:
-                self.execute(
-                    statement.replace("{id}", self.auto_id).replace(
-                        "{without_rowid}", without_rowid
+        while self._version(table) < len(migrations):
+            if self.dialect == "sqlite":  # and its DDL joins the transaction
+                self.execute("BEGIN IMMEDIATE")
+            else:  # released at the commit
+                self.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
+            self.execute(f"CREATE TABLE IF NOT EXISTS {table} (version INTEGER NOT NULL)")
+            version = self._version(table) + 1  # another process may have run it meanwhile
+            if version <= len(migrations):
+                for statement in migrations[version - 1]:
+                    self.execute(
+                        statement.replace("{id}", self.auto_id).replace(
+                            "{without_rowid}", without_rowid
+                        )
                     )
-                )
-            self.execute(f"INSERT INTO {table} (version) VALUES (?)", (version,))
-            self.commit()  # each migration whole or not at all
-        self.commit()
+                self.execute(f"INSERT INTO {table} (version) VALUES (?)", (version,))
+            self.commit()
+        self.commit()  # ends the read (PostgreSQL opens a transaction for it)
+
+    def _version(self, table: str) -> int:
+        """The last migration run (counted in `table`), 0 for a new database."""
+        if self.dialect == "sqlite":
+            catalog = "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table' AND name = ?"
+        else:
+            catalog = (
+                "SELECT COUNT(*) AS n FROM pg_tables"
+                " WHERE schemaname = current_schema() AND tablename = ?"
+            )
+        found = self.one(catalog, (table,))
+        if not (found and found["n"]):
+            return 0
+        row = self.one(f"SELECT MAX(version) AS v FROM {table}")
+        return (row or {}).get("v") or 0
 
 
 def database_url(data_dir: str | None, db_url: str | None) -> str:

@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import json
+import sqlite3
 import threading
 import time
 import tracemalloc
@@ -33,6 +34,70 @@ def test_migrations_run_once_and_reopen_cleanly(db_url):
     assert again.one("SELECT COUNT(*) AS n FROM schema_version")["n"] == len(storage.MIGRATIONS)
     assert storage.get_station(again, "CP1")["approval"] == "accepted"
     again.close()
+
+
+def test_processes_opening_a_database_at_once_run_each_migration_once(db_url):
+    """One connection is paused inside a migration when another reads the version (still
+    0); the other must wait for it and then skip it, not run it again."""
+    migrations = [["CREATE TABLE gadgets (id INTEGER)", "SELECT 'pause'"]]
+    first, second = storage.Db(db_url), storage.Db(db_url)
+    paused, read, release = threading.Event(), threading.Event(), threading.Event()
+    first_execute, second_one = first.execute, second.one
+
+    def execute_pausing(text, params=()):
+        if text == "SELECT 'pause'":
+            paused.set()
+            release.wait(10)
+        return first_execute(text, params)
+
+    def one_noting_reads(text, params=()):
+        row = second_one(text, params)
+        read.set()  # it has looked, before the first migration is committed
+        return row
+
+    first.execute, second.one = execute_pausing, one_noting_reads
+    errors = []
+
+    def migrate(db):
+        try:
+            db.migrate(migrations, "gadget_version")
+        except Exception as error:  # noqa: BLE001 - reported by the test
+            errors.append(error)
+
+    threads = [threading.Thread(target=migrate, args=(db,)) for db in (first, second)]
+    try:
+        threads[0].start()
+        assert paused.wait(10)
+        threads[1].start()
+        assert read.wait(10)
+        release.set()
+        for thread in threads:
+            thread.join(30)  # bounded: SQLite gives up on a lock after 10 s
+        assert errors == []
+        assert second.all("SELECT version FROM gadget_version") == [{"version": 1}]
+    finally:
+        release.set()
+        for thread in threads:
+            if thread.ident is not None:
+                thread.join(30)
+        if not any(thread.is_alive() for thread in threads):  # else closing would crash it
+            first.close()
+            second.close()
+
+
+def test_an_up_to_date_database_opens_while_another_process_writes(sqlite_url):
+    """Opening only reads the version: a CLI command does not queue for the write lock that
+    the server's database process takes commit after commit (it would give up after 10 s)."""
+    storage.Db(sqlite_url).close()  # created and migrated
+    writer = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))
+    writer.execute("BEGIN IMMEDIATE")
+    try:
+        db = storage.Db(sqlite_url)
+        assert db.one("SELECT COUNT(*) AS n FROM stations") == {"n": 0}
+        db.close()
+    finally:
+        writer.rollback()
+        writer.close()
 
 
 def test_sqlite_commits_reach_the_disk(tmp_path):
