@@ -74,11 +74,11 @@ def time_bound(text: str) -> str:
     return normalized[:19]
 
 
-def _conditions(conditions: Iterable[tuple[str, Any]]) -> tuple[list[str], list[Any]]:
-    """The (clause, value) conditions whose value is not None, and their parameters: the
-    values of the clauses with a `?`."""
+def conditions(pairs: Iterable[tuple[str, Any]]) -> tuple[list[str], list[Any]]:
+    """The clauses of the (clause, value) pairs whose value is not None, and their
+    parameters: the values of the clauses with a `?` (a clause without one takes True)."""
     clauses, params = [], []
-    for clause, value in conditions:
+    for clause, value in pairs:
         if value is not None:
             clauses.append(clause)
             if "?" in clause:
@@ -86,10 +86,8 @@ def _conditions(conditions: Iterable[tuple[str, Any]]) -> tuple[list[str], list[
     return clauses, params
 
 
-def _where(conditions: Iterable[tuple[str, Any]]) -> tuple[str, list[Any]]:
-    """A WHERE clause of the conditions (see _conditions) and its parameters."""
-    clauses, params = _conditions(conditions)
-    return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
+def where(clauses: list[str]) -> str:
+    return ("WHERE " + " AND ".join(clauses)) if clauses else ""
 
 
 # Each migration is a list of statements; `{id}` becomes the dialect's auto-increment key,
@@ -563,7 +561,7 @@ def transactions(
 ) -> Iterator[dict[str, Any]]:
     """Transactions in the order they started (their ids), read as they are consumed;
     `since`/`until` (from time_bound) bound their start time, the station's."""
-    where, params = _where(
+    clauses, params = conditions(
         (
             ("station = ?", station or None),
             ("stop_time IS NULL", True if active else None),
@@ -571,7 +569,7 @@ def transactions(
             ("start_time < ?", until),
         )
     )
-    return db.stream(f"SELECT * FROM transactions {where} ORDER BY id", params)
+    return db.stream(f"SELECT * FROM transactions {where(clauses)} ORDER BY id", params)
 
 
 # The columns of meter_value_samples' dicts, in this order
@@ -594,7 +592,7 @@ def meter_value_samples(
     In the order of the stations' timestamps as text, which is time order to the second.
     `since`/`until` (from time_bound) bound those timestamps: a range of the meter values'
     time-first key."""
-    where, params = _where(
+    clauses, params = conditions(
         (
             ("station = ?", station or None),
             ("transaction_id = ?", transaction),
@@ -604,7 +602,7 @@ def meter_value_samples(
     )
     rows = db.stream(
         "SELECT station, connector_id, transaction_id, timestamp, sampled FROM meter_values"
-        f" {where} ORDER BY timestamp, station, connector_id",
+        f" {where(clauses)} ORDER BY timestamp, station, connector_id",
         params,
     )
     for row in rows:
@@ -755,15 +753,18 @@ def search_messages(
     limit: int = 100,
 ) -> list[dict[str, Any]]:
     """The newest `limit` frames that match, oldest first."""
-    conditions = (
-        ("ts >= ?", since and normalize_time(since)),
-        ("ts < ?", until and normalize_time(until)),
-        ("text LIKE ?", f"%{contains}%" if contains else None),
+    clauses, params = conditions(
+        (
+            ("ts >= ?", since and normalize_time(since)),
+            ("ts < ?", until and normalize_time(until)),
+            ("text LIKE ?", f"%{contains}%" if contains else None),
+        )
     )
     if station is not None:
-        return station_frames(db, station, *_conditions(conditions), limit)[::-1]
-    where, params = _where(conditions)
-    rows = db.all(f"SELECT * FROM messages {where} ORDER BY id DESC LIMIT ?", params + [limit])
+        return station_frames(db, station, clauses, params, limit)[::-1]
+    rows = db.all(
+        f"SELECT * FROM messages {where(clauses)} ORDER BY id DESC LIMIT ?", params + [limit]
+    )
     return rows[::-1]
 
 

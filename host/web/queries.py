@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from host.cs.storage import SAMPLE_DEFAULTS, Db, station_frames
+from host.cs.storage import SAMPLE_DEFAULTS, Db, conditions, station_frames, where
 
 STATION_COLUMNS = (
     "id, approval, registration, online, security_profile, vendor, model, serial, firmware,"
@@ -22,14 +22,10 @@ ENERGY = "Energy.Active.Import.Register"
 POWER = "Power.Active.Import"
 
 
-def _where(clauses: list[str]) -> str:
-    return ("WHERE " + " AND ".join(clauses)) if clauses else ""
-
-
 def _page(
     db: Db,
     select: str,
-    where: str,
+    clauses: list[str],
     params: list[Any],
     order: str,
     limit: int,
@@ -37,11 +33,12 @@ def _page(
     count: bool = True,
 ) -> dict[str, Any]:
     rows = db.all(
-        f"{select} {where} ORDER BY {order} LIMIT ? OFFSET ?", [*params, limit + 1, offset]
+        f"{select} {where(clauses)} ORDER BY {order} LIMIT ? OFFSET ?",
+        [*params, limit + 1, offset],
     )
     page = _page_of(rows, limit, offset)
     if count:
-        from_where = select[select.index(" FROM ") :] + " " + where
+        from_where = select[select.index(" FROM ") :] + " " + where(clauses)
         page["total"] = db.one(f"SELECT COUNT(*) AS n {from_where}", params)["n"]  # type: ignore[index]
     return page
 
@@ -78,23 +75,19 @@ def _connectors(db: Db, station_ids: list[str]) -> dict[str, list[dict[str, Any]
 def list_stations(
     db: Db, q: str | None, online: bool | None, problems: bool, limit: int, offset: int
 ) -> dict[str, Any]:
-    clauses: list[str] = []
-    params: list[Any] = []
-    if q:
-        clauses.append("s.id LIKE ?")
-        params.append(f"%{q}%")
-    if online is not None:
-        clauses.append("s.online = ?")
-        params.append(int(online))
-    if problems:
-        clauses.append(
-            f"(s.online = 0 OR EXISTS (SELECT 1 FROM connectors c WHERE c.station = s.id"
-            f" AND {FAULTED}))"
-        )
-    columns = ", ".join("s." + c.strip() for c in STATION_COLUMNS.split(","))
-    page = _page(
-        db, f"SELECT {columns} FROM stations s", _where(clauses), params, "s.id", limit, offset
+    problem = (
+        "(s.online = 0 OR EXISTS (SELECT 1 FROM connectors c"
+        f" WHERE c.station = s.id AND {FAULTED}))"
     )
+    clauses, params = conditions(
+        (
+            ("s.id LIKE ?", f"%{q}%" if q else None),
+            ("s.online = ?", None if online is None else int(online)),
+            (problem, True if problems else None),
+        )
+    )
+    columns = ", ".join("s." + c.strip() for c in STATION_COLUMNS.split(","))
+    page = _page(db, f"SELECT {columns} FROM stations s", clauses, params, "s.id", limit, offset)
     connectors = _connectors(db, [row["id"] for row in page["items"]])
     for row in page["items"]:
         _bools(row, "online")
@@ -140,17 +133,14 @@ def list_transactions(
     limit: int,
     offset: int,
 ) -> dict[str, Any]:
-    clauses: list[str] = []
-    params: list[Any] = []
-    for clause, value in (("station = ?", station), ("id_tag = ?", id_tag)):
-        if value is not None:
-            clauses.append(clause)
-            params.append(value)
-    if active is not None:
-        clauses.append("stop_time IS NULL" if active else "stop_time IS NOT NULL")
-    page = _page(
-        db, "SELECT * FROM transactions", _where(clauses), params, "id DESC", limit, offset, False
+    clauses, params = conditions(
+        (
+            ("station = ?", station),
+            ("id_tag = ?", id_tag),
+            ("stop_time IS NULL" if active else "stop_time IS NOT NULL", active),
+        )
     )
+    page = _page(db, "SELECT * FROM transactions", clauses, params, "id DESC", limit, offset, False)
     for row in page["items"]:
         _energy(row)
     return page
@@ -215,7 +205,7 @@ def list_meter_values(db: Db, transaction_id: int, limit: int, offset: int) -> d
     page = _page(
         db,
         "SELECT connector_id, timestamp, sampled FROM meter_values",
-        "WHERE transaction_id = ?",
+        ["transaction_id = ?"],
         [transaction_id],
         "timestamp",
         limit,
@@ -227,8 +217,8 @@ def list_meter_values(db: Db, transaction_id: int, limit: int, offset: int) -> d
 
 
 def list_id_tags(db: Db, q: str | None, limit: int, offset: int) -> dict[str, Any]:
-    where, params = ("WHERE id_tag LIKE ?", [f"%{q}%"]) if q else ("", [])
-    page = _page(db, "SELECT * FROM id_tags", where, params, "id_tag", limit, offset)
+    clauses, params = conditions((("id_tag LIKE ?", f"%{q}%" if q else None),))
+    page = _page(db, "SELECT * FROM id_tags", clauses, params, "id_tag", limit, offset)
     for row in page["items"]:
         _bools(row, "blocked")
     return page
@@ -251,22 +241,17 @@ def list_messages(
     offset: int,
 ) -> dict[str, Any]:
     """Newest first. `action` matches CALLs of that action (the answers carry no action)."""
-    clauses: list[str] = []
-    params: list[Any] = []
-    for clause, value in (
-        ("direction = ?", direction),
-        ("text LIKE ?", f'[2,"%","{action}",%' if action else None),
-        ("ts >= ?", since),
-        ("ts < ?", until),
-        ("text LIKE ?", f"%{contains}%" if contains else None),
-    ):
-        if value is not None:
-            clauses.append(clause)
-            params.append(value)
-    if station is None:
-        page = _page(
-            db, "SELECT * FROM messages", _where(clauses), params, "id DESC", limit, offset, False
+    clauses, params = conditions(
+        (
+            ("direction = ?", direction),
+            ("text LIKE ?", f'[2,"%","{action}",%' if action else None),
+            ("ts >= ?", since),
+            ("ts < ?", until),
+            ("text LIKE ?", f"%{contains}%" if contains else None),
         )
+    )
+    if station is None:
+        page = _page(db, "SELECT * FROM messages", clauses, params, "id DESC", limit, offset, False)
     else:
         rows = station_frames(db, station, clauses, params, limit + 1, skip=offset)
         page = _page_of(rows, limit, offset)
@@ -288,15 +273,8 @@ def _frame_summary(text: str) -> dict[str, Any]:
 def list_commands(
     db: Db, station: str | None, state: str | None, limit: int, offset: int
 ) -> dict[str, Any]:
-    clauses: list[str] = []
-    params: list[Any] = []
-    for clause, value in (("station = ?", station), ("state = ?", state)):
-        if value is not None:
-            clauses.append(clause)
-            params.append(value)
-    page = _page(
-        db, "SELECT * FROM commands", _where(clauses), params, "id DESC", limit, offset, False
-    )
+    clauses, params = conditions((("station = ?", station), ("state = ?", state)))
+    page = _page(db, "SELECT * FROM commands", clauses, params, "id DESC", limit, offset, False)
     page["items"] = [command_view(row) for row in page["items"]]
     return page
 
