@@ -9,9 +9,10 @@ prints the station's answer.
 import argparse
 import csv
 import json
+import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from host.cli import UserError
@@ -136,9 +137,7 @@ def add_parser(subparsers: Any) -> None:
     export.add_argument("what", choices=("transactions", "meter-values"))
     export.add_argument("--station")
     export.add_argument("--transaction", type=int, help="meter values of one transaction")
-    export.add_argument(
-        "--since", metavar="ISO8601", help="from this time on (the station's time, to the second)"
-    )
+    export.add_argument("--since", metavar="ISO8601", help="from this time on (stations' times)")
     export.add_argument("--until", metavar="ISO8601", help="before this time")
     export.add_argument("--out", metavar="FILE", help="default: standard output")
     export.set_defaults(func=export_command)
@@ -324,15 +323,15 @@ def send_command(args: argparse.Namespace) -> int:
 
 
 def export_command(args: argparse.Namespace) -> int:
-    """Rows go out as they are read: an export of any size holds a few at a time."""
+    """Rows go out as they are read, a page at a time (storage.Db.pages). A file appears
+    whole or not at all: it is written beside, then renamed."""
     from host.cs import storage
 
     if args.transaction is not None and args.what == "transactions":
         raise UserError("--transaction selects meter values; for transactions use --station")
-    since = _time(args.since, "--since", storage.time_bound)
-    until = _time(args.until, "--until", storage.time_bound)
+    since = _time(args.since, "--since", storage.normalize_time)
+    until = _time(args.until, "--until", storage.normalize_time)
     db = _open(args)
-    out = None
     try:
         if args.what == "transactions":
             rows = storage.transactions(db, args.station, since=since, until=until)
@@ -340,21 +339,35 @@ def export_command(args: argparse.Namespace) -> int:
         else:
             rows = storage.meter_value_samples(db, args.station, args.transaction, since, until)
             columns = storage.SAMPLE_COLUMNS
+        if not args.out:
+            _write_csv(sys.stdout, rows, columns)
+            return 0
+        part = f"{args.out}.part"
         try:
-            out = open(args.out, "w", newline="") if args.out else sys.stdout
+            out = open(part, "w", newline="")
         except OSError as error:
             raise UserError(f"--out: {error}") from None
-        writer = None
-        for row in rows:
-            if writer is None:
-                writer = csv.DictWriter(out, fieldnames=columns or list(row))
-                writer.writeheader()
-            writer.writerow(row)
+        try:
+            with out:
+                _write_csv(out, rows, columns)
+            os.replace(part, args.out)
+        except BaseException:
+            os.unlink(part)
+            raise
+        return 0
     finally:
-        if args.out and out is not None:
-            out.close()
         db.close()
-    return 0
+
+
+def _write_csv(out: Any, rows: Iterator[dict[str, Any]], columns: Sequence[str] | None) -> None:
+    """CSV with a header, from the first row's keys unless `columns` are given; nothing for
+    no rows."""
+    writer = None
+    for row in rows:
+        if writer is None:
+            writer = csv.DictWriter(out, fieldnames=columns or list(row))
+            writer.writeheader()
+        writer.writerow(row)
 
 
 def serve_command(args: argparse.Namespace) -> int:

@@ -8,7 +8,6 @@ CLI calls them directly while the server runs them in batches in its database pr
 import datetime
 import hashlib
 import hmac
-import itertools
 import json
 import os
 import secrets
@@ -24,8 +23,7 @@ APPROVALS = ("accepted", "pending", "rejected")
 
 
 MIGRATION_LOCK = 0x65767365  # PostgreSQL advisory lock key ("evse") taken by Db.migrate
-STREAM_ROWS = 1000  # rows fetched at a time by Db.stream
-_stream_numbers = itertools.count()  # PostgreSQL cursors of a connection need their own names
+STREAM_ROWS = 1000  # rows read at a time by Db.pages
 
 
 class StorageError(Exception):
@@ -64,14 +62,35 @@ def normalize_time(text: str) -> str:
     return now_iso(parsed.timestamp())
 
 
-def time_bound(text: str) -> str:
-    """An ISO-8601 time to the second (naive = UTC) as a bound on the times stations send:
-    "YYYY-MM-DDTHH:MM:SS" compares with their UTC forms ("...:SSZ", "...:SS.fffZ") as text in
-    time order, fractions included. Raises ValueError naming the text when it is not one."""
-    normalized = normalize_time(text)
-    if not normalized.endswith(".000Z"):
-        raise ValueError(f"{text!r} is not a whole second")
-    return normalized[:19]
+# Stations write times with their zone's offset, at most 14 hours from UTC.
+_WIDEST_OFFSET = datetime.timedelta(hours=14)
+
+
+def _local_bounds(since: str | None, until: str | None) -> tuple[str | None, str | None]:
+    """Bounds on station times as sent (any zone offset), compared as text, that keep those
+    that may be in [since, until) (normalize_time): their local time within the widest
+    offset either side, as a prefix of any form stations send. `in_window` then decides."""
+
+    def shifted(time: str | None, by: datetime.timedelta) -> str | None:
+        if time is None:
+            return None
+        moved = datetime.datetime.fromisoformat(time.replace("Z", "+00:00")) + by
+        return moved.strftime("%Y-%m-%dT%H:%M:%S")
+
+    later = _WIDEST_OFFSET + datetime.timedelta(seconds=1)  # the second `until` falls in
+    return shifted(since, -_WIDEST_OFFSET), shifted(until, later)
+
+
+def in_window(text: str, since: str | None, until: str | None) -> bool:
+    """Whether a station's time is in [since, until) (normalize_time; None: unbounded). A
+    time that Python cannot read (a leap second, 23:59:60Z) is compared as text."""
+    if since is None and until is None:
+        return True
+    try:
+        time = normalize_time(text)
+    except ValueError:
+        time = text
+    return (since is None or time >= since) and (until is None or time < until)
 
 
 def conditions(pairs: Iterable[tuple[str, Any]]) -> tuple[list[str], list[Any]]:
@@ -182,6 +201,13 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE meter_values_by_time RENAME TO meter_values",
         "CREATE INDEX meter_values_transaction ON meter_values (transaction_id)",
     ],
+    # Each pass notes when its frames were logged, so that a station's search in a time
+    # window seeks only the passes that overlap it. Passes indexed before have no times and
+    # are always searched.
+    [
+        "ALTER TABLE message_passes ADD COLUMN first_ts TEXT",
+        "ALTER TABLE message_passes ADD COLUMN last_ts TEXT",
+    ],
 ]
 
 
@@ -238,21 +264,35 @@ class Db:
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
-    def stream(self, text: str, params: Iterable[Any] = ()) -> Iterator[dict[str, Any]]:
-        """The rows a few at a time, for results too big to hold (exports); PostgreSQL sends
-        them through a server-side cursor, which would otherwise send them all at once."""
-        if self.dialect == "postgresql":
-            cursor = self.conn.cursor(f"stream{next(_stream_numbers)}")
-        else:
-            cursor = self.conn.cursor()
-        try:
-            cursor.execute(self.sql(text), tuple(params))
-            names = [d[0] for d in cursor.description]
-            while rows := cursor.fetchmany(STREAM_ROWS):
-                for row in rows:
-                    yield dict(zip(names, row, strict=True))
-        finally:
-            cursor.close()
+    def pages(
+        self,
+        select: str,
+        clauses: list[str],
+        params: list[Any],
+        key: tuple[str, ...],
+        start: Any = None,
+    ) -> Iterator[dict[str, Any]]:
+        """The rows of `select` ("SELECT ... FROM table", the `key` columns among them) that
+        match `clauses`, from `start` (on the key's first column) on, in the order of `key`
+        (unique, not null), STREAM_ROWS at a time: an export of any size holds one page.
+        Each page seeks the key where the last ended (a bound of its own on the key would
+        make it scan from there), in a transaction of its own: a slow reader holds no
+        snapshot (SQLite's WAL would grow, PostgreSQL's vacuum wait)."""
+        order = ", ".join(key)
+        after = f"({order}) > ({', '.join('?' * len(key))})"
+        page_clauses, page_params = conditions(((f"{key[0]} >= ?", start),))
+        page_clauses, page_params = [*clauses, *page_clauses], [*params, *page_params]
+        while True:
+            rows = self.all(
+                f"{select} {where(page_clauses)} ORDER BY {order} LIMIT ?",
+                [*page_params, STREAM_ROWS],
+            )
+            self.commit()  # ends the read (PostgreSQL opens a transaction for it)
+            last = [row[column] for column in key for row in rows[-1:]]  # before any change
+            yield from rows
+            if len(rows) < STREAM_ROWS:
+                return
+            page_clauses, page_params = [*clauses, after], [*params, *last]
 
     def one(self, text: str, params: Iterable[Any] = ()) -> dict[str, Any] | None:
         rows = self.all(text, params)
@@ -275,9 +315,11 @@ class Db:
         runs twice. An up-to-date database is only read: nothing waits for the lock."""
         without_rowid = " WITHOUT ROWID" if self.dialect == "sqlite" else ""
         while self._version(table) < len(migrations):
+            self.commit()  # the lock's transaction starts afresh
             if self.dialect == "sqlite":  # and its DDL joins the transaction
                 self.execute("BEGIN IMMEDIATE")
-            else:  # released at the commit
+            else:  # released at the commit; the version read again sees what is committed
+                self.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
                 self.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
             self.execute(f"CREATE TABLE IF NOT EXISTS {table} (version INTEGER NOT NULL)")
             version = self._version(table) + 1  # another process may have run it meanwhile
@@ -515,6 +557,7 @@ def stop_transaction(db: Db, station: str, p: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+METER_VALUES_KEY = ("timestamp", "station", "connector_id", "digest")  # unique, time first
 METER_VALUE_SQL = (
     "INSERT INTO meter_values (station, connector_id, transaction_id, timestamp, digest, sampled)"
     " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
@@ -559,17 +602,20 @@ def transactions(
     since: str | None = None,
     until: str | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Transactions in the order they started (their ids), read as they are consumed;
-    `since`/`until` (from time_bound) bound their start time, the station's."""
+    """Transactions in the order they started (their ids), read a page at a time (Db.pages);
+    `since`/`until` (normalize_time) bound their start, the station's time."""
+    low, high = _local_bounds(since, until)
     clauses, params = conditions(
         (
             ("station = ?", station or None),
             ("stop_time IS NULL", True if active else None),
-            ("start_time >= ?", since),
-            ("start_time < ?", until),
+            ("start_time >= ?", low),
+            ("start_time < ?", high),
         )
     )
-    return db.stream(f"SELECT * FROM transactions {where(clauses)} ORDER BY id", params)
+    for row in db.pages("SELECT * FROM transactions", clauses, params, ("id",)):
+        if in_window(row["start_time"], since, until):
+            yield row
 
 
 # The columns of meter_value_samples' dicts, in this order
@@ -588,24 +634,25 @@ def meter_value_samples(
     until: str | None = None,
 ) -> Iterator[dict[str, Any]]:
     """One dict per sampled value (SAMPLE_COLUMNS, optional fields filled with their OCPP
-    defaults), read as they are consumed: an export of any size holds a few rows at a time.
-    In the order of the stations' timestamps as text, which is time order to the second.
-    `since`/`until` (from time_bound) bound those timestamps: a range of the meter values'
-    time-first key."""
+    defaults), read a page at a time (Db.pages), in the order of the meter values' key:
+    their timestamps as the stations wrote them, which for UTC times is time order to the
+    second. `since`/`until` (normalize_time) bound those times, whatever their zone; the
+    query reads a range of the key."""
+    low, high = _local_bounds(since, until)
     clauses, params = conditions(
         (
             ("station = ?", station or None),
             ("transaction_id = ?", transaction),
-            ("timestamp >= ?", since),
-            ("timestamp < ?", until),
+            ("timestamp < ?", high),
         )
     )
-    rows = db.stream(
-        "SELECT station, connector_id, transaction_id, timestamp, sampled FROM meter_values"
-        f" {where(clauses)} ORDER BY timestamp, station, connector_id",
-        params,
+    select = (
+        "SELECT station, connector_id, transaction_id, timestamp, digest, sampled FROM meter_values"
     )
-    for row in rows:
+    for row in db.pages(select, clauses, params, METER_VALUES_KEY, start=low):
+        if not in_window(row["timestamp"], since, until):
+            continue
+        del row["digest"]
         for sample in orjson.loads(row.pop("sampled")):
             yield row | SAMPLE_DEFAULTS | sample
 
@@ -653,7 +700,11 @@ def index_log(db: Db) -> bool:
         " WHERE id > ? AND id <= ? ORDER BY station, id",
         (end, upto, end),
     )
-    db.execute("INSERT INTO message_passes (upto) VALUES (?)", (end,))
+    db.execute(
+        "INSERT INTO message_passes (upto, first_ts, last_ts)"
+        " SELECT ?, MIN(ts), MAX(ts) FROM messages WHERE id > ? AND id <= ?",
+        (end, upto, end),
+    )
     return True
 
 
@@ -699,14 +750,24 @@ def _drop_empty_passes(db: Db, low: int, high: int) -> None:
 
 
 def station_frames(
-    db: Db, station: str, clauses: list[str], params: list[Any], count: int, skip: int = 0
+    db: Db,
+    station: str,
+    clauses: list[str],
+    params: list[Any],
+    count: int,
+    skip: int = 0,
+    since: str | None = None,
+    until: str | None = None,
 ) -> list[dict[str, Any]]:
-    """The newest `count` frames of a station that match `clauses` (on the messages table's
-    other columns), newest first, after skipping the `skip` newest: those after the last
-    pass, then the passes, newest first, PASSES_PER_QUERY at a time, until there are
-    enough. So a station's recent frames cost the same however long the log; a part wholly
-    skipped is only counted."""
-    where = "".join(f" AND {clause}" for clause in clauses)
+    """The newest `count` frames of a station logged in [since, until) (normalize_time) that
+    match `clauses` (on the messages table's other columns), newest first, after skipping
+    the `skip` newest: those after the last pass, then the passes that overlap the window,
+    newest first, PASSES_PER_QUERY at a time, until there are enough. So a station's recent
+    frames, or those of a window, cost the same however long the log; a part wholly skipped
+    is only counted."""
+    window, window_params = conditions((("ts >= ?", since), ("ts < ?", until)))
+    params = [*params, *window_params]
+    filters = "".join(f" AND {clause}" for clause in clauses + window)
     rows: list[dict[str, Any]] = []
 
     def take(from_where: str, part_params: list[Any]) -> None:
@@ -721,15 +782,22 @@ def station_frames(
         skip = 0
 
     upto = _indexed_upto(db)
-    take(f"FROM messages m WHERE m.id > ? AND m.station = ?{where}", [upto, station, *params])
+    take(f"FROM messages m WHERE m.id > ? AND m.station = ?{filters}", [upto, station, *params])
     # Always as many placeholders (the last pass repeated): one statement text to prepare
     marks = ", ".join("?" * PASSES_PER_QUERY)
     while len(rows) < count:
+        overlapping, pass_params = conditions(
+            (
+                ("upto <= ?", upto),
+                ("(last_ts IS NULL OR last_ts >= ?)", since),
+                ("(first_ts IS NULL OR first_ts < ?)", until),
+            )
+        )
         passes = [
             row["upto"]
             for row in db.all(
-                "SELECT upto FROM message_passes WHERE upto <= ? ORDER BY upto DESC LIMIT ?",
-                (upto, PASSES_PER_QUERY),
+                f"SELECT upto FROM message_passes {where(overlapping)} ORDER BY upto DESC LIMIT ?",
+                (*pass_params, PASSES_PER_QUERY),
             )
         ]
         if not passes:
@@ -737,7 +805,7 @@ def station_frames(
         padded = passes + passes[-1:] * (PASSES_PER_QUERY - len(passes))
         take(
             "FROM message_index i CROSS JOIN messages m"  # CROSS: the index first
-            f" WHERE i.pass IN ({marks}) AND i.station = ? AND m.id = i.id{where}",
+            f" WHERE i.pass IN ({marks}) AND i.station = ? AND m.id = i.id{filters}",
             [*padded, station, *params],
         )
         upto = passes[-1] - 1
@@ -753,15 +821,12 @@ def search_messages(
     limit: int = 100,
 ) -> list[dict[str, Any]]:
     """The newest `limit` frames that match, oldest first."""
-    clauses, params = conditions(
-        (
-            ("ts >= ?", since and normalize_time(since)),
-            ("ts < ?", until and normalize_time(until)),
-            ("text LIKE ?", f"%{contains}%" if contains else None),
-        )
-    )
+    since, until = since and normalize_time(since), until and normalize_time(until)
+    text = ("text LIKE ?", f"%{contains}%" if contains else None)
     if station is not None:
-        return station_frames(db, station, clauses, params, limit)[::-1]
+        clauses, params = conditions((text,))
+        return station_frames(db, station, clauses, params, limit, 0, since, until)[::-1]
+    clauses, params = conditions((("ts >= ?", since), ("ts < ?", until), text))
     rows = db.all(
         f"SELECT * FROM messages {where(clauses)} ORDER BY id DESC LIMIT ?", params + [limit]
     )

@@ -10,7 +10,14 @@ from typing import Any
 
 import orjson
 
-from host.cs.storage import SAMPLE_DEFAULTS, Db, conditions, station_frames, where
+from host.cs.storage import (
+    SAMPLE_DEFAULTS,
+    Db,
+    conditions,
+    normalize_time,
+    station_frames,
+    where,
+)
 
 STATION_COLUMNS = (
     "id, approval, registration, online, security_profile, vendor, model, serial, firmware,"
@@ -245,15 +252,16 @@ def list_messages(
         (
             ("direction = ?", direction),
             ("text LIKE ?", f'[2,"%","{action}",%' if action else None),
-            ("ts >= ?", since),
-            ("ts < ?", until),
             ("text LIKE ?", f"%{contains}%" if contains else None),
         )
     )
+    since, until = since and normalize_time(since), until and normalize_time(until)
     if station is None:
+        window, window_params = conditions((("ts >= ?", since), ("ts < ?", until)))
+        clauses, params = clauses + window, params + window_params
         page = _page(db, "SELECT * FROM messages", clauses, params, "id DESC", limit, offset, False)
     else:
-        rows = station_frames(db, station, clauses, params, limit + 1, skip=offset)
+        rows = station_frames(db, station, clauses, params, limit + 1, offset, since, until)
         page = _page_of(rows, limit, offset)
     for row in page["items"]:
         row.update(_frame_summary(row["text"]))
