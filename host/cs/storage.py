@@ -71,10 +71,10 @@ def _local_bounds(since: str | None, until: str | None) -> tuple[str | None, str
     that may be in [since, until) (normalize_time): their local time within the widest
     offset either side, as a prefix of any form stations send. `in_window` then decides."""
 
-    def shifted(time: str | None, by: datetime.timedelta) -> str | None:
-        if time is None:
+    def shifted(bound: str | None, by: datetime.timedelta) -> str | None:
+        if bound is None:
             return None
-        moved = datetime.datetime.fromisoformat(time.replace("Z", "+00:00")) + by
+        moved = datetime.datetime.fromisoformat(bound.replace("Z", "+00:00")) + by
         return moved.strftime("%Y-%m-%dT%H:%M:%S")
 
     later = _WIDEST_OFFSET + datetime.timedelta(seconds=1)  # the second `until` falls in
@@ -87,10 +87,10 @@ def in_window(text: str, since: str | None, until: str | None) -> bool:
     if since is None and until is None:
         return True
     try:
-        time = normalize_time(text)
+        moment = normalize_time(text)
     except ValueError:
-        time = text
-    return (since is None or time >= since) and (until is None or time < until)
+        moment = text
+    return (since is None or moment >= since) and (until is None or moment < until)
 
 
 def conditions(pairs: Iterable[tuple[str, Any]]) -> tuple[list[str], list[Any]]:
@@ -288,10 +288,11 @@ class Db:
                 [*page_params, STREAM_ROWS],
             )
             self.commit()  # ends the read (PostgreSQL opens a transaction for it)
-            last = [row[column] for column in key for row in rows[-1:]]  # before any change
-            yield from rows
             if len(rows) < STREAM_ROWS:
+                yield from rows
                 return
+            last = [rows[-1][column] for column in key]  # before the reader changes the row
+            yield from rows
             page_clauses, page_params = [*clauses, after], [*params, *last]
 
     def one(self, text: str, params: Iterable[Any] = ()) -> dict[str, Any] | None:
