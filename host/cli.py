@@ -7,7 +7,6 @@ that `evse --help` stays fast.
 
 import argparse
 import importlib
-import os
 import sys
 
 COMMANDS: tuple[str, ...] = (
@@ -41,9 +40,6 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args) or 0
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:  # the reader of our output left (`| head`): stop, quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit
-        return 141  # as a shell reports SIGPIPE
     except UserError as error:
         print(f"evse {args.command}: {error}", file=sys.stderr)
         return 2

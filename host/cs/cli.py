@@ -324,7 +324,8 @@ def send_command(args: argparse.Namespace) -> int:
 
 def export_command(args: argparse.Namespace) -> int:
     """Rows go out as they are read, a page at a time (storage.Db.pages). A file appears
-    whole or not at all: it is written beside, then renamed."""
+    whole or not at all: it is written beside, then renamed (a pipe or device is written
+    as it is)."""
     from host.cs import storage
 
     if args.transaction is not None and args.what == "transactions":
@@ -340,9 +341,18 @@ def export_command(args: argparse.Namespace) -> int:
             rows = storage.meter_value_samples(db, args.station, args.transaction, since, until)
             columns = storage.SAMPLE_COLUMNS
         if not args.out:
-            _write_csv(sys.stdout, rows, columns)
+            try:
+                _write_csv(sys.stdout, rows, columns)
+                sys.stdout.flush()
+            except BrokenPipeError:  # the reader left (`| head`): stop, quietly
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # for the exit
+                return 141  # as a shell reports SIGPIPE
             return 0
-        part = f"{args.out}.part"
+        target = os.path.realpath(args.out)  # through a link, to the file it names
+        if os.path.exists(target) and not os.path.isfile(target):  # a pipe, a device
+            part = target
+        else:
+            part = f"{target}.part"
         try:
             out = open(part, "w", newline="")
         except OSError as error:
@@ -350,9 +360,11 @@ def export_command(args: argparse.Namespace) -> int:
         try:
             with out:
                 _write_csv(out, rows, columns)
-            os.replace(part, args.out)
+            if part != target:
+                os.replace(part, target)
         except BaseException:
-            os.unlink(part)
+            if part != target:
+                os.unlink(part)
             raise
         return 0
     finally:

@@ -59,22 +59,30 @@ def normalize_time(text: str) -> str:
         raise ValueError(f"{text!r} is not an ISO-8601 time") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=datetime.UTC)
-    return now_iso(parsed.timestamp())
+    normalized = now_iso(parsed.timestamp())
+    if len(normalized) != len("2026-01-01T00:00:00.000Z"):  # years before 1000
+        raise ValueError(f"{text!r} is out of range")
+    return normalized
 
 
-# Stations write times with their zone's offset, at most 14 hours from UTC.
-_WIDEST_OFFSET = datetime.timedelta(hours=14)
+# Stations write times with their zone's offset: less than a day (the schema's hh:mm).
+_WIDEST_OFFSET = datetime.timedelta(hours=24)
 
 
 def _local_bounds(since: str | None, until: str | None) -> tuple[str | None, str | None]:
     """Bounds on station times as sent (any zone offset), compared as text, that keep those
     that may be in [since, until) (normalize_time): their local time within the widest
-    offset either side, as a prefix of any form stations send. `in_window` then decides."""
+    offset either side, as a prefix of the forms stations send. `in_window` then decides.
+    (A time written with a lowercase "t", which RFC 3339 allows and no station seems to
+    send, sorts after every "T" of its day and may miss the upper bound.)"""
 
     def shifted(bound: str | None, by: datetime.timedelta) -> str | None:
         if bound is None:
             return None
-        moved = datetime.datetime.fromisoformat(bound.replace("Z", "+00:00")) + by
+        try:
+            moved = datetime.datetime.fromisoformat(bound.replace("Z", "+00:00")) + by
+        except OverflowError:  # past year 9999 or before 1: no bound on that side
+            return None
         return moved.strftime("%Y-%m-%dT%H:%M:%S")
 
     later = _WIDEST_OFFSET + datetime.timedelta(seconds=1)  # the second `until` falls in

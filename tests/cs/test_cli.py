@@ -51,6 +51,7 @@ def evse(capsys, *argv):
         (["export", "meter-values", "--since", "soon"], "--since: 'soon' is not an ISO-8601 time"),
         (["export", "transactions", "--transaction", "3"], "--transaction selects meter values"),
         (["export", "transactions", "--out", "/nonexistent/t.csv"], "--out: [Errno 2]"),
+        (["export", "transactions", "--since", "0999-01-01"], "'0999-01-01' is out of range"),
     ],
 )
 def test_bad_input_is_named(tmp_path, capsys, argv, message):
@@ -137,6 +138,16 @@ def test_a_failed_export_leaves_the_file_as_it_was(tmp_path, capsys, monkeypatch
         evse(capsys, "export", "meter-values", "--out", str(out), "--data", str(tmp_path))
     assert out.read_text() == "the last export\n"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["cs.sqlite3", "values.csv"]
+    monkeypatch.undo()
+    link = tmp_path / "latest.csv"
+    link.symlink_to(out)
+    assert (
+        evse(capsys, "export", "meter-values", "--out", str(link), "--data", str(tmp_path))[0] == 0
+    )
+    assert link.is_symlink() and out.read_text() == ""  # the file it names, now empty
+    assert (
+        evse(capsys, "export", "meter-values", "--out", os.devnull, "--data", str(tmp_path))[0] == 0
+    )
 
 
 def test_an_export_into_a_closed_pipe_stops_quietly(tmp_path):
@@ -155,6 +166,7 @@ def test_an_export_into_a_closed_pipe_stops_quietly(tmp_path):
             stderr=subprocess.PIPE,
             text=True,
             timeout=60,
+            env={k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"},  # buffered
         )
     assert (done.returncode, done.stderr) == (141, "")
 

@@ -182,7 +182,11 @@ def test_exports_read_in_key_order_within_half_open_bounds_in_any_zone(db):
     stamps = {  # station times as sent: UTC with and without fractions, a zone, a leap second
         "CP1": ["2026-11-01T09:59:59.999Z", "2026-11-01T10:00:00Z", "2026-11-01T10:59:59.5Z"],
         "CP2": ["2026-11-01T10:00:00.000Z", "2026-11-01T11:00:00Z", "2026-11-01T11:00:00.001Z"],
-        "CP3": ["2026-11-01T11:30:00+01:00", "2026-11-01T10:30:00-01:00"],  # 10:30, 11:30 UTC
+        "CP3": [  # 10:30, 11:30 and 10:31 UTC
+            "2026-11-01T11:30:00+01:00",
+            "2026-11-01T10:30:00-01:00",
+            "2026-11-02T10:00:00+23:29",
+        ],
         "CP4": ["2026-11-01T10:59:60Z"],
     }
     for station, times in stamps.items():
@@ -205,6 +209,7 @@ def test_exports_read_in_key_order_within_half_open_bounds_in_any_zone(db):
         ("2026-11-01T10:59:59.5Z", "CP1"),
         ("2026-11-01T10:59:60Z", "CP4"),  # unreadable for Python: compared as text
         ("2026-11-01T11:30:00+01:00", "CP3"),
+        ("2026-11-02T10:00:00+23:29", "CP3"),
     ]
     # As text, time order to the second: "...00.001Z" sorts before "...00Z"
     assert samples(station="CP2", since=since) == [(t, "CP2") for t in sorted(stamps["CP2"])]
@@ -213,7 +218,12 @@ def test_exports_read_in_key_order_within_half_open_bounds_in_any_zone(db):
         [t for times in stamps.values() for t in times for _ in "ab"]  # two samples each
     )
     started = storage.transactions(db, "CP3", since=since, until=until)
-    assert [t["start_time"] for t in started] == ["2026-11-01T11:30:00+01:00"]
+    assert [t["start_time"] for t in started] == [
+        "2026-11-01T11:30:00+01:00",
+        "2026-11-02T10:00:00+23:29",
+    ]
+    last_second = storage.normalize_time("9999-12-31T23:59:59Z")  # no bound past it
+    assert len(list(storage.transactions(db, until=last_second))) == 10  # all
     selected = storage.meter_value_samples(db, transaction=transaction)  # the last one
     assert [(r["transaction_id"], r["station"]) for r in selected] == [(transaction, "CP4")] * 2
     next_year = storage.normalize_time("2027-01-01")
