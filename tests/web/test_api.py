@@ -113,6 +113,7 @@ def test_stations_connectors_and_live_status(live: LiveCS) -> None:
         ("/api/stations?online=maybe", "online"),
         ("/api/stations?colour=red", "colour"),
         ("/api/messages?since=yesterday", "since"),
+        ("/api/messages?until=0999-01-01", "until"),  # out of range: 400, not 500
         ("/api/messages?direction=sideways", "direction"),
         ("/api/commands?state=lost", "state"),
         ("/api/transactions/abc", "id"),
