@@ -65,6 +65,10 @@ class Wire:
         self.cs = cs
         self.pending: dict[str, str] = {}  # uid of a CALL -> action
         self.raw: dict[str, asyncio.Future] = {}  # uid of a raw frame -> its answer
+        # The payload of the last CALL received here: what its handler records. (Not the
+        # newest of all connections: while a handler waits for the ocpp package's validation
+        # thread, a station that reconnected may already have sent its next message.)
+        self.last_call: dict = {}
 
     def _check(self, text: str, outgoing: bool) -> None:
         message = json.loads(text)
@@ -73,6 +77,8 @@ class Wire:
         if kind == 2:
             validate(message[2], message[3])
             self.pending[uid] = message[2]
+            if not outgoing:
+                self.last_call = message[3]
         elif kind == 3:
             validate(self.pending.pop(uid) + "Response", message[2])
         else:
@@ -127,19 +133,20 @@ class Station(ChargePoint):
         else:
             self.cs.starts[key] = self.cs.next_tx
             self.cs.next_tx += 1
-            self.cs.log.append(("StartTransaction", self.cs.starts[key], self.cs.last_payload()))
+            entry = ("StartTransaction", self.cs.starts[key], self._connection.last_call)
+            self.cs.log.append(entry)
         return call_result.StartTransaction(
             transaction_id=self.cs.starts[key], id_tag_info={"status": self.cs.tag_status(id_tag)}
         )
 
     @on(Action.meter_values)
     def on_meter_values(self, connector_id, meter_value, transaction_id=None, **_):
-        self.cs.record("MeterValues", transaction_id)
+        self.cs.record("MeterValues", transaction_id, self._connection.last_call)
         return call_result.MeterValues()
 
     @on(Action.stop_transaction)
     def on_stop(self, meter_stop, timestamp, transaction_id, **_):
-        self.cs.record("StopTransaction", transaction_id)
+        self.cs.record("StopTransaction", transaction_id, self._connection.last_call)
         return call_result.StopTransaction()
 
     @on(Action.data_transfer)
@@ -170,11 +177,7 @@ class CentralSystem:
     def tag_status(self, tag: str) -> str:
         return self.tags.get(tag, "Accepted")
 
-    def last_payload(self) -> dict:
-        return next(m[3] for who, m in reversed(self.frames) if who == "cp" and m[0] == 2)
-
-    def record(self, action: str, transaction_id: int | None) -> None:
-        payload = self.last_payload()
+    def record(self, action: str, transaction_id: int | None, payload: dict) -> None:
         entry = (action, transaction_id, payload)
         if entry in self.log:
             self.repeats += 1
