@@ -758,6 +758,11 @@ def _drop_empty_passes(db: Db, low: int, high: int) -> None:
         previous = upto
 
 
+def logged_in(since: str | None, until: str | None) -> tuple[list[str], list[Any]]:
+    """The conditions on frames logged in [since, until) (normalize_time; None: unbounded)."""
+    return conditions((("ts >= ?", since), ("ts < ?", until)))
+
+
 def station_frames(
     db: Db,
     station: str,
@@ -774,7 +779,7 @@ def station_frames(
     newest first, PASSES_PER_QUERY at a time, until there are enough. So a station's recent
     frames, or those of a window, cost the same however long the log; a part wholly skipped
     is only counted."""
-    window, window_params = conditions((("ts >= ?", since), ("ts < ?", until)))
+    window, window_params = logged_in(since, until)
     params = [*params, *window_params]
     filters = "".join(f" AND {clause}" for clause in clauses + window)
     rows: list[dict[str, Any]] = []
@@ -831,11 +836,11 @@ def search_messages(
 ) -> list[dict[str, Any]]:
     """The newest `limit` frames that match, oldest first."""
     since, until = since and normalize_time(since), until and normalize_time(until)
-    text = ("text LIKE ?", f"%{contains}%" if contains else None)
+    clauses, params = conditions((("text LIKE ?", f"%{contains}%" if contains else None),))
     if station is not None:
-        clauses, params = conditions((text,))
         return station_frames(db, station, clauses, params, limit, 0, since, until)[::-1]
-    clauses, params = conditions((("ts >= ?", since), ("ts < ?", until), text))
+    window, window_params = logged_in(since, until)
+    clauses, params = clauses + window, params + window_params
     rows = db.all(
         f"SELECT * FROM messages {where(clauses)} ORDER BY id DESC LIMIT ?", params + [limit]
     )

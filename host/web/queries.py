@@ -14,6 +14,7 @@ from host.cs.storage import (
     SAMPLE_DEFAULTS,
     Db,
     conditions,
+    logged_in,
     normalize_time,
     station_frames,
     where,
@@ -257,7 +258,7 @@ def list_messages(
     )
     since, until = since and normalize_time(since), until and normalize_time(until)
     if station is None:
-        window, window_params = conditions((("ts >= ?", since), ("ts < ?", until)))
+        window, window_params = logged_in(since, until)
         clauses, params = clauses + window, params + window_params
         page = _page(db, "SELECT * FROM messages", clauses, params, "id DESC", limit, offset, False)
     else:
