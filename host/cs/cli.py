@@ -265,7 +265,7 @@ def tag_command(args: argparse.Namespace) -> int:
         raise UserError("id tag must be 1 to 20 characters (OCPP IdToken)")
     if args.max_active < 1:
         raise UserError("--max-active must be at least 1")
-    _time(args.expiry, "--expiry", storage.normalize_time)  # refuses a non-time; kept as given
+    _time(args.expiry, "--expiry", storage.normalize_time)  # refuses a non-time
     db = _open(args)
     try:
         if args.delete:

@@ -13,7 +13,7 @@ import os
 import secrets
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import orjson
@@ -39,7 +39,11 @@ _milli_text = [-1, ""]
 def now_iso(seconds: float | None = None) -> str:
     """UTC time as ISO-8601 text with milliseconds; sorts in time order as text."""
     t = time.time() if seconds is None else seconds
-    milli = int(t * 1000)
+    return _milli_iso(int(t * 1000))
+
+
+def _milli_iso(milli: int) -> str:
+    """Milliseconds since 1970 as stored time text."""
     if milli == _milli_text[0]:
         return _milli_text[1]
     whole = milli // 1000
@@ -48,6 +52,10 @@ def now_iso(seconds: float | None = None) -> str:
     text = f"{_second_text[1]}.{milli % 1000:03d}Z"
     _milli_text[:] = [milli, text]
     return text
+
+
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+_MILLISECOND = datetime.timedelta(milliseconds=1)
 
 
 def normalize_time(text: str) -> str:
@@ -59,7 +67,8 @@ def normalize_time(text: str) -> str:
         raise ValueError(f"{text!r} is not an ISO-8601 time") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=datetime.UTC)
-    normalized = now_iso(parsed.timestamp())
+    # Whole milliseconds counted exactly (a float of seconds is off by one now and then)
+    normalized = _milli_iso((parsed - _EPOCH) // _MILLISECOND)
     if len(normalized) != len("2026-01-01T00:00:00.000Z"):  # years before 1000
         raise ValueError(f"{text!r} is out of range")
     return normalized
@@ -117,9 +126,10 @@ def where(clauses: list[str]) -> str:
     return ("WHERE " + " AND ".join(clauses)) if clauses else ""
 
 
-# Each migration is a list of statements; `{id}` becomes the dialect's auto-increment key,
-# `{without_rowid}` SQLite's clause for a table that is its primary key's index.
-MIGRATIONS: list[list[str]] = [
+# Each migration is a list of statements (or (dialect, statement) for one dialect only);
+# `{id}` becomes the dialect's auto-increment key, `{without_rowid}` SQLite's clause for a
+# table that is its primary key's index.
+MIGRATIONS: list[list[str | tuple[str, str]]] = [
     [
         """CREATE TABLE stations (
             id TEXT PRIMARY KEY, approval TEXT NOT NULL, registration TEXT,
@@ -215,6 +225,17 @@ MIGRATIONS: list[list[str]] = [
     [
         "ALTER TABLE message_passes ADD COLUMN first_ts TEXT",
         "ALTER TABLE message_passes ADD COLUMN last_ts TEXT",
+    ],
+    # Id tags are looked up case-insensitively (OCPP CiString). A meter's register passes
+    # 2^31 Wh within years on a busy charger: PostgreSQL's INTEGER is 32-bit (SQLite's
+    # takes 64 bits).
+    [
+        "CREATE INDEX id_tags_folded ON id_tags (lower(id_tag))",
+        (
+            "postgresql",
+            "ALTER TABLE transactions ALTER COLUMN meter_start TYPE BIGINT,"
+            " ALTER COLUMN meter_stop TYPE BIGINT",
+        ),
     ],
 ]
 
@@ -316,7 +337,7 @@ class Db:
     def close(self) -> None:
         self.conn.close()
 
-    def migrate(self, migrations: list[list[str]], table: str) -> None:
+    def migrate(self, migrations: Sequence[Sequence[str | tuple[str, str]]], table: str) -> None:
         """Run the migrations not run yet, counted in `table` (one per set of tables), each
         whole or not at all. Processes that open the database at once (say the server and a
         CLI command after an upgrade) take turns: a migration runs under a lock (SQLite's
@@ -334,6 +355,10 @@ class Db:
             version = self._version(table) + 1  # another process may have run it meanwhile
             if version <= len(migrations):
                 for statement in migrations[version - 1]:
+                    if isinstance(statement, tuple):  # (dialect, statement): that one's only
+                        dialect, statement = statement
+                        if dialect != self.dialect:
+                            continue
                     self.execute(
                         statement.replace("{id}", self.auto_id).replace(
                             "{without_rowid}", without_rowid
@@ -467,6 +492,12 @@ def list_connectors(db: Db, station_id: str | None = None) -> list[dict[str, Any
 # ---- id tags and authorization ------------------------------------------------------------
 
 
+# OCPP id tags (IdToken, CiString20) are case-insensitive: each is looked up by its folded
+# text (the id_tags_folded index) and kept as the operator first spelled it.
+def find_id_tag(db: Db, id_tag: str) -> dict[str, Any] | None:
+    return db.one("SELECT * FROM id_tags WHERE lower(id_tag) = lower(?)", (id_tag,))
+
+
 def set_id_tag(
     db: Db,
     id_tag: str,
@@ -475,16 +506,24 @@ def set_id_tag(
     blocked: bool = False,
     max_active: int = 1,
 ) -> None:
+    """Add or change a tag; `expiry` is any ISO-8601 time (stored normalized)."""
+    existing = find_id_tag(db, id_tag)
     db.execute(
         "INSERT INTO id_tags (id_tag, parent, expiry, blocked, max_active) VALUES (?, ?, ?, ?, ?)"
         " ON CONFLICT (id_tag) DO UPDATE SET parent = excluded.parent, expiry = excluded.expiry,"
         " blocked = excluded.blocked, max_active = excluded.max_active",
-        (id_tag, parent, expiry, int(blocked), max_active),
+        (
+            existing["id_tag"] if existing else id_tag,
+            parent,
+            expiry and normalize_time(expiry),
+            int(blocked),
+            max_active,
+        ),
     )
 
 
 def delete_id_tag(db: Db, id_tag: str) -> bool:
-    return db.execute("DELETE FROM id_tags WHERE id_tag = ?", (id_tag,)).rowcount > 0
+    return db.execute("DELETE FROM id_tags WHERE lower(id_tag) = lower(?)", (id_tag,)).rowcount > 0
 
 
 def list_id_tags(db: Db) -> list[dict[str, Any]]:
@@ -494,25 +533,29 @@ def list_id_tags(db: Db) -> list[dict[str, Any]]:
 def id_tag_info(db: Db, id_tag: str, active_allowed: int = 0) -> dict[str, Any]:
     """OCPP idTagInfo for a tag. `active_allowed` transactions of the tag are not counted
     against its concurrent-transaction limit (the one being stopped, for instance)."""
-    tag = db.one("SELECT * FROM id_tags WHERE id_tag = ?", (id_tag,))
+    return _tag_info(db, find_id_tag(db, id_tag), active_allowed)
+
+
+def _tag_info(db: Db, tag: dict[str, Any] | None, active_allowed: int = 0) -> dict[str, Any]:
     if tag is None:
         return {"status": "Invalid"}
     info: dict[str, Any] = {}
     if tag["parent"]:
         info["parentIdTag"] = tag["parent"]
-    if tag["expiry"]:
-        info["expiryDate"] = tag["expiry"]
-    parent = tag["parent"] and db.one(
-        "SELECT blocked FROM id_tags WHERE id_tag = ?", (tag["parent"],)
-    )
+    # Normalized (tags saved before expiries were may hold any ISO-8601 form): compared as
+    # times, and sent as the date-time OCPP requires.
+    expiry = tag["expiry"] and normalize_time(tag["expiry"])
+    if expiry:
+        info["expiryDate"] = expiry
+    parent = tag["parent"] and find_id_tag(db, tag["parent"])
     if tag["blocked"] or (parent and parent["blocked"]):
         status = "Blocked"
-    elif tag["expiry"] and tag["expiry"] < now_iso():
+    elif expiry and expiry < now_iso():
         status = "Expired"
     else:
         row = db.one(
             "SELECT COUNT(*) AS n FROM transactions WHERE id_tag = ? AND stop_time IS NULL",
-            (id_tag,),
+            (tag["id_tag"],),
         )
         active = (row or {"n": 0})["n"] - active_allowed
         status = "ConcurrentTx" if active >= tag["max_active"] else "Accepted"
@@ -524,18 +567,22 @@ def id_tag_info(db: Db, id_tag: str, active_allowed: int = 0) -> dict[str, Any]:
 
 
 def start_transaction(db: Db, station: str, p: dict[str, Any]) -> dict[str, Any]:
-    """Record a StartTransaction once: a retransmission returns the first answer."""
-    key = (station, p["connectorId"], p["idTag"], p["timestamp"], p["meterStart"])
+    """Record a StartTransaction once: a retransmission returns the first answer. A known
+    tag is recorded as the operator spelled it, so that its transactions count against its
+    limit whatever case the station sends."""
+    tag = find_id_tag(db, p["idTag"])
+    id_tag = tag["id_tag"] if tag else p["idTag"]
+    key = (station, p["connectorId"], id_tag, p["timestamp"], p["meterStart"])
     existing = db.one(
         "SELECT id, auth_status FROM transactions WHERE station = ? AND connector_id = ?"
         " AND id_tag = ? AND start_time = ? AND meter_start = ?",
         key,
     )
     if existing:
-        info = id_tag_info(db, p["idTag"], active_allowed=1)
+        info = _tag_info(db, tag, active_allowed=1)
         info["status"] = existing["auth_status"]
         return {"transactionId": existing["id"], "idTagInfo": info}
-    info = id_tag_info(db, p["idTag"])
+    info = _tag_info(db, tag)
     row = db.execute(
         "INSERT INTO transactions (station, connector_id, id_tag, start_time, meter_start,"
         " reservation_id, auth_status) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
@@ -558,9 +605,14 @@ def stop_transaction(db: Db, station: str, p: dict[str, Any]) -> dict[str, Any]:
             station,
         ),
     )
-    row = db.one("SELECT connector_id FROM transactions WHERE id = ?", (p["transactionId"],))
-    connector = row["connector_id"] if row else 0
-    store_meter_values(db, station, connector, p["transactionId"], p.get("transactionData", []))
+    # Its transactionData belongs to the transaction only if it is this station's; else
+    # (an id from another central system, say) the values are kept, linked to none.
+    row = db.one(
+        "SELECT connector_id FROM transactions WHERE id = ? AND station = ?",
+        (p["transactionId"], station),
+    )
+    connector, transaction = (row["connector_id"], p["transactionId"]) if row else (0, None)
+    store_meter_values(db, station, connector, transaction, p.get("transactionData", []))
     if "idTag" in p:
         return {"idTagInfo": id_tag_info(db, p["idTag"])}
     return {}

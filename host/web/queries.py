@@ -14,6 +14,7 @@ from host.cs.storage import (
     SAMPLE_DEFAULTS,
     Db,
     conditions,
+    find_id_tag,
     logged_in,
     normalize_time,
     station_frames,
@@ -233,7 +234,7 @@ def list_id_tags(db: Db, q: str | None, limit: int, offset: int) -> dict[str, An
 
 
 def get_id_tag(db: Db, id_tag: str) -> dict[str, Any] | None:
-    row = db.one("SELECT * FROM id_tags WHERE id_tag = ?", (id_tag,))
+    row = find_id_tag(db, id_tag)
     return _bools(row, "blocked") if row else None
 
 

@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import datetime
 import json
 import sqlite3
 import threading
@@ -9,8 +10,10 @@ import time
 import tracemalloc
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from host.cs import storage
+from host.cs import schemas, storage
 from host.cs.store import Store, _message, _take
 from host.web import queries
 from tests.cs.conftest import run, wait_for
@@ -140,7 +143,7 @@ def test_id_tag_info_covers_every_status(db):
     storage.set_id_tag(db, "KID", parent="BAD")
     assert storage.id_tag_info(db, "OK") == {
         "status": "Accepted",
-        "expiryDate": "2099-01-01T00:00:00Z",
+        "expiryDate": "2099-01-01T00:00:00.000Z",
     }
     assert storage.id_tag_info(db, "OLD")["status"] == "Expired"
     assert storage.id_tag_info(db, "BAD")["status"] == "Blocked"
@@ -151,6 +154,85 @@ def test_id_tag_info_covers_every_status(db):
         assert storage.start_transaction(db, "CP1", start)["idTagInfo"]["status"] == "Accepted"
     assert storage.id_tag_info(db, "OK")["status"] == "ConcurrentTx"  # limit of 2 reached
     assert storage.delete_id_tag(db, "OK") and not storage.delete_id_tag(db, "OK")
+
+
+def test_tag_expiries_are_times_in_any_zone_or_form(db):
+    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    local = "%Y-%m-%dT%H:%M:%S"
+    # 3 h ago written at +10:00, and 3 h ahead written at -08:00: as text, each sorts
+    # on the wrong side of now
+    gone = (now - datetime.timedelta(hours=3) + datetime.timedelta(hours=10)).strftime(local)
+    valid = (now + datetime.timedelta(hours=3) - datetime.timedelta(hours=8)).strftime(local)
+    storage.set_id_tag(db, "EAST", expiry=gone + "+10:00")
+    storage.set_id_tag(db, "WEST", expiry=valid + "-08:00")
+    storage.set_id_tag(db, "DAY", expiry="2099-01-01")  # a date alone is its midnight, UTC
+    assert storage.id_tag_info(db, "EAST")["status"] == "Expired"
+    assert storage.id_tag_info(db, "WEST")["status"] == "Accepted"
+    day = storage.id_tag_info(db, "DAY")
+    assert day["expiryDate"] == "2099-01-01T00:00:00.000Z"
+    schemas.check("Authorize", {"idTagInfo": day}, response=True)
+    # a tag saved by an earlier version, its expiry as the operator typed it
+    db.execute("UPDATE id_tags SET expiry = ? WHERE id_tag = 'EAST'", (gone + "+10:00",))
+    assert storage.id_tag_info(db, "EAST")["status"] == "Expired"
+
+
+def test_id_tags_are_case_insensitive(db):
+    storage.set_id_tag(db, "04A1B2C3D4", max_active=1)
+    storage.set_id_tag(db, "kid", parent="04a1b2c3d4")
+    storage.set_id_tag(db, "04a1b2c3d4", max_active=1, blocked=False)  # the same tag
+    assert [t["id_tag"] for t in storage.list_id_tags(db)] == ["04A1B2C3D4", "kid"]
+    assert storage.id_tag_info(db, "04a1B2c3d4")["status"] == "Accepted"
+    storage.set_id_tag(db, "04a1b2c3d4", blocked=True)
+    assert storage.id_tag_info(db, "KID") == {"status": "Blocked", "parentIdTag": "04a1b2c3d4"}
+    storage.set_id_tag(db, "04a1b2c3d4")
+    start = {"connectorId": 1, "idTag": "04a1b2c3d4", "meterStart": 0, "timestamp": T0}
+    first = storage.start_transaction(db, "CP1", start)
+    assert first["idTagInfo"]["status"] == "Accepted"
+    # the station's other spelling counts against the tag's limit, and a retransmission
+    # in either spelling is the same transaction
+    again = storage.start_transaction(db, "CP1", dict(start, idTag="04A1B2C3D4"))
+    assert again == first
+    other = dict(start, connectorId=2, idTag="04A1B2C3D4")
+    assert storage.start_transaction(db, "CP1", other)["idTagInfo"]["status"] == "ConcurrentTx"
+    assert storage.delete_id_tag(db, "KID") and not storage.delete_id_tag(db, "kid")
+
+
+def test_a_stop_for_a_transaction_not_of_its_station_links_its_values_to_none(db):
+    start = {"connectorId": 2, "idTag": "T", "meterStart": 0, "timestamp": T0}
+    theirs = storage.start_transaction(db, "CP_A", start)["transactionId"]
+    values = [{"timestamp": T0, "sampledValue": [{"value": "999"}]}]
+    # CP_B stops A's transaction id, then an id not started here (an earlier central
+    # system's, from its offline queue): neither is changed, the values are kept
+    for transaction in (theirs, theirs + 1):
+        stop = {"transactionId": transaction, "meterStop": 9, "timestamp": T0}
+        assert storage.stop_transaction(db, "CP_B", dict(stop, transactionData=values)) == {}
+    later = storage.start_transaction(db, "CP_A", dict(start, timestamp="2026-11-02T00:00:00Z"))
+    db.commit()
+    assert later["transactionId"] == theirs + 1
+    assert [t["stop_time"] for t in storage.transactions(db)] == [None, None]
+    assert list(storage.meter_value_samples(db, None, theirs)) == []
+    assert list(storage.meter_value_samples(db, None, theirs + 1)) == []
+    kept = list(storage.meter_value_samples(db, "CP_B"))
+    assert [(r["transaction_id"], r["connector_id"], r["value"]) for r in kept] == [
+        (None, 0, "999")
+    ]
+
+
+def test_meter_registers_beyond_32_bits_are_stored(db):
+    start = {"connectorId": 1, "idTag": "T", "meterStart": 5_000_000_000, "timestamp": T0}
+    transaction = storage.start_transaction(db, "CP1", start)["transactionId"]
+    stop = {"transactionId": transaction, "meterStop": 5_000_123_456, "timestamp": T0}
+    storage.stop_transaction(db, "CP1", stop)
+    db.commit()
+    (tx,) = storage.transactions(db)
+    assert (tx["meter_start"], tx["meter_stop"]) == (5_000_000_000, 5_000_123_456)
+
+
+@given(st.datetimes(min_value=datetime.datetime(1000, 1, 1), timezones=st.just(datetime.UTC)))
+def test_normalized_times_keep_every_millisecond(moment):
+    text = moment.isoformat()
+    expected = moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    assert storage.normalize_time(text) == expected
 
 
 def test_transactions_and_meter_values_are_deduplicated(db):
