@@ -538,6 +538,7 @@ class CentralSystem:
         except schemas.SchemaError as error:
             self._error(session, uid, error.code, str(error))
             return
+        since = self.store.mark()
         try:
             result = handler(self, session, payload)
         except Exception:
@@ -547,7 +548,7 @@ class CentralSystem:
         if type(result) is dict:
             # Answered once what the handler queued is committed: an answer means "stored".
             # (partial: fewer objects alive per message in flight than a closure)
-            self.store.after_commit(partial(self._answer, session, uid, action, result))
+            self.store.after_commit(partial(self._answer, session, uid, action, result), since)
         else:
             done = partial(self._answer_query, session, uid, action, result.answer)
             self.store.submit(result.run, result.args, done)

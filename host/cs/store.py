@@ -55,7 +55,9 @@ GROUP_BYTES = 4 << 20
 
 Done = Callable[[bool, Any], None]  # called with (True, result) or (False, exception)
 Result = tuple[bool, Any]  # (True, value) or (False, exception)
-Item = tuple[str | Callable | None, Any]  # a statement and its parameters, or fn and args
+# A statement and its parameters, a function and its arguments, or a commit marker and how
+# many of the statements just before it are its own (Store.after_commit)
+Item = tuple[str | Callable | None, Any]
 
 ENDED = "the database process has ended"
 _HEADER = struct.Struct("!I")  # each message on the socket: its length, then a pickle
@@ -200,21 +202,33 @@ class Store:
             delay = max(0.0, self._last_batch + BATCH_INTERVAL_S - self._loop.time())
             self._timer = self._loop.call_later(delay, self._start_batch)
 
+    # Statements only arm the timer: a batch starts at a call or a commit marker, so that a
+    # message's statements and its marker go in the same batch (see `after_commit`).
     def write(self, sql: str, params: tuple) -> None:
         self._items.append((sql, params))
-        self._wake()
+        if self._timer is None:
+            self._wake()
 
     def write_many(self, sql: str, rows: list[tuple]) -> None:
         self._items.extend([(sql, row) for row in rows])
-        self._wake()
+        if self._timer is None:
+            self._wake()
+
+    def mark(self) -> int:
+        """Where the next statement goes: give it to `after_commit` as `since`."""
+        return len(self._items)
 
     def submit(self, fn: Callable[..., Any], args: tuple, done: Done) -> None:
         self._items.append((_portable(fn), args))
         self._callbacks.append(done)
         self._wake()
 
-    def after_commit(self, done: Done) -> None:
-        self._items.append((None, None))
+    def after_commit(self, done: Done, since: int | None = None) -> None:
+        """`done` runs once everything queued before is committed. With `since` (a `mark`),
+        the statements queued from there are its own: if one of them fails, so does it
+        (a message is answered "stored" only if its rows are)."""
+        own = 0 if since is None else len(self._items) - since
+        self._items.append((None, own))
         self._callbacks.append(done)
         self._wake()
 
@@ -326,27 +340,50 @@ def _settle(future: asyncio.Future, ok: bool, value: Any) -> None:
 def run_batches(db: Db, batches: list[list[Item]]) -> list[list[Result]]:
     """One transaction for all the batches, and for each batch the results of its calls
     and commit markers (statements have none). If any item fails, each item runs in its own
-    transaction, so that one bad item costs only its own result."""
+    transaction, so that one bad item costs only its own result: a failed statement's is
+    the failure of the commit marker it belongs to (`Store.after_commit`), or a log entry."""
     try:
         results = [_run(db, batch) for batch in batches]
         db.commit()
         return results
     except Exception:  # noqa: BLE001 - isolate the failing item, keep the others
         db.rollback()
-    return [[r for item in batch for r in _alone(db, item)] for batch in batches]
+    return [_one_by_one(db, batch) for batch in batches]
 
 
-def _alone(db: Db, item: Item) -> list[Result]:
+def _one_by_one(db: Db, batch: list[Item]) -> list[Result]:
+    """The batch's items each in a transaction of their own, a commit marker with its own
+    statements: all of them or none."""
+    results: list[Result] = []
+    waiting: list[Item] = []  # statements not run yet
+    for what, args in batch:
+        if isinstance(what, str):
+            waiting.append((what, args))
+            continue
+        others = len(waiting) - (args if what is None else 0)
+        _statements_alone(db, waiting[:others])
+        results.append(_attempt(db, [*waiting[others:], (what, args)]))
+        waiting = []
+    _statements_alone(db, waiting)
+    return results
+
+
+def _statements_alone(db: Db, statements: list[Item]) -> None:
+    for statement in statements:
+        ok, error = _attempt(db, [statement])
+        if not ok:
+            log.error("a statement failed: %r: %s", statement, error)
+
+
+def _attempt(db: Db, items: list[Item]) -> Result:
+    """`items` in one transaction: the last one's result, or the failure."""
     try:
-        results = _run(db, [item])
+        results = _run(db, items)
         db.commit()
-        return results
-    except Exception as error:  # noqa: BLE001 - its result (a statement's: lost, logged)
+        return results[-1] if results else (True, None)
+    except Exception as error:  # noqa: BLE001 - reported to its caller
         db.rollback()
-        if isinstance(item[0], str):
-            log.error("a statement failed: %r: %s", item, error)
-            return []
-        return [(False, error)]
+        return (False, error)
 
 
 def _run(db: Db, batch: list[Item]) -> list[Result]:

@@ -424,3 +424,36 @@ def test_a_failing_database_step_is_an_internal_error_for_that_message_only(sqli
             await ws.close()
 
     run(scenario())
+
+
+def drop_status_history(db):
+    db.execute("DROP TABLE status_history")
+
+
+def test_a_message_whose_rows_fail_is_not_answered_as_stored(sqlite_url):
+    async def scenario():
+        async with central_system(sqlite_url, unknown="accept") as cs:
+            ws = await raw(cs, "CP1")
+            boot = (
+                '[2, "b", "BootNotification", {"chargePointVendor": "V", "chargePointModel": "M"}]'
+            )
+            assert (await exchange(ws, boot))[0] == 3
+            await cs.store.call(drop_status_history)  # a StatusNotification's second row
+            status = (
+                '[2, "s", "StatusNotification", {"connectorId": 1, "errorCode": "NoError",'
+                ' "status": "Charging"}]'
+            )
+            meter = (
+                '[2, "m", "MeterValues", {"connectorId": 1, "meterValue": [{"timestamp":'
+                ' "2026-11-26T10:00:00Z", "sampledValue": [{"value": "5"}]}]}]'
+            )
+            await ws.send(status)  # both in one batch, most likely
+            await ws.send(meter)
+            answers = [json.loads(await asyncio.wait_for(ws.recv(), 5)) for _ in range(2)]
+            assert sorted(a[:3] for a in answers) == [[3, "m", {}], [4, "s", "InternalError"]]
+            assert await setup(cs, storage.list_connectors) == []  # none of its rows kept
+            (sample,) = read(sqlite_url, storage.meter_value_samples, "CP1")
+            assert sample["value"] == "5"
+            await ws.close()
+
+    run(scenario())

@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import datetime
+import functools
 import json
 import sqlite3
 import threading
@@ -14,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from host.cs import schemas, storage
+from host.cs import store as store_module
 from host.cs.store import Store, _message, _take
 from host.web import queries
 from tests.cs.conftest import run, wait_for
@@ -765,6 +767,37 @@ def test_store_batches_and_isolates_a_failing_item(db_url):
     run(scenario())
 
 
+def test_a_commit_marker_fails_with_its_own_statements_only(db_url):
+    """A message is answered "stored" only if its rows are: a statement that fails fails
+    the marker it belongs to, and its other statements are not kept; the others in the
+    batch are."""
+    bad = "INSERT INTO no_such_table (x) VALUES (?)"
+
+    async def scenario():
+        async with opened(db_url) as store:
+            loop = asyncio.get_running_loop()
+            outcomes = [loop.create_future() for _ in range(3)]
+
+            def done(n, ok, value):
+                outcomes[n].set_result(ok)
+
+            since = store.mark()
+            store.write(storage.LOG_SQL, ("CP1", storage.now_iso(), "in", "kept"))
+            store.after_commit(functools.partial(done, 0), since)
+            since = store.mark()
+            store.write(storage.LOG_SQL, ("CP2", storage.now_iso(), "in", "not kept"))
+            store.write(bad, (1,))
+            store.after_commit(functools.partial(done, 1), since)
+            store.write(bad, (2,))  # no message's own: logged
+            since = store.mark()
+            store.after_commit(functools.partial(done, 2), since)
+            assert await asyncio.gather(*outcomes) == [True, False, True]
+            frames = await store.call(storage.search_messages)
+            assert [r["text"] for r in frames] == ["kept"]
+
+    run(scenario())
+
+
 def test_the_store_reports_a_database_it_cannot_open(tmp_path):
     async def scenario():
         store = Store(f"sqlite:///{tmp_path}/no/such/dir/cs.sqlite3")
@@ -817,10 +850,11 @@ def test_a_database_process_that_dies_fails_its_work_and_is_replaced(sqlite_url)
     run(scenario())
 
 
-def test_the_database_process_takes_batches_while_it_works(sqlite_url):
+def test_the_database_process_takes_batches_while_it_works(sqlite_url, monkeypatch):
     """Batches sent while a transaction runs do not wait in the server for the socket's
     small buffer: the database process takes them at once, and commits them all, in groups
     of at most GROUP_BYTES."""
+    monkeypatch.setattr(store_module, "BATCH_ITEMS", 200)
 
     async def scenario():
         async with opened(sqlite_url) as store:
@@ -829,9 +863,11 @@ def test_the_database_process_takes_batches_while_it_works(sqlite_url):
             big = "x" * 20_000
             for i in range(600):  # 12 MB in three batches (BATCH_ITEMS), each a group
                 store.write(storage.LOG_SQL, ("CP1", T0, "in", f"{i} {big}"))
+                if i % 200 == 199:  # a message's marker: a batch starts when enough wait
+                    store.after_commit(lambda ok, value: None)
+            assert len(store._in_flight) == 4  # the slow call's and three
+            assert store.queued == 604  # the metric counts what is sent, not committed
             stored = asyncio.ensure_future(store.call(storage.search_messages, "CP1", limit=700))
-            await wait_for(lambda: len(store._in_flight) == 4)
-            assert store.queued == 602  # the metric counts what is sent, not committed
             transport = store._transport
             assert transport is not None
             await wait_for(lambda: transport.get_write_buffer_size() == 0, timeout=4.0)
