@@ -4,6 +4,8 @@ Anyone (the CLI, later the REST API) queues a command in the database with an ex
 (`storage.enqueue_command`). The server polls the queue, sends each command to its station
 when the station is connected (one CALL at a time, as OCPP-J requires), and records the
 command's state (queued -> sent -> answered | failed; queued -> expired) with the answer.
+A command left sent by a server that stopped before the answer is failed at the next start:
+the station may have carried it out.
 """
 
 import asyncio
@@ -96,26 +98,34 @@ class CommandQueue:
 
     async def _deliver(self, session: "Session") -> None:
         try:
-            while self.cs.sessions.get(session.station_id) is session:
+            while self._current(session):
                 rows = await self.cs.store.call(storage.queued_commands, [session.station_id])
                 if not rows:
                     return
                 for row in rows:
-                    if self.cs.sessions.get(session.station_id) is not session:
+                    if not self._current(session):
                         return
                     await self._send(session, row)
         finally:
             session.sending = False
 
+    def _current(self, session: "Session") -> bool:
+        """Whether the connection is still the station's, and open."""
+        return session.open and self.cs.sessions.get(session.station_id) is session
+
     async def _send(self, session: "Session", row: dict[str, Any]) -> None:
         uid = str(uuid.uuid4())
         store = self.cs.store
         await store.call(storage.mark_command, row["id"], "sent", uid=uid, sent_at=now_iso())
+        frame = f'[2,"{uid}",{orjson.dumps(row["action"]).decode()},{row["payload"]}]'
+        try:
+            self.cs.send(session, frame)
+        except ConnectionError:  # closed or replaced meanwhile: it waits for the next one
+            await store.call(storage.mark_command, row["id"], "queued", uid=None, sent_at=None)
+            return
         future = asyncio.get_running_loop().create_future()
         session.pending[uid] = future
         try:
-            frame = f'[2,"{uid}",{orjson.dumps(row["action"]).decode()},{row["payload"]}]'
-            self.cs.send(session, frame)
             reply = await asyncio.wait_for(future, self.timeout_s)
         except ConnectionError:
             state, fields = "failed", {"error": "connection closed before the answer"}

@@ -342,7 +342,7 @@ class CentralSystem:
         self.listeners: list[Callable[[str, str, str | None], None]] = []
 
     async def start(self, host: str = "127.0.0.1", port: int = 9000) -> asyncio.Server:
-        await self.store.call(_all_offline)
+        await self.store.call(storage.after_restart)
         # The cyclic collector's default pace (every 700 net new containers) promotes every
         # message in flight to the old generations and then rescans all sessions again and
         # again: measured a fifth of the CPU under load (at 20,000, still 15% of the event
@@ -586,7 +586,3 @@ class CentralSystem:
     def _notify(self, kind: str, station_id: str, text: str | None) -> None:
         for listener in self.listeners:
             listener(kind, station_id, text)
-
-
-def _all_offline(db: storage.Db) -> None:
-    db.execute("UPDATE stations SET online = 0 WHERE online = 1")

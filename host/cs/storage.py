@@ -932,6 +932,18 @@ def list_commands(db: Db, station: str | None = None) -> list[dict[str, Any]]:
     return db.all(f"SELECT * FROM commands {where} ORDER BY id", params)
 
 
+def after_restart(db: Db) -> None:
+    """What the server finds left by its last run: no station is connected yet, and a
+    command sent without an answer failed (the station may have carried it out: sent again,
+    a reset or a remote start could happen twice)."""
+    db.execute("UPDATE stations SET online = 0 WHERE online = 1")
+    db.execute(
+        "UPDATE commands SET state = 'failed', answered_at = ?,"
+        " error = 'no answer: the central system stopped before it came' WHERE state = 'sent'",
+        (now_iso(),),
+    )
+
+
 def expire_commands(db: Db) -> None:
     db.execute(
         "UPDATE commands SET state = 'expired' WHERE state = 'queued' AND expires < ?",

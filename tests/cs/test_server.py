@@ -457,3 +457,57 @@ def test_a_message_whose_rows_fail_is_not_answered_as_stored(sqlite_url):
             await ws.close()
 
     run(scenario())
+
+
+def test_a_command_its_connection_lost_before_sending_waits_for_the_next(sqlite_url):
+    """Marked sent, then the station reconnected before the frame went out: the command
+    was never sent, so the new connection gets it (it is not failed)."""
+    boot = '[2, "b", "BootNotification", {"chargePointVendor": "V", "chargePointModel": "M"}]'
+
+    async def scenario():
+        async with central_system(sqlite_url, unknown="accept") as cs:
+            held, release = asyncio.Event(), asyncio.Event()
+            call = cs.store.call
+
+            async def hold_after_sent_mark(fn, *args, **kwargs):
+                result = await call(fn, *args, **kwargs)
+                if fn is storage.mark_command and args[1] == "sent" and not release.is_set():
+                    held.set()
+                    await release.wait()
+                return result
+
+            cs.store.call = hold_after_sent_mark  # type: ignore[method-assign]
+            old = await raw(cs, "CP1")
+            assert (await exchange(old, boot))[0] == 3
+            first = cs.sessions["CP1"]
+            command = await call(storage.enqueue_command, "CP1", "Reset", {"type": "Soft"}, 60)
+            await asyncio.wait_for(held.wait(), 5)
+            new = await raw(cs, "CP1")  # replaces the old connection
+            await wait_for(lambda: cs.sessions["CP1"] is not first and not first.open)
+            release.set()
+            reset = json.loads(await asyncio.wait_for(new.recv(), 5))
+            assert reset[:3] == [2, reset[1], "Reset"]
+            await new.send(json.dumps([3, reset[1], {"status": "Accepted"}]))
+
+            async def answered():
+                return (await call(storage.get_command, command))["state"] == "answered"
+
+            await wait_for(answered)
+            await new.close()
+
+    run(scenario())
+
+
+def test_a_command_left_sent_by_a_stopped_server_is_failed_at_the_next_start(sqlite_url):
+    async def scenario():
+        async with central_system(sqlite_url, unknown="accept") as cs:
+            command = await setup(cs, storage.enqueue_command, "CP1", "Reset", {"type": "Soft"}, 60)
+            await setup(cs, storage.mark_command, command, "sent", uid="u", sent_at="t")
+        async with central_system(sqlite_url, unknown="accept") as cs:
+            row = await setup(cs, storage.get_command, command)
+            assert (row["state"], row["error"]) == (
+                "failed",
+                "no answer: the central system stopped before it came",
+            )
+
+    run(scenario())

@@ -314,9 +314,15 @@ def test_id_tags_add_change_list_delete(live: LiveCS) -> None:
     assert (first["total"], first["next_offset"]) == (7, 3)
     last = live.request("GET", "/api/id-tags?q=PAGE&limit=3&offset=6").json()
     assert [t["id_tag"] for t in last["items"]] == ["PAGE6"] and last["next_offset"] is None
-    body = {"parent": "PAGE0", "expiry": "2030-01-01T00:00:00Z", "blocked": True, "max_active": 2}
-    changed = live.request("PUT", "/api/id-tags/PAGE1", body).json()
-    assert changed == {"id_tag": "PAGE1", **body}
+    body = {"parent": "PAGE0", "expiry": "2030-01-01T01:00:00+01:00", "blocked": True}
+    changed = live.request("PUT", "/api/id-tags/page1", dict(body, max_active=2)).json()
+    # the same tag whatever the case; its expiry as a time in the stored form
+    assert changed == {
+        **body,
+        "id_tag": "PAGE1",
+        "expiry": "2030-01-01T00:00:00.000Z",
+        "max_active": 2,
+    }
     assert live.request("GET", "/api/id-tags/PAGE1").json()["blocked"] is True
     assert live.request("DELETE", "/api/id-tags/PAGE1").json() == {"deleted": "PAGE1"}
     assert live.request("GET", "/api/id-tags/PAGE1").status == 404
