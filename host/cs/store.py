@@ -52,6 +52,10 @@ PRUNE_INTERVAL_S = 60.0
 # A transaction takes the batches waiting, up to this many bytes of them (about forty
 # batches): a backlog is committed in steps rather than all in one transaction.
 GROUP_BYTES = 4 << 20
+# A database process that died is started again at once; while starting fails (the
+# database is unreachable), again after this delay, doubled each time up to the maximum.
+RESTART_DELAY_S = 0.5
+RESTART_MAX_DELAY_S = 10.0
 
 Done = Callable[[bool, Any], None]  # called with (True, result) or (False, exception)
 Result = tuple[bool, Any]  # (True, value) or (False, exception)
@@ -150,18 +154,34 @@ class Store:
             await self._opened
         except BaseException:
             ours.close()  # the process sees the end of file, if the transport did not start
+            if self._transport is not None:
+                self._transport.close()
+                self._transport = None  # its end, when it comes, is not the current one's
             raise
 
     async def _restarted(self, dead: asyncio.subprocess.Process | None) -> None:
-        """Start a new database process in place of one that died; what was queued
-        meanwhile goes to it."""
+        """Start a new database process in place of one that died, again and again until
+        one opens the database (it may be down for a while); what is queued meanwhile goes
+        to it, or fails at each failed start, so that it does not pile up."""
         if dead is not None:
             await dead.wait()
+        delay = RESTART_DELAY_S
         try:
-            await self._start_process()
-        except Exception as error:  # noqa: BLE001 - the queued work fails instead
-            log.error("the database process could not be started again: %s", error)
-            self._transport = None
+            while True:
+                try:
+                    await self._start_process()
+                    break
+                except Exception as error:  # noqa: BLE001 - tried again
+                    log.error(
+                        "the database process could not be started again (next try in %g s): %s",
+                        delay,
+                        error,
+                    )
+                    failed = StorageError(f"{ENDED}: {error}")
+                    callbacks, self._items, self._callbacks = self._callbacks, [], []
+                    self._finish(callbacks, [(False, failed)] * len(callbacks))
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, RESTART_MAX_DELAY_S)
         finally:
             self._restart = None
         if self._items:
@@ -288,9 +308,11 @@ class Store:
         else:
             self._finish(self._committed(), value)
 
-    def _on_lost(self) -> None:
+    def _on_lost(self, transport: asyncio.BaseTransport) -> None:
         """The socket closed: at our end of file (close), or because the process died. Then
         what it held fails (it may or may not be committed) and a new process starts."""
+        if transport is not self._transport:
+            return  # a process that failed to start: _restarted tries again
         error = StorageError(ENDED)
         if self._opened is not None and not self._opened.done():
             self._opened.set_exception(error)
@@ -315,6 +337,10 @@ class _Channel(asyncio.Protocol):
     def __init__(self, store: Store):
         self.store = store
         self.buffer = bytearray()
+        self.transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -322,7 +348,8 @@ class _Channel(asyncio.Protocol):
             self.store._on_message(value)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.store._on_lost()
+        assert self.transport is not None
+        self.store._on_lost(self.transport)
 
 
 def _settle(future: asyncio.Future, ok: bool, value: Any) -> None:

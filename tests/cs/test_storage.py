@@ -850,6 +850,34 @@ def test_a_database_process_that_dies_fails_its_work_and_is_replaced(sqlite_url)
     run(scenario())
 
 
+def test_the_database_process_is_started_again_until_the_database_is_back(tmp_path, monkeypatch):
+    monkeypatch.setattr(store_module, "RESTART_DELAY_S", 0.05)
+    data = tmp_path / "data"
+    data.mkdir()
+
+    async def scenario():
+        async with opened(f"sqlite:///{data}/cs.sqlite3") as store:
+            data.rename(tmp_path / "away")  # an unmounted disk, say
+            dead = store._process
+            assert dead is not None
+            dead.kill()
+            await wait_for(lambda: dead.returncode is not None)
+            # while it is away, work fails at each failed start (it does not pile up)
+            with pytest.raises(storage.StorageError, match="unable to open"):
+                await asyncio.wait_for(store.call(storage.get_station, "CP1"), 5)
+            (tmp_path / "away").rename(data)
+
+            async def works():
+                try:
+                    return await store.call(storage.add_station, "CP1")
+                except storage.StorageError:
+                    return False
+
+            await wait_for(works, timeout=10)
+
+    run(scenario())
+
+
 def test_the_database_process_takes_batches_while_it_works(sqlite_url, monkeypatch):
     """Batches sent while a transaction runs do not wait in the server for the socket's
     small buffer: the database process takes them at once, and commits them all, in groups
