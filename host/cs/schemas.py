@@ -68,11 +68,13 @@ CS_ACTIONS = {
 }
 ALL_CS_ACTIONS = tuple(sorted({a for actions in CS_ACTIONS.values() for a in actions}))
 
-# failed rule -> OCPP-J 1.6 error code
+# failed rule -> OCPP-J 1.6 error code, as the firmware answers them (README, Payload
+# checks): a value outside its enumeration, too long or not a date-time is an invalid value
+# (the default), too few items an occurrence constraint
 _ERROR_CODES = {
     "type": "TypeConstraintViolation",
-    "maxLength": "TypeConstraintViolation",
     "required": "OccurenceConstraintViolation",
+    "minItems": "OccurenceConstraintViolation",
     "additionalProperties": "FormationViolation",
 }
 

@@ -59,6 +59,23 @@ _UNKNOWN_APPROVAL = {"reject": None, "accept": "accepted", "pending": "pending"}
 GC_YOUNG_THRESHOLD = 100_000
 OPEN_TIMEOUT_S = 10  # from TCP accept to a finished opening handshake
 
+# What a station sends before its BootNotification is Accepted: only that, or while Pending
+# also what a (Extended)TriggerMessage can ask for (OCPP 1.6 4.2.1; a signed firmware update
+# reports as SignedFirmwareStatusNotification, a certificate request as SignCertificate).
+_BOOT_ONLY = frozenset({"BootNotification"})
+_BEFORE_ACCEPTED = {
+    "Pending": _BOOT_ONLY
+    | {
+        "DiagnosticsStatusNotification",
+        "FirmwareStatusNotification",
+        "Heartbeat",
+        "LogStatusNotification",
+        "MeterValues",
+        "SignCertificate",
+        "SignedFirmwareStatusNotification",
+        "StatusNotification",
+    }
+}
 _PING = bytes(encode_frame(OP_PING, b""))  # the same empty ping every time
 # Connection states, in order
 CONNECTING, OPEN, CLOSING, CLOSED = range(4)
@@ -530,7 +547,9 @@ class CentralSystem:
             code = "NotSupported" if schemas.known(action) else "NotImplemented"
             self._error(session, uid, code, f"{action} is not a charge point request")
             return
-        if action != "BootNotification" and session.registration != "Accepted":
+        if session.registration != "Accepted" and action not in _BEFORE_ACCEPTED.get(
+            session.registration, _BOOT_ONLY
+        ):
             self._error(session, uid, "SecurityError", "BootNotification must be accepted first")
             return
         try:

@@ -119,10 +119,13 @@ def test_errors_name_the_field_and_the_ocpp_code():
                 "timestamp": "2026-11-26T10:00:00Z",
             },
         )
-    assert (error.value.code, str(error.value)) == (
-        "TypeConstraintViolation",
+    assert (error.value.code, str(error.value)) == (  # as the firmware answers it
+        "PropertyConstraintViolation",
         "StartTransaction: idTag must be at most 20 characters",
     )
+    with pytest.raises(schemas.SchemaError) as error:
+        schemas.check("MeterValues", {"connectorId": 1, "meterValue": []})
+    assert error.value.code == "OccurenceConstraintViolation"  # too few items
     with pytest.raises(schemas.SchemaError) as error:
         schemas.check("Heartbeat", {}, response=True)
     assert error.value.code == "OccurenceConstraintViolation"

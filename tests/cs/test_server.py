@@ -65,8 +65,12 @@ def test_boot_policies(sqlite_url):
             async with station(cs, "NEWBIE") as cp:
                 answer = await cp.call(BOOT)
                 assert (answer.status, answer.interval) == ("Pending", 7)
+                # pending: what a TriggerMessage can ask for, nothing else (OCPP 1.6 4.2.1)
+                assert (await cp.call(call.Heartbeat())).current_time
+                status = call.StatusNotification(1, "NoError", "Available")
+                assert await cp.call(status, suppress=False) is not None
                 with pytest.raises(Exception) as before:
-                    await cp.call(call.Heartbeat(), suppress=False)
+                    await cp.call(call.Authorize("TAG"), suppress=False)
                 assert type(before.value).__name__ == "SecurityError"
                 await setup(cs, storage.set_station, "NEWBIE", approval="accepted")
                 assert (await cp.call(BOOT)).status == "Accepted"
