@@ -142,10 +142,11 @@ def list_transactions(
     limit: int,
     offset: int,
 ) -> dict[str, Any]:
+    tag = id_tag and find_id_tag(db, id_tag)
     clauses, params = conditions(
         (
             ("station = ?", station),
-            ("id_tag = ?", id_tag),
+            ("id_tag = ?", tag["id_tag"] if tag else id_tag),  # as transactions spell it
             ("stop_time IS NULL" if active else "stop_time IS NOT NULL", active),
         )
     )

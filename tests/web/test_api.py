@@ -189,8 +189,9 @@ def test_remote_start_answers_with_the_transaction_id_then_stop(live: LiveCS) ->
     done = live.request("GET", "/api/transactions?station=API-ST2&active=false").json()
     assert done["items"][0]["id"] == tx_id and done["items"][0]["stop_reason"] == "Remote"
     assert done["items"][0]["energy_wh"] > 0
-    by_tag = live.request("GET", "/api/transactions?id_tag=RFID1").json()
-    assert tx_id in [t["id"] for t in by_tag["items"]]
+    for spelling in ("RFID1", "rfid1"):  # id tags are case-insensitive
+        by_tag = live.request("GET", f"/api/transactions?id_tag={spelling}").json()
+        assert tx_id in [t["id"] for t in by_tag["items"]]
 
 
 OPERATIONS = [
