@@ -409,19 +409,24 @@ def test_websocket_framing_fragments_pings_and_limits(sqlite_url):
     run(scenario())
 
 
-def drop_id_tags(db):
-    db.execute("DROP TABLE id_tags")
+RAW_BOOT = '[2, "b", "BootNotification", {"chargePointVendor": "V", "chargePointModel": "M"}]'
+
+
+async def booted(cs, station_id="CP1"):
+    ws = await raw(cs, station_id)
+    assert (await exchange(ws, RAW_BOOT))[0] == 3
+    return ws
+
+
+def drop_table(db, table):
+    db.execute(f"DROP TABLE {table}")
 
 
 def test_a_failing_database_step_is_an_internal_error_for_that_message_only(sqlite_url):
     async def scenario():
         async with central_system(sqlite_url, unknown="accept") as cs:
-            ws = await raw(cs, "CP1")
-            boot = (
-                '[2, "b", "BootNotification", {"chargePointVendor": "V", "chargePointModel": "M"}]'
-            )
-            assert (await exchange(ws, boot))[0] == 3
-            await cs.store.call(drop_id_tags)  # Authorize reads it
+            ws = await booted(cs)
+            await cs.store.call(drop_table, "id_tags")  # Authorize reads it
             answer = await exchange(ws, '[2, "a", "Authorize", {"idTag": "TAG"}]')
             assert answer[:3] == [4, "a", "InternalError"]
             assert (await exchange(ws, '[2, "h", "Heartbeat", {}]'))[:2] == [3, "h"]
@@ -430,19 +435,11 @@ def test_a_failing_database_step_is_an_internal_error_for_that_message_only(sqli
     run(scenario())
 
 
-def drop_status_history(db):
-    db.execute("DROP TABLE status_history")
-
-
 def test_a_message_whose_rows_fail_is_not_answered_as_stored(sqlite_url):
     async def scenario():
         async with central_system(sqlite_url, unknown="accept") as cs:
-            ws = await raw(cs, "CP1")
-            boot = (
-                '[2, "b", "BootNotification", {"chargePointVendor": "V", "chargePointModel": "M"}]'
-            )
-            assert (await exchange(ws, boot))[0] == 3
-            await cs.store.call(drop_status_history)  # a StatusNotification's second row
+            ws = await booted(cs)
+            await cs.store.call(drop_table, "status_history")  # a StatusNotification's 2nd row
             status = (
                 '[2, "s", "StatusNotification", {"connectorId": 1, "errorCode": "NoError",'
                 ' "status": "Charging"}]'
@@ -466,7 +463,6 @@ def test_a_message_whose_rows_fail_is_not_answered_as_stored(sqlite_url):
 def test_a_command_its_connection_lost_before_sending_waits_for_the_next(sqlite_url):
     """Marked sent, then the station reconnected before the frame went out: the command
     was never sent, so the new connection gets it (it is not failed)."""
-    boot = '[2, "b", "BootNotification", {"chargePointVendor": "V", "chargePointModel": "M"}]'
 
     async def scenario():
         async with central_system(sqlite_url, unknown="accept") as cs:
@@ -481,8 +477,7 @@ def test_a_command_its_connection_lost_before_sending_waits_for_the_next(sqlite_
                 return result
 
             cs.store.call = hold_after_sent_mark  # type: ignore[method-assign]
-            old = await raw(cs, "CP1")
-            assert (await exchange(old, boot))[0] == 3
+            await booted(cs)
             first = cs.sessions["CP1"]
             command = await call(storage.enqueue_command, "CP1", "Reset", {"type": "Soft"}, 60)
             await asyncio.wait_for(held.wait(), 5)
