@@ -542,8 +542,8 @@ def _tag_info(db: Db, tag: dict[str, Any] | None, active_allowed: int = 0) -> di
     info: dict[str, Any] = {}
     if tag["parent"]:
         info["parentIdTag"] = tag["parent"]
-    # Normalized (tags saved before expiries were may hold any ISO-8601 form): compared as
-    # times, and sent as the date-time OCPP requires.
+    # Normalized (a tag saved by an earlier version holds its expiry as typed): compared as
+    # a time, and sent as the date-time OCPP requires.
     expiry = tag["expiry"] and normalize_time(tag["expiry"])
     if expiry:
         info["expiryDate"] = expiry
