@@ -6,6 +6,7 @@ cp_centralsystem.Wire)."""
 import asyncio
 import base64
 import json
+from pathlib import Path
 
 import pytest
 from ocpp.v16 import call
@@ -210,6 +211,48 @@ def test_offline_sessions_are_delivered_in_order_when_the_link_is_back(tmp_path)
                 assert {e[1] for e in cs2.log} == {online_tx, offline_tx}
             finally:
                 await cs2.stop()
+
+    run(scenario())
+
+
+def close_wait_sockets(port: int) -> int:
+    """TCP sockets on this host in CLOSE-WAIT towards 127.0.0.1:`port`: the peer sent its FIN
+    and the socket's owner has not closed it (Linux /proc/net/tcp)."""
+    lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    remote = f"0100007F:{port:04X}"
+    return sum(1 for line in lines if line.split()[2] == remote and line.split()[3] == "08")
+
+
+@pytest.mark.parametrize("how", ["fin", "silent"])
+def test_idle_station_reconnects_when_the_link_dies_without_a_close_frame(tmp_path, how):
+    """The central system goes away while the station has nothing to send (next Heartbeat in
+    300 s): "fin", its process ends, so the station reads EOF without a WebSocket close frame;
+    "silent", it stops reading, so the station's pings go unanswered (WebSocketPingInterval
+    1 s) and the keepalive drops the connection. Either way the station must close its socket
+    (not leave it in CLOSE-WAIT) and reconnect at once, with back-off, not at the next CALL."""
+
+    async def scenario():
+        async with booted(tmp_path) as (cs, fw):
+            if how == "silent":
+                await configure(cs, WebSocketPingInterval=1)
+            # Idle: the statuses and the first Heartbeat sent and answered.
+            wire = cs.station._connection
+            await cs.wait(lambda: cs.calls("Heartbeat") and not wire.pending, what="idle")
+            assert cs.connections == 1
+            before = len(cs.calls("StatusNotification"))
+            transport = wire.ws.transport
+            if how == "fin":
+                transport.close()  # a FIN, no close frame
+            else:
+                transport.pause_reading()
+            await cs.wait(lambda: cs.connections == 2, timeout=15, what="reconnect")
+            assert close_wait_sockets(cs.port) == 0
+            await cs.wait(
+                lambda: len(cs.calls("StatusNotification")) >= before + 3, what="statuses again"
+            )
+            assert len(cs.calls("BootNotification")) == 1  # still Accepted: no new boot
+            if how == "silent":
+                transport.abort()
 
     run(scenario())
 

@@ -10,7 +10,7 @@ import net
 from ocpp import inbound, isotime
 from ocpp.auth import Cache
 from ocpp.config import Config
-from ocpp.rpc import CallError
+from ocpp.rpc import CallError, Offline
 from protocol.ocppj import RpcError
 
 CALL_TIMEOUT_S = 30
@@ -419,13 +419,19 @@ class ChargePoint:
     # ---- online: the single sender
 
     async def serve(self, rpc):
-        """Send what is due until the link fails (the Rpc's exception propagates)."""
+        """Send what is due until the link fails (the Rpc's exception propagates, or Offline
+        when the link ended between CALLs)."""
         self.online = True
         for s in self.sessions:
             s.reported = None  # tell the central system every status again
         beat = None  # board time of the last Heartbeat
         try:
             while True:
+                # The link may end while nothing is due (the central system went away, or the
+                # keepalive dropped a silent connection): only a CALL would notice, maybe a
+                # HeartbeatInterval later. Return to the connect loop at once instead.
+                if not rpc.link.connected:
+                    raise Offline("link closed")
                 now = self.now()
                 s = self._status_due(now)
                 if self.auth_requests:  # someone waits at the station

@@ -125,7 +125,7 @@ class Link:
             await writer.drain()
             ws.check_handshake_response(await _read_head(reader), key, (PROTOCOL,))
         except BaseException:
-            writer.close()
+            _close(writer)
             raise
         return _Connection(reader, writer, self.max_size)
 
@@ -224,7 +224,7 @@ class Link:
         if self._reading is conn and task is not None:
             self._reading = None
             task.cancel()
-        conn.writer.close()
+        _close(conn.writer)
 
     async def _send_frame(self, conn, opcode, payload):
         frame = ws.encode_frame(opcode, payload, os.urandom(4))
@@ -237,16 +237,22 @@ class Link:
                 raise LinkClosed() from None
 
     async def _keepalive(self, conn):
-        """Ping every ping_interval_s; a connection silent for two intervals is dropped."""
+        """Ping every ping_interval_s; a connection silent for two intervals is dropped. The
+        interval is read every second, so a change counts at once, not after the old one."""
+        board = self.board
+        pinged = board.ticks_ms()
         while self._conn is conn:
+            await board.sleep_ms(1000)
             interval_ms = self.ping_interval_s * 1000
-            await self.board.sleep_ms(interval_ms or 1000)
             if self._conn is not conn or not interval_ms:
                 continue
             # Real time, as the peer answers in it (a fast sim's board time runs ahead).
-            if self.board.ticks_diff(self.board.real_ms(), self._last_rx) > 2 * interval_ms:
+            if board.ticks_diff(board.real_ms(), self._last_rx) > 2 * interval_ms:
                 self._drop(conn)  # the receiver reports LinkClosed
                 return
+            if board.ticks_diff(board.ticks_ms(), pinged) < interval_ms:
+                continue
+            pinged = board.ticks_ms()
             try:
                 await self._send_frame(conn, ws.OP_PING, b"")
             except LinkClosed:
@@ -265,6 +271,15 @@ def _check_profile(link):
         raise ValueError("security profile %d needs the authorization key" % profile)
     if profile == 3 and not (link.cert_der and link.key_der):
         raise ValueError("security profile 3 needs a client certificate and key")
+
+
+def _close(writer):
+    """Close the stream's socket now. MicroPython's StreamWriter.close() does nothing (only
+    `await wait_closed()` closes the socket), so a dropped connection's socket would stay
+    open, in CLOSE-WAIT after the peer's FIN, for the life of the program: one more of the
+    board's few sockets lost at each drop. A task blocked on the socket is woken (EBADF)."""
+    writer.close()
+    writer.s.close()
 
 
 async def _cancel_after(board, task, ms):
