@@ -18,6 +18,8 @@ from typing import Any
 from host.cli import UserError
 from host.web import cli as web_cli
 
+# What `evse cs tag ID` saves for a new tag, before its options
+NEW_TAG = {"parent": None, "expiry": None, "blocked": False, "max_active": 1}
 LISTINGS = ("stations", "connectors", "transactions", "tags", "commands", "log", "events")
 
 
@@ -81,15 +83,21 @@ def add_parser(subparsers: Any) -> None:
 
     tag = commands.add_parser("tag", parents=[db_options], help="add, change or delete an id tag")
     tag.add_argument("id_tag")
-    tag.add_argument("--parent")
-    tag.add_argument("--expiry", metavar="ISO8601", help="e.g. 2027-01-01T00:00:00Z")
-    tag.add_argument("--blocked", action="store_true")
+    # A change sets only the options given; the others keep their values.
+    tag.add_argument("--parent", help="parent id tag ('' removes it)")
+    tag.add_argument(
+        "--expiry", metavar="ISO8601", help="e.g. 2027-01-01T00:00:00Z ('' removes it)"
+    )
+    tag.add_argument(
+        "--blocked",
+        action=argparse.BooleanOptionalAction,
+        help="block the tag (--no-blocked: unblock it)",
+    )
     tag.add_argument(
         "--max-active",
         type=int,
-        default=1,
         metavar="N",
-        help="concurrent transactions allowed (default 1)",
+        help="concurrent transactions allowed (a new tag: 1)",
     )
     tag.add_argument("--delete", action="store_true")
     tag.set_defaults(func=tag_command)
@@ -263,9 +271,9 @@ def tag_command(args: argparse.Namespace) -> int:
 
     if not 1 <= len(args.id_tag) <= 20:
         raise UserError("id tag must be 1 to 20 characters (OCPP IdToken)")
-    if args.max_active < 1:
+    if args.max_active is not None and args.max_active < 1:
         raise UserError("--max-active must be at least 1")
-    _time(args.expiry, "--expiry", storage.normalize_time)  # refuses a non-time
+    _time(args.expiry or None, "--expiry", storage.normalize_time)  # refuses a non-time
     db = _open(args)
     try:
         if args.delete:
@@ -273,14 +281,25 @@ def tag_command(args: argparse.Namespace) -> int:
                 raise UserError(f"no id tag {args.id_tag!r}")
             print(f"deleted {args.id_tag}")
         else:
+            tag = storage.find_id_tag(db, args.id_tag) or NEW_TAG
             storage.set_id_tag(
-                db, args.id_tag, args.parent, args.expiry, args.blocked, args.max_active
+                db,
+                args.id_tag,
+                _given(args.parent, tag["parent"]) or None,  # '' removes it
+                _given(args.expiry, tag["expiry"]) or None,
+                _given(args.blocked, tag["blocked"]),
+                _given(args.max_active, tag["max_active"]),
             )
             print(f"saved {args.id_tag}")
         db.commit()
     finally:
         db.close()
     return 0
+
+
+def _given(option: Any, current: Any) -> Any:
+    """An option's value if it was given, else the current one."""
+    return current if option is None else option
 
 
 def send_command(args: argparse.Namespace) -> int:

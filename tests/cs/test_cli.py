@@ -88,6 +88,27 @@ def test_tags_and_stations_listings_with_json(tmp_path, capsys):
         assert (code, json.loads(out)) == (0, [])
 
 
+def test_changing_a_tag_changes_only_the_options_given(tmp_path, capsys):
+    data = ["--data", str(tmp_path)]
+
+    def tag():
+        (saved,) = json.loads(evse(capsys, "tags", "--json", *data)[1])
+        return {name: saved[name] for name in ("parent", "expiry", "blocked", "max_active")}
+
+    options = ["--parent", "TAG1", "--expiry", "2030-01-01T00:00:00Z", "--max-active", "3"]
+    assert evse(capsys, "tag", "TAG9", *options, *data)[0] == 0
+    assert evse(capsys, "tag", "tag9", "--blocked", *data)[0] == 0  # the same tag
+    assert tag() == {
+        "parent": "TAG1",
+        "expiry": "2030-01-01T00:00:00.000Z",
+        "blocked": 1,
+        "max_active": 3,
+    }
+    cleared = ["--no-blocked", "--parent", "", "--expiry", ""]
+    assert evse(capsys, "tag", "TAG9", *cleared, *data)[0] == 0
+    assert tag() == {"parent": None, "expiry": None, "blocked": 0, "max_active": 3}
+
+
 def test_export_a_time_window_to_a_file(tmp_path, capsys):
     data = str(tmp_path)
     db = storage.Db(storage.database_url(data, None))
