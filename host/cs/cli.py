@@ -18,6 +18,7 @@ from typing import Any
 from host.cli import UserError
 from host.web import cli as web_cli
 
+MAX_SECONDS = 10 * 365 * 86400  # --ttl, --wait: longer is a mistake (1e20 s is past any date)
 # What `evse cs tag ID` saves for a new tag, before its options
 NEW_TAG = {"parent": None, "expiry": None, "blocked": False, "max_active": 1}
 LISTINGS = ("stations", "connectors", "transactions", "tags", "commands", "log", "events")
@@ -313,8 +314,10 @@ def send_command(args: argparse.Namespace) -> int:
         commands.validate(args.station, args.action, payload)
     except ValueError as error:
         raise UserError(str(error)) from None
-    if args.ttl <= 0 or args.wait < 0:
-        raise UserError("--ttl must be positive and --wait not negative")
+    if not 0 < args.ttl <= MAX_SECONDS:  # NaN fails too
+        raise UserError(f"--ttl must be more than 0 and at most {MAX_SECONDS} seconds (10 years)")
+    if not 0 <= args.wait <= MAX_SECONDS:
+        raise UserError(f"--wait must be 0 to {MAX_SECONDS} seconds (10 years)")
     db = _open(args)
     try:
         if storage.get_station(db, args.station) is None:

@@ -43,6 +43,14 @@ def evse(capsys, *argv):
         ),
         (["send", "CP1", "Reset", "{}"], "invalid payload: Reset: payload must contain ['type']"),
         (["send", "CP1", "Reset", '{"type": "Soft"}'], "unknown station 'CP1'"),
+        *(
+            (["send", "CP1", "ClearCache", "--ttl", ttl], "--ttl must be more than 0 and at most")
+            for ttl in ("0", "nan", "inf", "1e20")
+        ),
+        *(
+            (["send", "CP1", "ClearCache", "--wait", wait], "--wait must be 0 to 315360000")
+            for wait in ("-1", "nan", "inf", "1e20")
+        ),
         (["log", "--since", "yesterday"], "--since: 'yesterday' is not an ISO-8601 time"),
         (["station", "CP1", "--auth-key", "short"], "--auth-key must be 8 to 40 characters"),
         (["serve", "--tls-cert", "c.pem"], "--tls-cert and --tls-key go together"),
