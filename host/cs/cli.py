@@ -8,6 +8,7 @@ prints the station's answer.
 
 import argparse
 import csv
+import functools
 import json
 import os
 import sys
@@ -33,7 +34,9 @@ def add_parser(subparsers: Any) -> None:
     listing.add_argument("--json", action="store_true", help="machine-readable output")
 
     parser = subparsers.add_parser("cs", help="OCPP 1.6J central system")
-    commands = parser.add_subparsers(dest="cs_command", required=True, metavar="ACTION")
+    commands = parser.add_subparsers(
+        dest="cs_command", required=True, metavar="ACTION", parser_class=_CommandParser
+    )
 
     serve = commands.add_parser("serve", parents=[db_options], help="run the central system")
     serve.add_argument("--host", default="127.0.0.1")
@@ -152,6 +155,27 @@ def add_parser(subparsers: Any) -> None:
     export.set_defaults(func=export_command)
 
     web_cli.add_parsers(commands, db_options)  # `evse cs user ...`
+
+
+class _CommandParser(argparse.ArgumentParser):
+    """The parser of each `evse cs` command, `user` ones too (a parser's subparsers take its
+    class): the command it sets runs through `_run_command`."""
+
+    def set_defaults(self, **kwargs: Any) -> None:
+        if "func" in kwargs:
+            kwargs["func"] = functools.partial(_run_command, kwargs["func"])
+        super().set_defaults(**kwargs)
+
+
+def _run_command(command: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """What every command shares: a reader that leaves (`| head`) ends it quietly."""
+    try:
+        code = command(args)
+        sys.stdout.flush()  # where a closed pipe shows when the output is buffered
+        return code
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # for the exit's flush
+        return 141  # as a shell reports SIGPIPE
 
 
 def _open(args: argparse.Namespace) -> Any:
@@ -363,12 +387,7 @@ def export_command(args: argparse.Namespace) -> int:
             rows = storage.meter_value_samples(db, args.station, args.transaction, since, until)
             columns = storage.SAMPLE_COLUMNS
         if not args.out:
-            try:
-                _write_csv(sys.stdout, rows, columns)
-                sys.stdout.flush()
-            except BrokenPipeError:  # the reader left (`| head`): stop, quietly
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # for the exit
-                return 141  # as a shell reports SIGPIPE
+            _write_csv(sys.stdout, rows, columns)
             return 0
         target = os.path.realpath(args.out)  # through a link, to the file it names
         if os.path.exists(target) and not os.path.isfile(target):  # a pipe, a device

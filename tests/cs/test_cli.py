@@ -179,10 +179,16 @@ def test_a_failed_export_leaves_the_file_as_it_was(tmp_path, capsys, monkeypatch
     )
 
 
-def test_an_export_into_a_closed_pipe_stops_quietly(tmp_path):
+@pytest.mark.parametrize(
+    "argv",
+    [["export", "transactions"], ["log"], ["tags", "--json"], ["user", "list"]],
+)
+def test_output_into_a_closed_pipe_stops_quietly(tmp_path, argv):
     db = storage.Db(storage.database_url(str(tmp_path), None))
     start = {"connectorId": 1, "idTag": "T", "meterStart": 0, "timestamp": T0}
     storage.start_transaction(db, "CP1", start)
+    storage.set_id_tag(db, "T")
+    db.execute(storage.LOG_SQL, ("CP1", T0, "in", "[]"))
     db.commit()
     db.close()
     read_end, write_end = os.pipe()
@@ -190,7 +196,7 @@ def test_an_export_into_a_closed_pipe_stops_quietly(tmp_path):
     with os.fdopen(write_end, "wb") as pipe:
         done = subprocess.run(
             [sys.executable, "-c", "import sys; from host.cli import main; sys.exit(main())"]
-            + ["cs", "export", "transactions", "--data", str(tmp_path)],
+            + ["cs", *argv, "--data", str(tmp_path)],
             stdout=pipe,
             stderr=subprocess.PIPE,
             text=True,
