@@ -168,7 +168,8 @@ class _CommandParser(argparse.ArgumentParser):
 
 
 def _run_command(command: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    """What every command shares: a reader that leaves (`| head`) ends it quietly."""
+    """What every command shares: a reader that leaves (`| head`) ends it quietly, and a
+    failing database is one line that names it."""
     try:
         code = command(args)
         sys.stdout.flush()  # where a closed pipe shows when the output is buffered
@@ -176,15 +177,48 @@ def _run_command(command: Callable[[argparse.Namespace], int], args: argparse.Na
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # for the exit's flush
         return 141  # as a shell reports SIGPIPE
+    except _database_errors() as error:
+        raise UserError(_database_problem(args, error)) from None
+
+
+def _database_errors() -> tuple[type[Exception], ...]:
+    """What the databases raise (the server's database process: StorageError). Imported
+    only when a command fails."""
+    import sqlite3
+
+    import psycopg
+
+    from host.cs import storage
+
+    return (sqlite3.Error, psycopg.Error, storage.StorageError)
+
+
+def _database_problem(args: argparse.Namespace, error: Exception) -> str:
+    from host.cs import storage
+
+    if args.db:
+        return f"database: {error}"  # not its URL: that may hold a password
+    path = storage.database_file(args.data)
+    directory = os.path.dirname(path)
+    if os.path.isdir(directory) and not os.access(directory, os.W_OK):
+        # SQLite writes beside the database (its WAL), even to read
+        return f"database {path}: {error} ({directory} is not writable)"
+    return f"database {path}: {error}"
+
+
+def _database_url(args: argparse.Namespace) -> str:
+    from host.cs import storage
+
+    try:
+        return storage.database_url(args.data, args.db)
+    except OSError as error:  # the data directory could not be made
+        raise UserError(f"--data: {error}") from None
 
 
 def _open(args: argparse.Namespace) -> Any:
     from host.cs import storage
 
-    try:
-        return storage.Db(storage.database_url(args.data, args.db))
-    except Exception as error:
-        raise UserError(f"cannot open the database: {error}") from None
+    return storage.Db(_database_url(args))
 
 
 def _time(text: str | None, option: str, convert: Callable[[str], str]) -> str | None:
@@ -429,7 +463,7 @@ def serve_command(args: argparse.Namespace) -> int:
 
     import uvloop
 
-    from host.cs import files, server, storage
+    from host.cs import files, server
     from host.cs.store import Store
     from host.web import api as web_api
 
@@ -444,7 +478,7 @@ def serve_command(args: argparse.Namespace) -> int:
         raise UserError("--log-days must be 0 (keep every frame) to 36500")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("websockets").setLevel(logging.WARNING)
-    url = storage.database_url(args.data, args.db)
+    url = _database_url(args)
     data_dir = args.data or "cs-data"
     try:
         context = (
@@ -457,10 +491,7 @@ def serve_command(args: argparse.Namespace) -> int:
 
     async def run() -> None:
         store = Store(url, log_days=args.log_days)
-        try:
-            await store.open()
-        except Exception as error:
-            raise UserError(f"cannot open the database: {error}") from None
+        await store.open()
         cs = server.CentralSystem(
             store,
             unknown=args.unknown,

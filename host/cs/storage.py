@@ -384,12 +384,17 @@ class Db:
         return (row or {}).get("v") or 0
 
 
+def database_file(data_dir: str | None) -> str:
+    """The SQLite file of a data directory (default ./cs-data)."""
+    return os.path.join(data_dir or "cs-data", "cs.sqlite3")
+
+
 def database_url(data_dir: str | None, db_url: str | None) -> str:
     if db_url:
         return db_url
-    directory = data_dir or "cs-data"
-    os.makedirs(directory, exist_ok=True)
-    return "sqlite:///" + os.path.join(directory, "cs.sqlite3")
+    path = database_file(data_dir)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    return "sqlite:///" + path
 
 
 # ---- stations -----------------------------------------------------------------------------

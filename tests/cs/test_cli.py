@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -163,8 +164,11 @@ def test_a_failed_export_leaves_the_file_as_it_was(tmp_path, capsys, monkeypatch
         raise storage.StorageError("the database went away")
 
     monkeypatch.setattr(storage, "meter_value_samples", failing)
-    with pytest.raises(storage.StorageError):
-        evse(capsys, "export", "meter-values", "--out", str(out), "--data", str(tmp_path))
+    assert evse(capsys, "export", "meter-values", "--out", str(out), "--data", str(tmp_path)) == (
+        2,
+        "",
+        f"evse cs: database {tmp_path}/cs.sqlite3: the database went away\n",
+    )
     assert out.read_text() == "the last export\n"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["cs.sqlite3", "values.csv"]
     monkeypatch.undo()
@@ -176,6 +180,52 @@ def test_a_failed_export_leaves_the_file_as_it_was(tmp_path, capsys, monkeypatch
     assert link.is_symlink() and out.read_text() == ""  # the file it names, now empty
     assert (
         evse(capsys, "export", "meter-values", "--out", os.devnull, "--data", str(tmp_path))[0] == 0
+    )
+
+
+def test_a_damaged_database_is_named_in_one_line(tmp_path, capsys):
+    data = str(tmp_path)
+    assert evse(capsys, "station", "CP1", "--data", data)[0] == 0
+    path = storage.database_file(data)
+    conn = sqlite3.connect(path)
+    roots = "SELECT rootpage FROM sqlite_master WHERE tbl_name = 'stations'"
+    pages = [page for (page,) in conn.execute(roots)]  # the table's and its index's
+    (page_size,) = conn.execute("PRAGMA page_size").fetchone()
+    conn.close()
+    with open(path, "r+b") as f:
+        for page in pages:
+            f.seek((page - 1) * page_size)
+            f.write(b"\xff" * page_size)
+    message = f"evse cs: database {path}: database disk image is malformed\n"
+    assert evse(capsys, "stations", "--data", data) == (2, "", message)
+    ports = [f"--{name}-port=0" for name in ("ocpp", "http", "web")]
+    served = subprocess.run(
+        [sys.executable, "-m", "host", "cs", "serve", "--data", data, *ports],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert served.returncode == 2
+    assert f"evse cs: database {path}: DatabaseError: database disk image is malformed\n" in (
+        served.stderr
+    )
+    assert "Traceback" not in served.stderr
+
+
+def test_an_unwritable_data_directory_is_named(tmp_path, capsys, monkeypatch):
+    data = tmp_path / "data"
+    (data / "cs.sqlite3").mkdir(parents=True)  # a database SQLite cannot open, even as root
+    data.chmod(0o555)
+    if os.geteuid() == 0:  # root writes anyway: as for anyone else
+        monkeypatch.setattr(os, "access", lambda path, mode: False)
+    try:
+        code, _, err = evse(capsys, "tag", "T1", "--data", str(data))
+    finally:
+        data.chmod(0o755)
+    assert (code, err) == (
+        2,
+        f"evse cs: database {data}/cs.sqlite3: unable to open database file"
+        f" ({data} is not writable)\n",
     )
 
 
