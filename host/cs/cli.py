@@ -206,19 +206,24 @@ def _database_problem(args: argparse.Namespace, error: Exception) -> str:
     return f"database {path}: {error}"
 
 
-def _database_url(args: argparse.Namespace) -> str:
+def _database_url(args: argparse.Namespace, create: bool) -> str:
+    """The command's database; unless `create`, an SQLite one must exist (a mistyped --data
+    would otherwise make an empty one, and show nothing in it)."""
     from host.cs import storage
 
+    path = storage.database_file(args.data)
+    if not (create or args.db or os.path.exists(path)):
+        raise UserError(f"no database {path} (a mistyped --data? `evse cs serve` creates it)")
     try:
         return storage.database_url(args.data, args.db)
     except OSError as error:  # the data directory could not be made
         raise UserError(f"--data: {error}") from None
 
 
-def _open(args: argparse.Namespace) -> Any:
+def _open(args: argparse.Namespace, create: bool) -> Any:
     from host.cs import storage
 
-    return storage.Db(_database_url(args))
+    return storage.Db(_database_url(args, create))
 
 
 def _time(text: str | None, option: str, convert: Callable[[str], str]) -> str | None:
@@ -273,7 +278,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 
 def list_command(args: argparse.Namespace) -> int:
-    db = _open(args)
+    db = _open(args, create=False)
     try:
         rows = _rows(db, args)
     finally:
@@ -291,7 +296,7 @@ def station_command(args: argparse.Namespace) -> int:
 
     if args.auth_key is not None and not 8 <= len(args.auth_key) <= 40:
         raise UserError("--auth-key must be 8 to 40 characters (OCPP: 16-20 bytes, hex)")
-    db = _open(args)
+    db = _open(args, create=True)
     try:
         storage.add_station(db, args.id, args.approval or "accepted")
         fields: dict[str, Any] = {}
@@ -333,7 +338,7 @@ def tag_command(args: argparse.Namespace) -> int:
     if args.max_active is not None and args.max_active < 1:
         raise UserError("--max-active must be at least 1")
     _time(args.expiry or None, "--expiry", storage.normalize_time)  # refuses a non-time
-    db = _open(args)
+    db = _open(args, create=True)
     try:
         if args.delete:
             if not storage.delete_id_tag(db, args.id_tag):
@@ -376,7 +381,7 @@ def send_command(args: argparse.Namespace) -> int:
         raise UserError(f"--ttl must be more than 0 and at most {MAX_SECONDS} seconds (10 years)")
     if not 0 <= args.wait <= MAX_SECONDS:
         raise UserError(f"--wait must be 0 to {MAX_SECONDS} seconds (10 years)")
-    db = _open(args)
+    db = _open(args, create=False)
     try:
         if storage.get_station(db, args.station) is None:
             raise UserError(f"unknown station {args.station!r} (see `evse cs stations`)")
@@ -412,7 +417,7 @@ def export_command(args: argparse.Namespace) -> int:
         raise UserError("--transaction selects meter values; for transactions use --station")
     since = _time(args.since, "--since", storage.normalize_time)
     until = _time(args.until, "--until", storage.normalize_time)
-    db = _open(args)
+    db = _open(args, create=False)
     try:
         if args.what == "transactions":
             rows = storage.transactions(db, args.station, since=since, until=until)
@@ -478,7 +483,7 @@ def serve_command(args: argparse.Namespace) -> int:
         raise UserError("--log-days must be 0 (keep every frame) to 36500")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("websockets").setLevel(logging.WARNING)
-    url = _database_url(args)
+    url = _database_url(args, create=True)
     data_dir = args.data or "cs-data"
     try:
         context = (

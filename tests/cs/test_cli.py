@@ -64,10 +64,31 @@ def evse(capsys, *argv):
     ],
 )
 def test_bad_input_is_named(tmp_path, capsys, argv, message):
+    storage.Db(storage.database_url(str(tmp_path), None)).close()
     code, out, err = evse(capsys, *argv, "--data", str(tmp_path))
     assert code == 2
     assert message in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["stations"],
+        ["tags", "--json"],
+        ["log"],
+        ["commands"],
+        ["export", "transactions"],
+        ["send", "CP1", "ClearCache"],
+    ],
+)
+def test_a_command_that_only_reads_does_not_create_the_database(tmp_path, capsys, argv):
+    data = tmp_path / "typo"
+    message = (
+        f"evse cs: no database {data}/cs.sqlite3 (a mistyped --data? `evse cs serve` creates it)\n"
+    )
+    assert evse(capsys, *argv, "--data", str(data)) == (2, "", message)
+    assert not data.exists()
 
 
 def test_unknown_subcommand_is_refused_by_argparse(capsys):
@@ -156,6 +177,7 @@ def test_export_a_time_window_to_a_file(tmp_path, capsys):
 
 
 def test_a_failed_export_leaves_the_file_as_it_was(tmp_path, capsys, monkeypatch):
+    storage.Db(storage.database_url(str(tmp_path), None)).close()
     out = tmp_path / "values.csv"
     out.write_text("the last export\n")
 
