@@ -421,7 +421,7 @@ def export_command(args: argparse.Namespace) -> int:
     try:
         if args.what == "transactions":
             rows = storage.transactions(db, args.station, since=since, until=until)
-            columns = None  # the table's, from its first row
+            columns = storage.table_columns(db, "transactions")
         else:
             rows = storage.meter_value_samples(db, args.station, args.transaction, since, until)
             columns = storage.SAMPLE_COLUMNS
@@ -451,15 +451,11 @@ def export_command(args: argparse.Namespace) -> int:
         db.close()
 
 
-def _write_csv(out: Any, rows: Iterator[dict[str, Any]], columns: Sequence[str] | None) -> None:
-    """CSV with a header, from the first row's keys unless `columns` are given; nothing for
-    no rows."""
-    writer = None
-    for row in rows:
-        if writer is None:
-            writer = csv.DictWriter(out, fieldnames=columns or list(row))
-            writer.writeheader()
-        writer.writerow(row)
+def _write_csv(out: Any, rows: Iterator[dict[str, Any]], columns: Sequence[str]) -> None:
+    """CSV with a header, for no rows too."""
+    writer = csv.DictWriter(out, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
 
 
 def serve_command(args: argparse.Namespace) -> int:

@@ -661,6 +661,11 @@ def store_meter_values(
         db.executemany(METER_VALUE_SQL, rows)
 
 
+def table_columns(db: Db, table: str) -> list[str]:
+    """The names of a table's columns, in order: the keys of its `SELECT *` rows."""
+    return [column[0] for column in db.execute(f"SELECT * FROM {table} LIMIT 0").description]
+
+
 def transactions(
     db: Db,
     station: str | None = None,

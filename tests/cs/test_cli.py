@@ -173,13 +173,21 @@ def test_export_a_time_window_to_a_file(tmp_path, capsys):
         "2026-11-01T10:30:00Z",
         "2026-11-01T11:30:00Z",
     ]
-    assert evse(capsys, "export", "meter-values", "--station", "CP9", "--data", data) == (0, "", "")
+    header = ",".join(storage.SAMPLE_COLUMNS) + "\r\n"
+    assert evse(capsys, "export", "meter-values", "--station", "CP9", "--data", data) == (
+        0,
+        header,
+        "",
+    )
+    _, text, _ = evse(capsys, "export", "transactions", "--station", "CP9", "--data", data)
+    assert text.startswith("id,station,connector_id,id_tag,meter_start,") and text.count("\n") == 1
 
 
 def test_a_failed_export_leaves_the_file_as_it_was(tmp_path, capsys, monkeypatch):
     storage.Db(storage.database_url(str(tmp_path), None)).close()
     out = tmp_path / "values.csv"
     out.write_text("the last export\n")
+    header = ",".join(storage.SAMPLE_COLUMNS) + "\n"
 
     def failing(*args):
         yield dict.fromkeys(storage.SAMPLE_COLUMNS, "1")
@@ -199,7 +207,7 @@ def test_a_failed_export_leaves_the_file_as_it_was(tmp_path, capsys, monkeypatch
     assert (
         evse(capsys, "export", "meter-values", "--out", str(link), "--data", str(tmp_path))[0] == 0
     )
-    assert link.is_symlink() and out.read_text() == ""  # the file it names, now empty
+    assert link.is_symlink() and out.read_text() == header  # the file it names, now empty
     assert (
         evse(capsys, "export", "meter-values", "--out", os.devnull, "--data", str(tmp_path))[0] == 0
     )
