@@ -293,11 +293,16 @@ def list_command(args: argparse.Namespace) -> int:
 
 def station_command(args: argparse.Namespace) -> int:
     from host.cs import storage
+    from host.tools import station as station_file
 
     if args.auth_key is not None and not 8 <= len(args.auth_key) <= 40:
         raise UserError("--auth-key must be 8 to 40 characters (OCPP: 16-20 bytes, hex)")
     db = _open(args, create=True)
     try:
+        # The rule of station files and `evse provision`; a station the server let in
+        # (an id of 1 to 48 characters, no '/') keeps its id.
+        if not station_file.ID_PATTERN.fullmatch(args.id) and not storage.get_station(db, args.id):
+            raise UserError(f"station id {args.id!r}: use 1 to 48 letters, digits, '.', '_' or '-'")
         storage.add_station(db, args.id, args.approval or "accepted")
         fields: dict[str, Any] = {}
         if args.approval:

@@ -54,6 +54,10 @@ def evse(capsys, *argv):
         ),
         (["log", "--since", "yesterday"], "--since: 'yesterday' is not an ISO-8601 time"),
         (["station", "CP1", "--auth-key", "short"], "--auth-key must be 8 to 40 characters"),
+        *(
+            (["station", bad], f"station id {bad!r}: use 1 to 48 letters, digits, '.', '_' or '-'")
+            for bad in ("", "a/b", "C" * 49, "CP 1")
+        ),
         (["serve", "--tls-cert", "c.pem"], "--tls-cert and --tls-key go together"),
         (["serve", "--log-days", "-1"], "--log-days must be 0 (keep every frame) to 36500"),
         (["serve", "--log-days", "nan"], "--log-days must be 0 (keep every frame) to 36500"),
@@ -405,16 +409,17 @@ def test_send_to_an_offline_station_waits_then_reports_queued(tmp_path, capsys):
     assert (command["action"], command["state"]) == ("ClearCache", "queued")
 
 
-def test_approving_a_pending_station_triggers_its_boot(tmp_path, capsys):
+@pytest.mark.parametrize("station_id", ["NEW", "CP #1"])  # "CP #1": the server lets it in
+def test_approving_a_pending_station_triggers_its_boot(tmp_path, capsys, station_id):
     from host.cs import storage
 
     data = str(tmp_path)
-    evse(capsys, "station", "NEW", "--approval", "pending", "--data", data)
     db = storage.Db(storage.database_url(data, None))
-    storage.set_station(db, "NEW", registration="Pending")  # as its BootNotification left it
+    storage.station_for_connection(db, station_id, "pending")  # as an unknown station left it
+    storage.set_station(db, station_id, registration="Pending")  # and its BootNotification
     db.commit()
     db.close()
-    code, out, _ = evse(capsys, "station", "NEW", "--approval", "accepted", "--data", data)
+    code, out, _ = evse(capsys, "station", station_id, "--approval", "accepted", "--data", data)
     assert code == 0 and "TriggerMessage queued" in out
     (command,) = json.loads(evse(capsys, "commands", "--json", "--data", data)[1])
     assert (command["action"], json.loads(command["payload"])) == (
