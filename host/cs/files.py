@@ -11,6 +11,7 @@ import threading
 
 MAX_UPLOAD = 64 * 1024 * 1024
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
+_LENGTH = re.compile(r"[0-9]{1,18}")  # digits only: int() takes "-1", " 1" and "1_0" too
 
 
 def _handler_class(data_dir: str) -> type[http.server.BaseHTTPRequestHandler]:
@@ -53,11 +54,18 @@ def _handler_class(data_dir: str) -> type[http.server.BaseHTTPRequestHandler]:
             if target is None:
                 self._reply(404, "upload to /diagnostics/<file name>\n")
                 return
-            length = int(self.headers.get("Content-Length") or -1)
-            if not 0 <= length <= MAX_UPLOAD:
-                self._reply(411 if length < 0 else 413, "Content-Length up to 64 MiB required\n")
+            length = self.headers.get("Content-Length")
+            if length is None:
+                self._reply(411, "Content-Length required\n")
                 return
-            data = self.rfile.read(length)
+            if not _LENGTH.fullmatch(length):
+                self._reply(400, "Content-Length must be a number of bytes\n")
+                return
+            size = int(length)
+            if size > MAX_UPLOAD:
+                self._reply(413, "uploads are up to 64 MiB\n")
+                return
+            data = self.rfile.read(size)
             os.makedirs(diagnostics_dir, exist_ok=True)
             with open(target + ".part", "wb") as f:
                 f.write(data)

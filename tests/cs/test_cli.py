@@ -3,6 +3,7 @@ export, file service, and clear errors for bad input."""
 
 import asyncio
 import csv
+import http.client
 import io
 import json
 import os
@@ -16,7 +17,7 @@ import pytest
 from ocpp.v16 import call
 
 from host.cli import main
-from host.cs import storage
+from host.cs import files, storage
 from tests.cs.conftest import run, station, wait_for
 from tests.ports import free_port
 
@@ -398,6 +399,26 @@ def test_serve_send_and_export_end_to_end(tmp_path, capsys):
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+@pytest.mark.parametrize(
+    "length, status",
+    [("abc", 400), ("-5", 400), ("1_0", 400), ("9" * 5000, 400), (None, 411), ("67108865", 413)],
+)
+def test_an_upload_with_a_bad_content_length_is_answered(tmp_path, length, status):
+    server = files.start_file_server(str(tmp_path), "127.0.0.1", 0)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
+        conn.putrequest("PUT", "/diagnostics/b.txt")
+        if length is not None:
+            conn.putheader("Content-Length", length)
+        conn.endheaders()
+        assert conn.getresponse().status == status
+        conn.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not (tmp_path / "diagnostics" / "b.txt").exists()
 
 
 def test_send_to_an_offline_station_waits_then_reports_queued(tmp_path, capsys):
