@@ -247,6 +247,13 @@ def test_a_damaged_database_is_named_in_one_line(tmp_path, capsys):
     assert "Traceback" not in served.stderr
 
 
+def test_an_unreachable_postgresql_is_one_line(capsys):
+    port = free_port()  # nothing listens there
+    code, out, err = evse(capsys, "tags", "--db", f"postgresql://evse@127.0.0.1:{port}/cs")
+    assert (code, out) == (2, "")
+    assert err.startswith("evse cs: database: connection failed") and "Traceback" not in err
+
+
 def test_an_unwritable_data_directory_is_named(tmp_path, capsys, monkeypatch):
     data = tmp_path / "data"
     (data / "cs.sqlite3").mkdir(parents=True)  # a database SQLite cannot open, even as root
