@@ -466,6 +466,7 @@ def _write_csv(out: Any, rows: Iterator[dict[str, Any]], columns: Sequence[str])
 def serve_command(args: argparse.Namespace) -> int:
     import asyncio
     import logging
+    import signal
 
     import uvloop
 
@@ -482,6 +483,10 @@ def serve_command(args: argparse.Namespace) -> int:
             raise UserError(f"--{option.replace('_', '-')} must be 0..65535")
     if not 0 <= args.log_days <= 36500:  # NaN fails too
         raise UserError("--log-days must be 0 (keep every frame) to 36500")
+    if not 0 <= args.heartbeat <= 86400:
+        raise UserError("--heartbeat must be 0 (the station chooses) to 86400 seconds")
+    if not 1 <= args.ping_interval <= 3600:
+        raise UserError("--ping-interval must be 1 to 3600 seconds")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("websockets").setLevel(logging.WARNING)
     url = _database_url(args, create=True)
@@ -527,7 +532,11 @@ def serve_command(args: argparse.Namespace) -> int:
         web_port = web.addresses[0][1]
         print(f"dashboard and REST API: http://{args.host}:{web_port}/", flush=True)
         try:
-            await asyncio.Event().wait()
+            # Until Ctrl-C, or the SIGTERM of a supervisor (systemd, docker): either way the
+            # stations get a close frame and are marked offline.
+            stop = asyncio.Event()
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+            await stop.wait()
         finally:
             await web.cleanup()
             http.shutdown()

@@ -7,6 +7,7 @@ import http.client
 import io
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -62,6 +63,11 @@ def evse(capsys, *argv):
         (["serve", "--tls-cert", "c.pem"], "--tls-cert and --tls-key go together"),
         (["serve", "--log-days", "-1"], "--log-days must be 0 (keep every frame) to 36500"),
         (["serve", "--log-days", "nan"], "--log-days must be 0 (keep every frame) to 36500"),
+        (["serve", "--heartbeat", "-5"], "--heartbeat must be 0 (the station chooses) to 86400"),
+        *(
+            (["serve", "--ping-interval", bad], "--ping-interval must be 1 to 3600 seconds")
+            for bad in ("0", "-1", "nan")
+        ),
         (["export", "meter-values", "--since", "soon"], "--since: 'soon' is not an ISO-8601 time"),
         (["export", "transactions", "--transaction", "3"], "--transaction selects meter values"),
         (["export", "transactions", "--out", "/nonexistent/t.csv"], "--out: [Errno 2]"),
@@ -403,6 +409,18 @@ def test_serve_send_and_export_end_to_end(tmp_path, capsys):
         with pytest.raises(urllib.error.HTTPError) as missing:
             urllib.request.urlopen(f"{base}/firmware/..%2Fcs.sqlite3")
         assert missing.value.code == 404
+
+        async def stopped_by_a_supervisor():
+            async with station(Running, "CP2") as cp:  # type: ignore[arg-type]
+                await cp.call(call.BootNotification("M", "V"))
+                server.send_signal(signal.SIGTERM)  # as systemd and docker stop a service
+                await asyncio.wait_for(cp._connection.wait_closed(), 10)
+                return cp._connection.close_code
+
+        assert run(stopped_by_a_supervisor()) == 1001  # going away
+        assert server.wait(timeout=10) == 0
+        _, out, _ = evse(capsys, "stations", "--json", "--data", data)
+        assert [s["online"] for s in json.loads(out)] == [False, False]
     finally:
         server.terminate()
         server.wait(timeout=10)
