@@ -538,6 +538,8 @@ def serve_command(args: argparse.Namespace) -> int:
             asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
             await stop.wait()
         finally:
+            # a second SIGTERM ends a shutdown that hangs
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
             await web.cleanup()
             http.shutdown()
             await cs.stop()

@@ -106,6 +106,8 @@ class CommandQueue:
                     if not self._current(session):
                         return
                     await self._send(session, row)
+        except Exception:  # the database is down, say: the next poll tries again
+            log.exception("%s: command delivery failed", session.station_id)
         finally:
             session.sending = False
 

@@ -394,7 +394,10 @@ class CentralSystem:
             session.abort()
         if self.server:
             await self.server.wait_closed()
-        await self.store.flush()
+        try:
+            await self.store.flush()
+        except storage.StorageError as error:  # the database is down: nothing more to save
+            log.error("stopped without storing the last changes: %s", error)
 
     # ---- handshake ----------------------------------------------------------------------
 

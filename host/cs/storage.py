@@ -32,8 +32,8 @@ class StorageError(Exception):
 
 # The last formatted second and millisecond, reused: the server asks for the time several
 # times per message, many messages per millisecond, and formatting costs more than the rest.
-_second_text = [-1, ""]
-_milli_text = [-1, ""]
+_second_text: list[Any] = [None, ""]
+_milli_text: list[Any] = [None, ""]
 
 
 def now_iso(seconds: float | None = None) -> str:
@@ -498,9 +498,13 @@ def list_connectors(db: Db, station_id: str | None = None) -> list[dict[str, Any
 
 
 # OCPP id tags (IdToken, CiString20) are case-insensitive: each is looked up by its folded
-# text (the id_tags_folded index) and kept as the operator first spelled it.
+# text (the id_tags_folded index) and kept as the operator first spelled it. (Tags saved by
+# earlier versions may differ only in case: the one spelled as asked comes first.)
 def find_id_tag(db: Db, id_tag: str) -> dict[str, Any] | None:
-    return db.one("SELECT * FROM id_tags WHERE lower(id_tag) = lower(?)", (id_tag,))
+    return db.one(
+        "SELECT * FROM id_tags WHERE lower(id_tag) = lower(?) ORDER BY id_tag = ? DESC LIMIT 1",
+        (id_tag, id_tag),
+    )
 
 
 def set_id_tag(
@@ -528,7 +532,10 @@ def set_id_tag(
 
 
 def delete_id_tag(db: Db, id_tag: str) -> bool:
-    return db.execute("DELETE FROM id_tags WHERE lower(id_tag) = lower(?)", (id_tag,)).rowcount > 0
+    tag = find_id_tag(db, id_tag)
+    return tag is not None and (
+        db.execute("DELETE FROM id_tags WHERE id_tag = ?", (tag["id_tag"],)).rowcount > 0
+    )
 
 
 def list_id_tags(db: Db) -> list[dict[str, Any]]:
@@ -578,10 +585,10 @@ def start_transaction(db: Db, station: str, p: dict[str, Any]) -> dict[str, Any]
     tag = find_id_tag(db, p["idTag"])
     id_tag = tag["id_tag"] if tag else p["idTag"]
     key = (station, p["connectorId"], id_tag, p["timestamp"], p["meterStart"])
-    existing = db.one(
+    existing = db.one(  # either spelling: the tag may have been added since the first one
         "SELECT id, auth_status FROM transactions WHERE station = ? AND connector_id = ?"
-        " AND id_tag = ? AND start_time = ? AND meter_start = ?",
-        key,
+        " AND id_tag IN (?, ?) AND start_time = ? AND meter_start = ?",
+        (*key[:3], p["idTag"], *key[3:]),
     )
     if existing:
         info = _tag_info(db, tag, active_allowed=1)

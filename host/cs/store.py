@@ -19,6 +19,7 @@ batches that arrived during the last one (up to GROUP_BYTES).
 
 import asyncio
 import collections
+import contextlib
 import functools
 import logging
 import pickle
@@ -56,6 +57,7 @@ GROUP_BYTES = 4 << 20
 # database is unreachable), again after this delay, doubled each time up to the maximum.
 RESTART_DELAY_S = 0.5
 RESTART_MAX_DELAY_S = 10.0
+RESTART_TIMEOUT_S = 30.0  # for it to open the database: what waits meanwhile is held
 
 Done = Callable[[bool, Any], None]  # called with (True, result) or (False, exception)
 Result = tuple[bool, Any]  # (True, value) or (False, exception)
@@ -138,11 +140,13 @@ class Store:
             await self._end()
             raise
 
-    async def _start_process(self) -> None:
+    async def _start_process(self, timeout: float | None = None) -> None:
+        """Start the database process; within `timeout` seconds it must have opened the
+        database (none for the first start: its migrations may take long)."""
         assert self._loop is not None
         ours, theirs = socket.socketpair()
         with theirs:  # the process's end: its copy is all it needs
-            self._process = await asyncio.create_subprocess_exec(
+            process = self._process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "host.cs.store", self._url, str(theirs.fileno()),
                 str(self._log_days), pass_fds=(theirs.fileno(),),
             )  # fmt: skip
@@ -151,12 +155,14 @@ class Store:
             self._transport, _ = await self._loop.create_connection(
                 lambda: _Channel(self), sock=ours
             )
-            await self._opened
+            await asyncio.wait_for(self._opened, timeout)
         except BaseException:
             ours.close()  # the process sees the end of file, if the transport did not start
             if self._transport is not None:
                 self._transport.close()
                 self._transport = None  # its end, when it comes, is not the current one's
+            if process.returncode is None:
+                process.kill()  # stuck opening (a database server that never answers)
             raise
 
     async def _restarted(self, dead: asyncio.subprocess.Process | None) -> None:
@@ -169,7 +175,7 @@ class Store:
         try:
             while True:
                 try:
-                    await self._start_process()
+                    await self._start_process(RESTART_TIMEOUT_S)
                     break
                 except Exception as error:  # noqa: BLE001 - tried again
                     log.error(
@@ -188,14 +194,19 @@ class Store:
             self._wake()
 
     async def close(self) -> None:
-        """Commit what is queued, then end the database process."""
+        """Commit what is queued, then end the database process. Should it be down (being
+        started again), what is queued fails."""
         self._closing = True
         if self._restart is not None:
             self._restart.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._restart
         try:
             if self._transport is not None and not self._transport.is_closing():
                 await self.flush()
         finally:
+            callbacks, self._items, self._callbacks = self._callbacks, [], []
+            self._finish(callbacks, [(False, StorageError(ENDED))] * len(callbacks))
             await self._end()
 
     async def _end(self) -> None:
@@ -217,7 +228,12 @@ class Store:
         the last one."""
         if len(self._items) >= BATCH_ITEMS:
             self._start_batch()
-        elif self._timer is None:
+        else:
+            self._arm()
+
+    def _arm(self) -> None:
+        """Start a batch BATCH_INTERVAL_S after the last one, unless one is due already."""
+        if self._timer is None:
             assert self._loop is not None, "Store.open() first"
             delay = max(0.0, self._last_batch + BATCH_INTERVAL_S - self._loop.time())
             self._timer = self._loop.call_later(delay, self._start_batch)
@@ -226,13 +242,11 @@ class Store:
     # message's statements and its marker go in the same batch (see `after_commit`).
     def write(self, sql: str, params: tuple) -> None:
         self._items.append((sql, params))
-        if self._timer is None:
-            self._wake()
+        self._arm()
 
     def write_many(self, sql: str, rows: list[tuple]) -> None:
         self._items.extend([(sql, row) for row in rows])
-        if self._timer is None:
-            self._wake()
+        self._arm()
 
     def mark(self) -> int:
         """Where the next statement goes: give it to `after_commit` as `since`."""
@@ -247,7 +261,7 @@ class Store:
         """`done` runs once everything queued before is committed. With `since` (a `mark`),
         the statements queued from there are its own: if one of them fails, so does it
         (a message is answered "stored" only if its rows are)."""
-        own = 0 if since is None else len(self._items) - since
+        own = 0 if since is None else max(0, len(self._items) - since)
         self._items.append((None, own))
         self._callbacks.append(done)
         self._wake()

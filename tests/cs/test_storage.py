@@ -11,7 +11,7 @@ import time
 import tracemalloc
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from host.cs import schemas, storage
@@ -199,6 +199,24 @@ def test_id_tags_are_case_insensitive(db):
     assert storage.delete_id_tag(db, "KID") and not storage.delete_id_tag(db, "kid")
 
 
+def test_tags_saved_apart_by_case_before_stay_apart(db):
+    # an earlier version kept 'ABC' and 'abc' as two tags
+    for id_tag, blocked in (("ABC", 1), ("abc", 0)):
+        db.execute("INSERT INTO id_tags (id_tag, blocked) VALUES (?, ?)", (id_tag, blocked))
+    assert storage.id_tag_info(db, "abc")["status"] == "Accepted"  # as spelled, first
+    assert storage.id_tag_info(db, "ABC")["status"] == "Blocked"
+    assert storage.delete_id_tag(db, "abc")
+    assert [t["id_tag"] for t in storage.list_id_tags(db)] == ["ABC"]
+
+
+def test_a_start_retransmitted_after_its_tag_was_added_is_the_same_transaction(db):
+    start = {"connectorId": 1, "idTag": "abc", "meterStart": 0, "timestamp": T0}
+    first = storage.start_transaction(db, "CP1", start)
+    assert first["idTagInfo"] == {"status": "Invalid"}
+    storage.set_id_tag(db, "ABC")  # the operator adds it before the retransmission
+    assert storage.start_transaction(db, "CP1", start)["transactionId"] == first["transactionId"]
+
+
 def test_a_stop_for_a_transaction_not_of_its_station_links_its_values_to_none(db):
     start = {"connectorId": 2, "idTag": "T", "meterStart": 0, "timestamp": T0}
     theirs = storage.start_transaction(db, "CP_A", start)["transactionId"]
@@ -230,6 +248,7 @@ def test_meter_registers_beyond_32_bits_are_stored(db):
     assert (tx["meter_start"], tx["meter_stop"]) == (5_000_000_000, 5_000_123_456)
 
 
+@example(datetime.datetime(1969, 12, 31, 23, 59, 59, 999000, tzinfo=datetime.UTC))
 @given(st.datetimes(min_value=datetime.datetime(1000, 1, 1), timezones=st.just(datetime.UTC)))
 def test_normalized_times_keep_every_millisecond(moment):
     text = moment.isoformat()
@@ -777,11 +796,14 @@ def test_a_commit_marker_fails_with_its_own_statements_only(db_url):
     async def scenario():
         async with opened(db_url) as store:
             loop = asyncio.get_running_loop()
-            outcomes = [loop.create_future() for _ in range(3)]
+            outcomes = [loop.create_future() for _ in range(4)]
 
             def done(n, ok, value):
                 outcomes[n].set_result(ok)
 
+            since = store.mark()  # more rows than a batch holds: still in its marker's batch
+            store.write_many(bad, [(n,) for n in range(store_module.BATCH_ITEMS + 1)])
+            store.after_commit(functools.partial(done, 3), since)
             since = store.mark()
             store.write(storage.LOG_SQL, ("CP1", storage.now_iso(), "in", "kept"))
             store.after_commit(functools.partial(done, 0), since)
@@ -792,7 +814,7 @@ def test_a_commit_marker_fails_with_its_own_statements_only(db_url):
             store.write(bad, (2,))  # no message's own: logged
             since = store.mark()
             store.after_commit(functools.partial(done, 2), since)
-            assert await asyncio.gather(*outcomes) == [True, False, True]
+            assert await asyncio.gather(*outcomes) == [True, False, True, False]
             frames = await store.call(storage.search_messages)
             assert [r["text"] for r in frames] == ["kept"]
 
@@ -875,6 +897,27 @@ def test_the_database_process_is_started_again_until_the_database_is_back(tmp_pa
                     return False
 
             await wait_for(works, timeout=10)
+
+    run(scenario())
+
+
+def test_closing_the_store_while_its_database_is_down_fails_what_waits(tmp_path, monkeypatch):
+    monkeypatch.setattr(store_module, "RESTART_DELAY_S", 0.05)
+    data = tmp_path / "data"
+    data.mkdir()
+
+    async def scenario():
+        store = Store(f"sqlite:///{data}/cs.sqlite3")
+        await store.open()
+        data.rename(tmp_path / "away")
+        dead = store._process
+        assert dead is not None
+        dead.kill()
+        await wait_for(lambda: store._restart is not None)
+        waiting = asyncio.ensure_future(store.call(storage.get_station, "CP1"))
+        await asyncio.wait_for(store.close(), 10)
+        with pytest.raises(storage.StorageError):
+            await asyncio.wait_for(waiting, 5)
 
     run(scenario())
 
