@@ -497,13 +497,12 @@ def list_connectors(db: Db, station_id: str | None = None) -> list[dict[str, Any
 # ---- id tags and authorization ------------------------------------------------------------
 
 
-# OCPP id tags (IdToken, CiString20) are case-insensitive: each is looked up by its folded
-# text (the id_tags_folded index) and kept as the operator first spelled it. (Tags saved by
-# earlier versions may differ only in case: the one spelled as asked comes first.)
+# OCPP id tags (IdToken, CiString20) are case-insensitive: each is kept as the operator
+# first spelled it, and looked up as spelled (the commonest case, and the one of tags saved
+# by earlier versions apart by case), else by its folded text (the id_tags_folded index).
 def find_id_tag(db: Db, id_tag: str) -> dict[str, Any] | None:
-    return db.one(
-        "SELECT * FROM id_tags WHERE lower(id_tag) = lower(?) ORDER BY id_tag = ? DESC LIMIT 1",
-        (id_tag, id_tag),
+    return db.one("SELECT * FROM id_tags WHERE id_tag = ?", (id_tag,)) or db.one(
+        "SELECT * FROM id_tags WHERE lower(id_tag) = lower(?) LIMIT 1", (id_tag,)
     )
 
 
@@ -585,10 +584,14 @@ def start_transaction(db: Db, station: str, p: dict[str, Any]) -> dict[str, Any]
     tag = find_id_tag(db, p["idTag"])
     id_tag = tag["id_tag"] if tag else p["idTag"]
     key = (station, p["connectorId"], id_tag, p["timestamp"], p["meterStart"])
-    existing = db.one(  # either spelling: the tag may have been added since the first one
+    # either spelling: the tag may have been added since the first one (IN of one value
+    # costs what = does; of two, more)
+    spellings = {id_tag, p["idTag"]}
+    existing = db.one(
         "SELECT id, auth_status FROM transactions WHERE station = ? AND connector_id = ?"
-        " AND id_tag IN (?, ?) AND start_time = ? AND meter_start = ?",
-        (*key[:3], p["idTag"], *key[3:]),
+        f" AND id_tag IN ({', '.join('?' * len(spellings))}) AND start_time = ?"
+        " AND meter_start = ?",
+        (station, p["connectorId"], *spellings, p["timestamp"], p["meterStart"]),
     )
     if existing:
         info = _tag_info(db, tag, active_allowed=1)
