@@ -873,22 +873,33 @@ def test_a_database_process_that_dies_fails_its_work_and_is_replaced(sqlite_url)
     run(scenario())
 
 
-def test_the_database_process_is_started_again_until_the_database_is_back(tmp_path, monkeypatch):
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch):
+    """A data directory that a test takes away (an unmounted disk, say); the store tries
+    to start its database process again every 50 ms."""
     monkeypatch.setattr(store_module, "RESTART_DELAY_S", 0.05)
     data = tmp_path / "data"
     data.mkdir()
+    return data
 
+
+async def take_away(store, data):
+    """The data directory goes, and the database process dies."""
+    data.rename(data.with_name("away"))
+    dead = store._process
+    assert dead is not None
+    dead.kill()
+    await wait_for(lambda: dead.returncode is not None)
+
+
+def test_the_database_process_is_started_again_until_the_database_is_back(data_dir):
     async def scenario():
-        async with opened(f"sqlite:///{data}/cs.sqlite3") as store:
-            data.rename(tmp_path / "away")  # an unmounted disk, say
-            dead = store._process
-            assert dead is not None
-            dead.kill()
-            await wait_for(lambda: dead.returncode is not None)
+        async with opened(f"sqlite:///{data_dir}/cs.sqlite3") as store:
+            await take_away(store, data_dir)
             # while it is away, work fails at each failed start (it does not pile up)
             with pytest.raises(storage.StorageError, match="unable to open"):
                 await asyncio.wait_for(store.call(storage.get_station, "CP1"), 5)
-            (tmp_path / "away").rename(data)
+            data_dir.with_name("away").rename(data_dir)
 
             async def works():
                 try:
@@ -901,18 +912,11 @@ def test_the_database_process_is_started_again_until_the_database_is_back(tmp_pa
     run(scenario())
 
 
-def test_closing_the_store_while_its_database_is_down_fails_what_waits(tmp_path, monkeypatch):
-    monkeypatch.setattr(store_module, "RESTART_DELAY_S", 0.05)
-    data = tmp_path / "data"
-    data.mkdir()
-
+def test_closing_the_store_while_its_database_is_down_fails_what_waits(data_dir):
     async def scenario():
-        store = Store(f"sqlite:///{data}/cs.sqlite3")
+        store = Store(f"sqlite:///{data_dir}/cs.sqlite3")
         await store.open()
-        data.rename(tmp_path / "away")
-        dead = store._process
-        assert dead is not None
-        dead.kill()
+        await take_away(store, data_dir)
         await wait_for(lambda: store._restart is not None)
         waiting = asyncio.ensure_future(store.call(storage.get_station, "CP1"))
         await asyncio.wait_for(store.close(), 10)
