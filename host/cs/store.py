@@ -401,7 +401,7 @@ def _one_by_one(db: Db, batch: list[Item]) -> list[Result]:
         if isinstance(what, str):
             waiting.append((what, args))
             continue
-        others = len(waiting) - (args if what is None else 0)
+        others = max(0, len(waiting) - (args if what is None else 0))
         _statements_alone(db, waiting[:others])
         results.append(_attempt(db, [*waiting[others:], (what, args)]))
         waiting = []
