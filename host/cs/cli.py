@@ -220,7 +220,8 @@ def _database_url(args: argparse.Namespace, create: bool) -> str:
         raise UserError(f"--data: {error}") from None
 
 
-def _open(args: argparse.Namespace, create: bool) -> Any:
+def open_database(args: argparse.Namespace, create: bool) -> Any:
+    """The command's database (`--data`/`--db`); see `_database_url` for `create`."""
     from host.cs import storage
 
     return storage.Db(_database_url(args, create))
@@ -278,7 +279,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 
 def list_command(args: argparse.Namespace) -> int:
-    db = _open(args, create=False)
+    db = open_database(args, create=False)
     try:
         rows = _rows(db, args)
     finally:
@@ -297,7 +298,7 @@ def station_command(args: argparse.Namespace) -> int:
 
     if args.auth_key is not None and not 8 <= len(args.auth_key) <= 40:
         raise UserError("--auth-key must be 8 to 40 characters (OCPP: 16-20 bytes, hex)")
-    db = _open(args, create=True)
+    db = open_database(args, create=True)
     try:
         # The rule of station files and `evse provision`; a station the server let in
         # (an id of 1 to 48 characters, no '/') keeps its id.
@@ -343,7 +344,7 @@ def tag_command(args: argparse.Namespace) -> int:
     if args.max_active is not None and args.max_active < 1:
         raise UserError("--max-active must be at least 1")
     _time(args.expiry or None, "--expiry", storage.normalize_time)  # refuses a non-time
-    db = _open(args, create=True)
+    db = open_database(args, create=True)
     try:
         if args.delete:
             if not storage.delete_id_tag(db, args.id_tag):
@@ -386,7 +387,7 @@ def send_command(args: argparse.Namespace) -> int:
         raise UserError(f"--ttl must be more than 0 and at most {MAX_SECONDS} seconds (10 years)")
     if not 0 <= args.wait <= MAX_SECONDS:
         raise UserError(f"--wait must be 0 to {MAX_SECONDS} seconds (10 years)")
-    db = _open(args, create=False)
+    db = open_database(args, create=False)
     try:
         if storage.get_station(db, args.station) is None:
             raise UserError(f"unknown station {args.station!r} (see `evse cs stations`)")
@@ -422,7 +423,7 @@ def export_command(args: argparse.Namespace) -> int:
         raise UserError("--transaction selects meter values; for transactions use --station")
     since = _time(args.since, "--since", storage.normalize_time)
     until = _time(args.until, "--until", storage.normalize_time)
-    db = _open(args, create=False)
+    db = open_database(args, create=False)
     try:
         if args.what == "transactions":
             rows = storage.transactions(db, args.station, since=since, until=until)

@@ -48,8 +48,7 @@ def add_parsers(commands: Any, db_options: argparse.ArgumentParser) -> None:
 
 
 def user_command(args: argparse.Namespace) -> int:
-    from host.cs import storage
-    from host.cs.cli import print_table
+    from host.cs.cli import open_database, print_table
     from host.web import auth, schema
 
     name = getattr(args, "name", None)
@@ -60,10 +59,7 @@ def user_command(args: argparse.Namespace) -> int:
         password = sys.stdin.readline().rstrip("\n")
         if len(password) < 8:
             raise UserError("password: at least 8 characters")
-    try:
-        db = storage.Db(storage.database_url(args.data, args.db))
-    except Exception as error:
-        raise UserError(f"cannot open the database: {error}") from None
+    db = open_database(args, create=args.user_command == "add")  # the others need users
     try:
         schema.migrate(db)
         if args.user_command == "list":

@@ -91,6 +91,8 @@ def test_bad_input_is_named(tmp_path, capsys, argv, message):
         ["commands"],
         ["export", "transactions"],
         ["send", "CP1", "ClearCache"],
+        ["user", "list"],
+        ["user", "token", "alice"],
     ],
 )
 def test_a_command_that_only_reads_does_not_create_the_database(tmp_path, capsys, argv):

@@ -48,6 +48,7 @@ def test_user_add_token_revoke_remove(tmp_path, capsys, monkeypatch) -> None:
 
 def test_user_bad_input_is_a_clear_error(tmp_path, capsys, monkeypatch) -> None:
     data = ["--data", str(tmp_path)]
+    assert evse(capsys, "cs", "user", "add", "alice", "--role", "operator", *data)[0] == 0
     code, _, err = evse(capsys, "cs", "user", "token", "nobody", *data)
     assert code == 2 and "no user 'nobody'" in err
     code, _, err = evse(capsys, "cs", "user", "add", "bad name", "--role", "operator", *data)
