@@ -858,10 +858,11 @@ def slow(db, seconds=0.5):
 def test_a_database_process_that_dies_fails_its_work_and_is_replaced(sqlite_url):
     async def scenario():
         async with opened(sqlite_url) as store:
-            calls = [asyncio.ensure_future(store.call(slow))]
-            for _ in range(5):  # each in a batch of its own, behind the slow one
-                await asyncio.sleep(0.01)
+            calls = [asyncio.ensure_future(store.call(slow, 60))]  # until killed
+            await wait_for(lambda: len(store._in_flight) == 1)
+            for n in range(2, 7):  # each in a batch of its own, behind the slow one
                 calls.append(asyncio.ensure_future(store.call(storage.get_station, "CP1")))
+                await wait_for(lambda n=n: len(store._in_flight) == n)
             dead = store._process
             assert dead is not None
             dead.kill()
