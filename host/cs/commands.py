@@ -119,14 +119,17 @@ class CommandQueue:
         uid = str(uuid.uuid4())
         store = self.cs.store
         await store.call(storage.mark_command, row["id"], "sent", uid=uid, sent_at=now_iso())
-        frame = f'[2,"{uid}",{orjson.dumps(row["action"]).decode()},{row["payload"]}]'
+        action, payload = row["action"], json.loads(row["payload"])
+        shown = storage.without_secret(action, payload)
+        head = f'[2,"{uid}",{orjson.dumps(action).decode()},'
         try:
-            self.cs.send(session, frame)
+            self.cs.send(session, head + row["payload"] + "]", head + json.dumps(shown) + "]")
         except ConnectionError:  # closed or replaced meanwhile: it waits for the next one
             await store.call(storage.mark_command, row["id"], "queued", uid=None, sent_at=None)
             return
         future = asyncio.get_running_loop().create_future()
         session.pending[uid] = future
+        new_key = None  # an authorization key the station took
         try:
             reply = await asyncio.wait_for(future, self.timeout_s)
         except ConnectionError:
@@ -134,9 +137,15 @@ class CommandQueue:
         except TimeoutError:
             state, fields = "failed", {"error": f"no answer within {self.timeout_s:g} s"}
         else:
-            state, fields = self._outcome(row["action"], reply)
+            state, fields = self._outcome(action, reply)
+            if shown is not payload and state == "answered":
+                new_key = payload["value"] if reply[2].get("status") == "Accepted" else None
         finally:
             session.pending.pop(uid, None)
+        if new_key is not None:  # the station uses it from its next connection: so do we
+            await store.call(storage.set_station, session.station_id, auth_key=new_key)
+        if shown is not payload:  # the key is kept no longer
+            fields["payload"] = json.dumps(shown)
         await store.call(storage.mark_command, row["id"], state, answered_at=now_iso(), **fields)
 
     @staticmethod

@@ -598,12 +598,14 @@ class CentralSystem:
     def _error(self, session: Session, uid: str, code: str, description: str) -> None:
         self.send(session, orjson.dumps([4, uid, code, description, {}]).decode())
 
-    def send(self, session: Session, text: str) -> None:
-        """Send a frame to the station (raises ConnectionError when it is closed)."""
+    def send(self, session: Session, text: str, shown: str | None = None) -> None:
+        """Send a frame to the station (raises ConnectionError when it is closed); the log
+        and the listeners get `shown` if given (the frame without a secret)."""
         session.send(text)
-        self.store.write(LOG_SQL, (session.station_id, now_iso(), "out", text))
+        shown = shown or text
+        self.store.write(LOG_SQL, (session.station_id, now_iso(), "out", shown))
         if self.listeners:
-            self._notify("out", session.station_id, text)
+            self._notify("out", session.station_id, shown)
 
     def _notify(self, kind: str, station_id: str, text: str | None) -> None:
         for listener in self.listeners:

@@ -943,13 +943,34 @@ def enqueue_command(
     return row[0]
 
 
+# A ChangeConfiguration of AuthorizationKey (the security whitepaper's way to change a
+# station's Basic-auth key) carries the new key: it goes to the station, and is never shown
+# or logged; its command keeps it only until it is answered (or expires).
+SECRET = "(secret)"
+
+
+def without_secret(action: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """The payload as it may be shown: a new authorization key hidden."""
+    if action == "ChangeConfiguration" and payload.get("key") == "AuthorizationKey":
+        return {**payload, "value": SECRET}
+    return payload
+
+
+def shown_command(row: dict[str, Any]) -> dict[str, Any]:
+    """A command's row as it may be shown (its payload without a secret)."""
+    payload = json.loads(row["payload"])
+    return {**row, "payload": json.dumps(without_secret(row["action"], payload))}
+
+
 def get_command(db: Db, command_id: int) -> dict[str, Any] | None:
-    return db.one("SELECT * FROM commands WHERE id = ?", (command_id,))
+    row = db.one("SELECT * FROM commands WHERE id = ?", (command_id,))
+    return shown_command(row) if row else None
 
 
 def list_commands(db: Db, station: str | None = None) -> list[dict[str, Any]]:
     where, params = ("WHERE station = ?", (station,)) if station else ("", ())
-    return db.all(f"SELECT * FROM commands {where} ORDER BY id", params)
+    rows = db.all(f"SELECT * FROM commands {where} ORDER BY id", params)
+    return [shown_command(row) for row in rows]
 
 
 def after_restart(db: Db) -> None:

@@ -17,6 +17,7 @@ from host.cs.storage import (
     find_id_tag,
     logged_in,
     normalize_time,
+    shown_command,
     station_frames,
     where,
 )
@@ -291,7 +292,9 @@ def list_commands(
 
 
 def command_view(row: dict[str, Any]) -> dict[str, Any]:
-    """A command with its payload and the station's answer as JSON values, not text."""
+    """A command with its payload (without a secret) and the station's answer as JSON
+    values, not text."""
+    row = shown_command(row)
     for name in ("payload", "response"):
         if row[name] is not None:
             row[name] = json.loads(row[name])

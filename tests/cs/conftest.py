@@ -128,6 +128,11 @@ class Station(ChargePoint):
         self.received.append(("RemoteStartTransaction", {"idTag": id_tag, **rest}))
         return call_result.RemoteStartTransaction(status="Accepted")
 
+    @on("ChangeConfiguration")
+    def on_change_configuration(self, key: str, value: str) -> call_result.ChangeConfiguration:
+        self.received.append(("ChangeConfiguration", {"key": key, "value": value}))
+        return call_result.ChangeConfiguration(status="Accepted")
+
     @on("GetConfiguration")
     def on_get_configuration(self, **rest: Any) -> call_result.GetConfiguration:
         self.received.append(("GetConfiguration", rest))

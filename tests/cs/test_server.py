@@ -296,6 +296,46 @@ def test_basic_auth_keys_are_checked_and_stored_hashed(sqlite_url):
     run(scenario())
 
 
+def stored_rows(db):
+    """Every row of the frame log and the command queue, as stored."""
+    return db.all("SELECT * FROM messages") + db.all("SELECT * FROM commands")
+
+
+def test_a_new_authorization_key_is_taken_and_never_shown(sqlite_url):
+    """The security whitepaper's key change: ChangeConfiguration of AuthorizationKey."""
+
+    async def scenario():
+        async with central_system(sqlite_url) as cs:
+            old, new = "0123456789abcdef0123", "fedcba9876543210fedc"
+            frames = []
+            cs.listeners.append(lambda kind, station_id, text: frames.append(text))
+            await setup(cs, storage.add_station, "SECURE")
+            await setup(cs, storage.set_station, "SECURE", security_profile=1, auth_key=old)
+            async with station(cs, "SECURE", auth_key=old) as cp:
+                assert (await cp.call(BOOT)).status == "Accepted"
+                change = {"key": "AuthorizationKey", "value": new}
+                command = await setup(
+                    cs, storage.enqueue_command, "SECURE", "ChangeConfiguration", change, 60
+                )
+                assert new not in json.dumps(await setup(cs, storage.get_command, command))
+
+                async def answered():
+                    return (await setup(cs, storage.get_command, command))["state"] == "answered"
+
+                await wait_for(answered)
+                assert cp.received[-1] == ("ChangeConfiguration", change)
+            with pytest.raises(InvalidStatus) as refused:
+                async with station(cs, "SECURE", auth_key=old):
+                    pass
+            assert refused.value.response.status_code == 401
+            async with station(cs, "SECURE", auth_key=new) as cp:
+                assert (await cp.call(BOOT)).status == "Accepted"
+            await cs.store.flush()
+            assert new not in json.dumps([frames, read(sqlite_url, stored_rows)])
+
+    run(scenario())
+
+
 def test_a_vanished_station_shows_offline_within_two_ping_intervals(sqlite_url):
     async def scenario():
         async with central_system(sqlite_url, unknown="accept", ping_interval_s=0.5) as cs:
