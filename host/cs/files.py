@@ -1,24 +1,50 @@
 """HTTP file service next to the OCPP endpoint.
 
-GET  /firmware/<name>     serves DATA/firmware/<name> (the location for UpdateFirmware)
+GET|HEAD /firmware/<name>     serves DATA/firmware/<name> (the location for UpdateFirmware);
+                              a Range of bytes resumes a broken download
 PUT|POST /diagnostics/<name>  stores the body as DATA/diagnostics/<name> (GetDiagnostics/GetLog)
+
+The port has no authentication (stations fetch and upload with plain URLs), so what one
+client can hold is bounded: a connection silent for TIMEOUT_S is dropped, at most TRANSFERS
+run at once (others get 503), and files are copied a chunk at a time, never held whole.
 """
 
 import http.server
 import os
 import re
+import tempfile
 import threading
+from typing import Any
 
 MAX_UPLOAD = 64 * 1024 * 1024
+TIMEOUT_S = 30
+TRANSFERS = 16
+CHUNK = 64 * 1024
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 _LENGTH = re.compile(r"[0-9]{1,18}")  # digits only: int() takes "-1", " 1" and "1_0" too
+_RANGE = re.compile(r"bytes=([0-9]{1,18})-([0-9]{0,18})")
+_BUSY = b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 10\r\n\r\n"
 
 
 def _handler_class(data_dir: str) -> type[http.server.BaseHTTPRequestHandler]:
     firmware_dir = os.path.join(data_dir, "firmware")
     diagnostics_dir = os.path.join(data_dir, "diagnostics")
+    transfers = threading.BoundedSemaphore(TRANSFERS)
 
     class FileHandler(http.server.BaseHTTPRequestHandler):
+        timeout = TIMEOUT_S  # the socket's: a client that stalls is dropped
+
+        def handle(self) -> None:
+            if not transfers.acquire(blocking=False):
+                self.wfile.write(_BUSY)
+                return
+            try:
+                super().handle()
+            except OSError:  # the client went away or stalled (TIMEOUT_S): nothing to answer
+                pass
+            finally:
+                transfers.release()
+
         def _target(self, prefix: str, directory: str) -> str | None:
             path = self.path.split("?", 1)[0]
             if not path.startswith(prefix):
@@ -34,7 +60,8 @@ def _handler_class(data_dir: str) -> type[http.server.BaseHTTPRequestHandler]:
             self.send_header("Content-Type", "text/plain; charset=utf-8")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            if self.command != "HEAD":
+                self.wfile.write(body)
 
         def do_GET(self) -> None:
             target = self._target("/firmware/", firmware_dir)
@@ -42,12 +69,30 @@ def _handler_class(data_dir: str) -> type[http.server.BaseHTTPRequestHandler]:
                 self._reply(404, "no such firmware file\n")
                 return
             with open(target, "rb") as f:
-                data = f.read()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+                size = os.fstat(f.fileno()).st_size
+                start, end = 0, size - 1
+                wanted = _RANGE.fullmatch(self.headers.get("Range", ""))
+                if wanted:
+                    start = int(wanted[1])
+                    end = min(int(wanted[2]), size - 1) if wanted[2] else size - 1
+                    if start > end:
+                        self.send_response(416)
+                        self.send_header("Content-Range", f"bytes */{size}")
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                self.send_response(206 if wanted else 200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Accept-Ranges", "bytes")
+                self.send_header("Content-Length", str(end - start + 1))
+                if wanted:
+                    self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+                self.end_headers()
+                if self.command != "HEAD":
+                    f.seek(start)
+                    _copy(f, self.wfile, end - start + 1)
+
+        do_HEAD = do_GET
 
         def do_PUT(self) -> None:
             target = self._target("/diagnostics/", diagnostics_dir)
@@ -65,11 +110,20 @@ def _handler_class(data_dir: str) -> type[http.server.BaseHTTPRequestHandler]:
             if size > MAX_UPLOAD:
                 self._reply(413, "uploads are up to 64 MiB\n")
                 return
-            data = self.rfile.read(size)
             os.makedirs(diagnostics_dir, exist_ok=True)
-            with open(target + ".part", "wb") as f:
-                f.write(data)
-            os.replace(target + ".part", target)
+            # A file of its own per upload, renamed whole at the end: two uploads of one name
+            # do not mix, and a broken one leaves nothing
+            fd, part = tempfile.mkstemp(dir=diagnostics_dir, prefix=".upload-")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    received = _copy(self.rfile, f, size)
+                if received < size:
+                    self._reply(400, f"the body ended after {received} of {size} bytes\n")
+                    return
+                os.replace(part, target)
+            finally:
+                if os.path.exists(part):
+                    os.remove(part)
             self._reply(201, "stored\n")
 
         do_POST = do_PUT
@@ -78,6 +132,18 @@ def _handler_class(data_dir: str) -> type[http.server.BaseHTTPRequestHandler]:
             pass
 
     return FileHandler
+
+
+def _copy(source: Any, target: Any, size: int) -> int:
+    """Copy up to `size` bytes a chunk at a time; returns how many came (fewer: it ended)."""
+    copied = 0
+    while copied < size:
+        chunk = source.read(min(CHUNK, size - copied))
+        if not chunk:
+            break
+        target.write(chunk)
+        copied += len(chunk)
+    return copied
 
 
 def start_file_server(data_dir: str, host: str, port: int) -> http.server.ThreadingHTTPServer:

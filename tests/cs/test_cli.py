@@ -474,3 +474,75 @@ def test_approving_a_pending_station_triggers_its_boot(tmp_path, capsys, station
         "TriggerMessage",
         {"requestedMessage": "BootNotification"},
     )
+
+
+@pytest.fixture
+def file_port(tmp_path, monkeypatch):
+    """The file port on a free port, with a 1 s idle timeout and room for two transfers."""
+    monkeypatch.setattr(files, "TIMEOUT_S", 1)
+    monkeypatch.setattr(files, "TRANSFERS", 2)
+    server = files.start_file_server(str(tmp_path), "127.0.0.1", 0)
+    yield tmp_path, server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def raw_request(port, head, body=b""):
+    """Send `head` and `body` on a socket of its own; return it, still open."""
+    import socket
+
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(head.encode() + body)
+    return sock
+
+
+def answer(sock):
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    sock.close()
+    return data
+
+
+def test_uploads_are_whole_or_not_at_all_and_each_its_own(file_port):
+    data_dir, port = file_port
+    put = "PUT /diagnostics/{} HTTP/1.0\r\nContent-Length: {}\r\n\r\n"
+    broken = raw_request(port, put.format("cut.log", 1000), b"x" * 10)
+    broken.shutdown(1)  # the body ends after 10 of 1,000 bytes
+    assert answer(broken).startswith(b"HTTP/1.0 400")
+    # two uploads of one name at once: each its own file, the last renamed wins, whole
+    first = raw_request(port, put.format("same.log", 6), b"AAA")
+    second = raw_request(port, put.format("same.log", 6), b"BBBBBB")
+    assert answer(second).startswith(b"HTTP/1.0 201")
+    first.sendall(b"AAA")
+    assert answer(first).startswith(b"HTTP/1.0 201")
+    assert sorted(os.listdir(data_dir / "diagnostics")) == ["same.log"]
+    assert (data_dir / "diagnostics" / "same.log").read_bytes() == b"AAAAAA"
+
+
+def test_a_stalled_client_is_dropped_and_the_port_has_bounded_room(file_port):
+    _, port = file_port
+    stalled = [raw_request(port, "PUT /diagnostics/a.log HTTP/1.0\r\n") for _ in range(2)]
+    third = raw_request(port, "GET /firmware/none.bin HTTP/1.0\r\n\r\n")
+    assert answer(third).startswith(b"HTTP/1.0 503")  # both transfers are taken
+    for sock in stalled:
+        assert answer(sock) == b""  # dropped after the idle timeout, unanswered
+    fourth = raw_request(port, "GET /firmware/none.bin HTTP/1.0\r\n\r\n")
+    assert answer(fourth).startswith(b"HTTP/1.0 404")  # room again
+
+
+def test_a_firmware_download_resumes_from_a_range(file_port):
+    data_dir, port = file_port
+    (data_dir / "firmware" / "fw.bin").write_bytes(bytes(range(256)) * 1000)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("HEAD", "/firmware/fw.bin")
+    head = conn.getresponse()
+    assert (head.status, head.getheader("Content-Length"), head.read()) == (200, "256000", b"")
+    assert head.getheader("Accept-Ranges") == "bytes"
+    conn.request("GET", "/firmware/fw.bin", headers={"Range": "bytes=255990-"})
+    rest = conn.getresponse()
+    assert (rest.status, rest.getheader("Content-Range")) == (206, "bytes 255990-255999/256000")
+    assert rest.read() == bytes(range(246, 256))
+    conn.request("GET", "/firmware/fw.bin", headers={"Range": "bytes=300000-"})
+    assert conn.getresponse().status == 416
+    conn.close()
