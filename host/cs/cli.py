@@ -46,8 +46,9 @@ def add_parser(subparsers: Any) -> None:
     serve.add_argument(
         "--unknown",
         choices=("reject", "accept", "pending"),
-        default="accept",
-        help="what to do with stations not in the database",
+        default="pending",  # nobody gets in unasked: they wait for an operator's approval
+        help="stations not in the database: refused, let in, or (default) let in as pending"
+        " until an operator accepts them",
     )
     serve.add_argument("--heartbeat", type=int, default=300, metavar="S")
     serve.add_argument("--ping-interval", type=float, default=30, metavar="S")

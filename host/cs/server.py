@@ -14,6 +14,7 @@ import base64
 import binascii
 import gc
 import logging
+import re
 import ssl
 import time
 from collections.abc import Callable
@@ -53,7 +54,9 @@ _WS_LOG = logging.getLogger("websockets.server")  # given to each handshake: no 
 
 SUBPROTOCOL = Subprotocol("ocpp1.6")
 PATH_PREFIX = "/ocpp/"
-MAX_ID_LENGTH = 48  # OCPP 1.6 chargeBoxIdentity is CiString48
+# OCPP 1.6 chargeBoxIdentity is CiString48: printable ASCII (no control characters to
+# forge log lines, no lookalike letters); not "/", the path's separator
+_STATION_ID = re.compile(r"[\x20-\x2e\x30-\x7e]{1,48}")
 UNKNOWN_POLICIES = ("reject", "accept", "pending")
 _UNKNOWN_APPROVAL = {"reject": None, "accept": "accepted", "pending": "pending"}
 GC_YOUNG_THRESHOLD = 100_000
@@ -86,7 +89,7 @@ def station_id_from_path(path: str) -> str | None:
     if not path.startswith(PATH_PREFIX):
         return None
     station_id = unquote(path[len(PATH_PREFIX) :])
-    if not station_id or "/" in station_id or len(station_id) > MAX_ID_LENGTH:
+    if not _STATION_ID.fullmatch(station_id):
         return None
     return station_id
 
@@ -114,7 +117,7 @@ def _peer_common_name(transport: asyncio.BaseTransport) -> str | None:
 
 def _basic_auth(request: Request) -> tuple[str, str] | None:
     header = request.headers.get("Authorization", "")
-    if not header.startswith("Basic "):
+    if header[:6].lower() != "basic ":  # the scheme's name is case-insensitive (RFC 7235)
         return None
     try:
         user, _, password = base64.b64decode(header[6:], validate=True).decode().partition(":")
@@ -178,6 +181,8 @@ class Session(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.cs.connections.add(self)
+        # The opening handshake has OPEN_TIMEOUT_S from here, however slowly its bytes come
+        self.close_timer = asyncio.get_running_loop().call_later(OPEN_TIMEOUT_S, transport.abort)
 
     def data_received(self, data: bytes) -> None:
         self.last_heard = time.monotonic()
@@ -227,6 +232,9 @@ class Session(asyncio.Protocol):
         """The 101 response is out: frames from now on."""
         self.ws = None
         self.state = OPEN
+        if self.close_timer is not None:
+            self.close_timer.cancel()
+            self.close_timer = None
 
     # ---- frames (RFC 6455) --------------------------------------------------------------
 
@@ -368,7 +376,12 @@ class CentralSystem:
         gc.freeze()
         gc.set_threshold(GC_YOUNG_THRESHOLD, 20)
         self.server = await asyncio.get_running_loop().create_server(
-            lambda: Session(self), host, port, ssl=self.ssl_context, backlog=4096
+            lambda: Session(self),
+            host,
+            port,
+            ssl=self.ssl_context,
+            backlog=4096,
+            ssl_handshake_timeout=OPEN_TIMEOUT_S if self.ssl_context else None,
         )
         self._watch = asyncio.create_task(self._watch_connections())
         self.commands.start()
@@ -488,7 +501,7 @@ class CentralSystem:
 
     async def _watch_connections(self) -> None:
         """Ping stations silent for a ping interval, drop those silent for one and a half
-        (they did not answer), and those that never finished their opening handshake."""
+        (they did not answer). (A handshake has its own timer: Session.connection_made.)"""
         interval = self.ping_interval_s
         while True:
             await asyncio.sleep(interval / 2)
@@ -501,8 +514,6 @@ class CentralSystem:
                         session.abort()
                     elif silent >= interval:
                         session.ping()
-                elif session.state == CONNECTING and silent >= OPEN_TIMEOUT_S:
-                    session.abort()
 
     # ---- messages -----------------------------------------------------------------------
 

@@ -334,6 +334,8 @@ def test_serve_send_and_export_end_to_end(tmp_path, capsys):
             str(web_port),
             "--log-days",
             "2",
+            "--unknown",
+            "accept",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

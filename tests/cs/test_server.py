@@ -2,6 +2,7 @@
 package's ChargePoint (and raw WebSocket clients for malformed input)."""
 
 import asyncio
+import base64
 import json
 
 import pytest
@@ -9,7 +10,7 @@ import websockets
 from ocpp.v16 import call
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from host.cs import storage
+from host.cs import server, storage
 from tests.cs.conftest import central_system, run, station, wait_for
 
 BOOT = call.BootNotification(charge_point_model="M1", charge_point_vendor="Acme")
@@ -287,6 +288,13 @@ def test_basic_auth_keys_are_checked_and_stored_hashed(sqlite_url):
                 assert refused.value.response.status_code == 401
             async with station(cs, "SECURE", auth_key=key) as cp:
                 assert (await cp.call(BOOT)).status == "Accepted"
+            token = base64.b64encode(f"SECURE:{key}".encode()).decode()
+            async with websockets.connect(  # the scheme's name in any case (RFC 7235)
+                f"ws://127.0.0.1:{cs.port}/ocpp/SECURE",
+                subprotocols=["ocpp1.6"],  # type: ignore[list-item]
+                additional_headers={"Authorization": f"basic {token}"},
+            ) as ws:
+                assert ws.subprotocol == "ocpp1.6"
             await setup(cs, storage.set_station, "SECURE", security_profile=2)
             with pytest.raises(InvalidStatus) as plain:
                 async with station(cs, "SECURE", auth_key=key):
@@ -548,5 +556,47 @@ def test_a_command_left_sent_by_a_stopped_server_is_failed_at_the_next_start(sql
                 "failed",
                 "no answer: the central system stopped before it came",
             )
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    "path, station_id",
+    [
+        ("/ocpp/CP%20%231", "CP #1"),
+        ("/ocpp/CP1?x=1", "CP1"),
+        ("/ocpp/" + "C" * 48, "C" * 48),
+        ("/ocpp/" + "C" * 49, None),
+        ("/ocpp/", None),
+        ("/ocpp/a%2Fb", None),
+        ("/ocpp/a%0Ab", None),  # a forged log line
+        ("/ocpp/x%00y", None),
+        ("/ocpp/%E2%80%AECP1", None),  # right-to-left override: a lookalike name
+        ("/other/CP1", None),
+    ],
+)
+def test_station_ids_are_printable_ascii_as_ocpp_cistring(path, station_id):
+    assert server.station_id_from_path(path) == station_id
+
+
+def test_a_handshake_has_a_bounded_time_however_slowly_it_comes(sqlite_url, monkeypatch):
+    monkeypatch.setattr(server, "OPEN_TIMEOUT_S", 0.5)
+
+    async def scenario():
+        async with central_system(sqlite_url) as cs:
+            reader, writer = await asyncio.open_connection("127.0.0.1", cs.port)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+
+            async def trickle():  # a byte each 0.1 s: 2.6 s for the request line
+                for byte in b"GET /ocpp/SLOW HTTP/1.1\r\n":
+                    writer.write(bytes([byte]))
+                    await asyncio.sleep(0.1)
+
+            task = asyncio.create_task(trickle())
+            assert await asyncio.wait_for(reader.read(), 5) == b""  # cut off, unanswered
+            assert loop.time() - started < 2
+            task.cancel()
+            writer.close()
 
     run(scenario())

@@ -1,5 +1,6 @@
 """Security profiles 2 (TLS + Basic auth) and 3 (TLS client certificates) over real wss://."""
 
+import asyncio
 import base64
 import ssl
 
@@ -72,5 +73,21 @@ def test_profiles_2_and_3(pki, sqlite_url):
                 with pytest.raises(InvalidStatus) as refused:
                     await connect(cs, "CP3", client_context(pki, cert))
                 assert refused.value.response.status_code == 401
+
+    run(scenario())
+
+
+def test_a_tls_handshake_that_never_comes_is_cut_off(pki, sqlite_url, monkeypatch):
+    monkeypatch.setattr(server, "OPEN_TIMEOUT_S", 0.5)
+    tls = server.tls_context(*map(str, pki["127.0.0.1"]))
+
+    async def scenario():
+        async with central_system(sqlite_url, ssl_context=tls) as cs:
+            reader, writer = await asyncio.open_connection("127.0.0.1", cs.port)  # no TLS
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            assert await asyncio.wait_for(reader.read(), 10) == b""
+            assert loop.time() - started < 5  # asyncio's own bound is 60 s
+            writer.close()
 
     run(scenario())
