@@ -297,8 +297,8 @@ def station_command(args: argparse.Namespace) -> int:
     from host.cs import storage
     from host.tools import station as station_file
 
-    if args.auth_key is not None and not 8 <= len(args.auth_key) <= 40:
-        raise UserError("--auth-key must be 8 to 40 characters (OCPP: 16-20 bytes, hex)")
+    if args.auth_key is not None and not station_file.auth_key_ok(args.auth_key):
+        raise UserError(f"--auth-key {station_file.AUTH_KEY_RULE}")
     db = open_database(args, create=True)
     try:
         # The rule of station files and `evse provision`; a station the server let in

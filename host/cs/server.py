@@ -433,6 +433,9 @@ class CentralSystem:
         self.store.submit(storage.station_for_connection, (station_id, approval), checked)
 
     def _refuse(self, session: Session, status: int, text: str, **headers: str) -> None:
+        # an operator sees who was turned away, and why (a station with a wrong key, say)
+        peer = session.transport.get_extra_info("peername")
+        log.info("refused %s: %d %s", peer and peer[0], status, text.strip())
         assert session.ws is not None
         response = session.ws.reject(status, text)
         for name, value in headers.items():

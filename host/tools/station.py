@@ -19,6 +19,8 @@ PROFILES = range(4)
 CHIPS = ("esp32", "esp32s3", "esp32c3", "sim")
 TARGETS = {"esp32": "esp32", "esp32s3": "esp32s3", "esp32c3": "esp32c3", "sim": "unix"}
 ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,48}")
+# A station's Basic-auth key (OCPP AuthorizationKey: 16 to 20 bytes, often written in hex)
+AUTH_KEY_RULE = "must be 16 to 40 printable characters"
 METERS = ("SDM630", "SDM120", "B23")
 RCD_TYPES = ("A", "B", "EV")
 BAUDS = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
@@ -97,6 +99,11 @@ class Station:
         return files
 
 
+def auth_key_ok(key: str) -> bool:
+    """Whether a Basic-auth key follows AUTH_KEY_RULE."""
+    return 16 <= len(key) <= 40 and key.isprintable()
+
+
 def load(path: Path) -> Station:
     """Read and validate a station file; raises StationFileError naming the field."""
     try:
@@ -137,8 +144,8 @@ def validate(config: dict, path: Path) -> None:
     if url is not None and profile == 1 and not url.startswith("ws://"):
         check.fail("url", "security profile 1 is Basic auth without TLS: use ws://, or profile 2")
     key = check.text(config, "auth_key", secret=True)
-    if key is not None and not (16 <= len(key) <= 40 and key.isprintable()):
-        check.fail("auth_key", "must be 16 to 40 printable characters")
+    if key is not None and not auth_key_ok(key):
+        check.fail("auth_key", AUTH_KEY_RULE)
     if profile in (1, 2) and key is None:
         check.fail("auth_key", f"required by security profile {profile}")
     for name in ("ca", "cert", "key"):

@@ -55,7 +55,10 @@ def evse(capsys, *argv):
             for wait in ("-1", "nan", "inf", "1e20")
         ),
         (["log", "--since", "yesterday"], "--since: 'yesterday' is not an ISO-8601 time"),
-        (["station", "CP1", "--auth-key", "short"], "--auth-key must be 8 to 40 characters"),
+        *(
+            (["station", "CP1", "--auth-key", key], "--auth-key must be 16 to 40 printable")
+            for key in ("short", "k" * 15, "k" * 41, "k" * 15 + "\n")
+        ),
         *(
             (["station", bad], f"station id {bad!r}: use 1 to 48 letters, digits, '.', '_' or '-'")
             for bad in ("", "a/b", "C" * 49, "CP 1")

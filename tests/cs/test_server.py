@@ -4,6 +4,7 @@ package's ChargePoint (and raw WebSocket clients for malformed input)."""
 import asyncio
 import base64
 import json
+import logging
 
 import pytest
 import websockets
@@ -273,7 +274,9 @@ def test_bad_input_gets_the_right_callerror_or_close_code(sqlite_url):
     run(scenario())
 
 
-def test_basic_auth_keys_are_checked_and_stored_hashed(sqlite_url):
+def test_basic_auth_keys_are_checked_and_stored_hashed(sqlite_url, caplog):
+    caplog.set_level(logging.INFO, "evse.cs")
+
     async def scenario():
         async with central_system(sqlite_url) as cs:
             key = "0123456789abcdef0123"
@@ -286,6 +289,7 @@ def test_basic_auth_keys_are_checked_and_stored_hashed(sqlite_url):
                     async with station(cs, "SECURE", auth_key=wrong):
                         pass
                 assert refused.value.response.status_code == 401
+            assert "refused 127.0.0.1: 401 Basic authentication failed" in caplog.text
             async with station(cs, "SECURE", auth_key=key) as cp:
                 assert (await cp.call(BOOT)).status == "Accepted"
             token = base64.b64encode(f"SECURE:{key}".encode()).decode()
