@@ -23,7 +23,6 @@ CHUNK = 64 * 1024
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 _LENGTH = re.compile(r"[0-9]{1,18}")  # digits only: int() takes "-1", " 1" and "1_0" too
 _RANGE = re.compile(r"bytes=([0-9]{1,18})-([0-9]{0,18})")
-_BUSY = b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 10\r\n\r\n"
 
 
 def _handler_class(data_dir: str) -> type[http.server.BaseHTTPRequestHandler]:
@@ -35,15 +34,19 @@ def _handler_class(data_dir: str) -> type[http.server.BaseHTTPRequestHandler]:
         timeout = TIMEOUT_S  # the socket's: a client that stalls is dropped
 
         def handle(self) -> None:
-            if not transfers.acquire(blocking=False):
-                self.wfile.write(_BUSY)
-                return
             try:
-                super().handle()
+                if transfers.acquire(blocking=False):
+                    try:
+                        super().handle()
+                    finally:
+                        transfers.release()
+                else:  # its head read first: closed with it unread, the answer could be lost
+                    self.raw_requestline = self.rfile.readline(65537)
+                    if self.parse_request():
+                        self.close_connection = True
+                        self._reply(503, "busy, try again later\n")
             except OSError:  # the client went away or stalled (TIMEOUT_S): nothing to answer
                 pass
-            finally:
-                transfers.release()
 
         def _target(self, prefix: str, directory: str) -> str | None:
             path = self.path.split("?", 1)[0]
