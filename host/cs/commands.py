@@ -18,6 +18,7 @@ import orjson
 
 from host.cs import schemas, storage
 from host.cs.storage import now_iso
+from host.tools.station import AUTH_KEY_RULE, auth_key_ok
 
 if TYPE_CHECKING:
     from host.cs.server import CentralSystem, Session
@@ -40,6 +41,8 @@ def validate(station: str, action: str, payload: Any) -> None:
         schemas.check(action, payload)
     except schemas.SchemaError as error:
         raise ValueError(f"invalid payload: {error}") from None
+    if storage.sets_authorization_key(action, payload) and not auth_key_ok(payload["value"]):
+        raise ValueError(f"invalid payload: the new AuthorizationKey {AUTH_KEY_RULE}")
 
 
 class CommandQueue:

@@ -5,13 +5,16 @@ GET|HEAD /firmware/<name>     serves DATA/firmware/<name> (the location for Upda
 PUT|POST /diagnostics/<name>  stores the body as DATA/diagnostics/<name> (GetDiagnostics/GetLog)
 
 The port has no authentication (stations fetch and upload with plain URLs), so what one
-client can hold is bounded: a connection silent for TIMEOUT_S is dropped, at most TRANSFERS
-run at once (others get 503), and files are copied a chunk at a time, never held whole.
+client can hold is bounded: a request's head must come within TIMEOUT_S, a transfer silent
+for TIMEOUT_S is dropped, at most TRANSFERS run at once (others get 503), and files are
+copied a chunk at a time, never held whole.
 """
 
+import contextlib
 import http.server
 import os
 import re
+import socket
 import tempfile
 import threading
 from typing import Any
@@ -33,20 +36,39 @@ def _handler_class(data_dir: str) -> type[http.server.BaseHTTPRequestHandler]:
     class FileHandler(http.server.BaseHTTPRequestHandler):
         timeout = TIMEOUT_S  # the socket's: a client that stalls is dropped
 
-        def handle(self) -> None:
+        def handle_one_request(self) -> None:
+            """The stdlib's, with bounds: the request's head has TIMEOUT_S in all however
+            slowly it comes, and only then takes one of the TRANSFERS."""
+            cut = threading.Timer(TIMEOUT_S, _shut, (self.connection,))
+            cut.start()
             try:
-                if transfers.acquire(blocking=False):
-                    try:
-                        super().handle()
-                    finally:
-                        transfers.release()
-                else:  # its head read first: closed with it unread, the answer could be lost
-                    self.raw_requestline = self.rfile.readline(65537)
-                    if self.parse_request():
-                        self.close_connection = True
-                        self._reply(503, "busy, try again later\n")
+                self.raw_requestline = self.rfile.readline(65537)
+                if len(self.raw_requestline) > 65536:
+                    self.send_error(414)
+                    return
+                if not self.raw_requestline or not self.parse_request():
+                    self.close_connection = True
+                    return
+            except OSError:  # the client went away, or was cut off
+                self.close_connection = True
+                return
+            finally:
+                cut.cancel()
+            if not transfers.acquire(blocking=False):
+                self.close_connection = True
+                self._reply(503, "busy, try again later\n")
+                return
+            try:
+                method = getattr(self, "do_" + self.command, None)
+                if method is None:
+                    self.send_error(501)
+                    return
+                method()
+                self.wfile.flush()
             except OSError:  # the client went away or stalled (TIMEOUT_S): nothing to answer
-                pass
+                self.close_connection = True
+            finally:
+                transfers.release()
 
         def _target(self, prefix: str, directory: str) -> str | None:
             path = self.path.split("?", 1)[0]
@@ -117,6 +139,7 @@ def _handler_class(data_dir: str) -> type[http.server.BaseHTTPRequestHandler]:
             # A file of its own per upload, renamed whole at the end: two uploads of one name
             # do not mix, and a broken one leaves nothing
             fd, part = tempfile.mkstemp(dir=diagnostics_dir, prefix=".upload-")
+            os.fchmod(fd, 0o644)  # as a plain file would be (mkstemp's are the owner's only)
             try:
                 with os.fdopen(fd, "wb") as f:
                     received = _copy(self.rfile, f, size)
@@ -135,6 +158,11 @@ def _handler_class(data_dir: str) -> type[http.server.BaseHTTPRequestHandler]:
             pass
 
     return FileHandler
+
+
+def _shut(connection: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # closed meanwhile
+        connection.shutdown(socket.SHUT_RDWR)
 
 
 def _copy(source: Any, target: Any, size: int) -> int:

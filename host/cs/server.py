@@ -55,8 +55,9 @@ _WS_LOG = logging.getLogger("websockets.server")  # given to each handshake: no 
 SUBPROTOCOL = Subprotocol("ocpp1.6")
 PATH_PREFIX = "/ocpp/"
 # OCPP 1.6 chargeBoxIdentity is CiString48: printable ASCII (no control characters to
-# forge log lines, no lookalike letters); not "/", the path's separator
-_STATION_ID = re.compile(r"[\x20-\x2e\x30-\x7e]{1,48}")
+# forge log lines, no lookalike letters); not "/", the path's separator, nor ":", which
+# Basic auth's user name cannot hold
+_STATION_ID = re.compile(r"[\x20-\x2e\x30-\x39\x3b-\x7e]{1,48}")
 UNKNOWN_POLICIES = ("reject", "accept", "pending")
 _UNKNOWN_APPROVAL = {"reject": None, "accept": "accepted", "pending": "pending"}
 GC_YOUNG_THRESHOLD = 100_000

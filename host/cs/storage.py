@@ -949,11 +949,35 @@ def enqueue_command(
 SECRET = "(secret)"
 
 
+def sets_authorization_key(action: str, payload: dict[str, Any]) -> bool:
+    """Whether a command sets the station's AuthorizationKey (keys are CiStrings)."""
+    return action == "ChangeConfiguration" and str(payload.get("key")).lower() == "authorizationkey"
+
+
 def without_secret(action: str, payload: dict[str, Any]) -> dict[str, Any]:
     """The payload as it may be shown: a new authorization key hidden."""
-    if action == "ChangeConfiguration" and payload.get("key") == "AuthorizationKey":
+    if sets_authorization_key(action, payload):
         return {**payload, "value": SECRET}
     return payload
+
+
+def _end_commands(db: Db, ending: str, expired_at: str | None, **fields: Any) -> None:
+    """Commands in state `ending` (that expired by `expired_at`, if given) end with
+    `fields`, and their new keys are kept no longer."""
+    clauses, params = conditions((("state = ?", ending), ("expires < ?", expired_at)))
+    found = where(clauses)
+    with_keys = db.all(
+        f"SELECT id, action, payload FROM commands {found} AND action = 'ChangeConfiguration'",
+        params,
+    )
+    names = sorted(fields)
+    db.execute(
+        f"UPDATE commands SET {', '.join(f'{name} = ?' for name in names)} {found}",
+        [*(fields[name] for name in names), *params],
+    )
+    for row in with_keys:
+        payload = json.dumps(without_secret(row["action"], json.loads(row["payload"])))
+        db.execute("UPDATE commands SET payload = ? WHERE id = ?", (payload, row["id"]))
 
 
 def shown_command(row: dict[str, Any]) -> dict[str, Any]:
@@ -978,18 +1002,18 @@ def after_restart(db: Db) -> None:
     command sent without an answer failed (the station may have carried it out: sent again,
     a reset or a remote start could happen twice)."""
     db.execute("UPDATE stations SET online = 0 WHERE online = 1")
-    db.execute(
-        "UPDATE commands SET state = 'failed', answered_at = ?,"
-        " error = 'no answer: the central system stopped before it came' WHERE state = 'sent'",
-        (now_iso(),),
+    _end_commands(
+        db,
+        "sent",
+        None,
+        state="failed",
+        answered_at=now_iso(),
+        error="no answer: the central system stopped before it came",
     )
 
 
 def expire_commands(db: Db) -> None:
-    db.execute(
-        "UPDATE commands SET state = 'expired' WHERE state = 'queued' AND expires < ?",
-        (now_iso(),),
-    )
+    _end_commands(db, "queued", now_iso(), state="expired")
 
 
 def queued_commands(db: Db, stations: Iterable[str] | None = None) -> list[dict[str, Any]]:

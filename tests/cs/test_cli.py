@@ -2,6 +2,7 @@
 export, file service, and clear errors for bad input."""
 
 import asyncio
+import contextlib
 import csv
 import http.client
 import io
@@ -11,6 +12,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -46,6 +48,10 @@ def evse(capsys, *argv):
         ),
         (["send", "CP1", "Reset", "{}"], "invalid payload: Reset: payload must contain ['type']"),
         (["send", "CP1", "Reset", '{"type": "Soft"}'], "unknown station 'CP1'"),
+        (
+            ["send", "CP1", "ChangeConfiguration", '{"key": "authorizationKEY", "value": "x"}'],
+            "invalid payload: the new AuthorizationKey must be 16 to 40 printable characters",
+        ),
         *(
             (["send", "CP1", "ClearCache", "--ttl", ttl], "--ttl must be more than 0 and at most")
             for ttl in ("0", "nan", "inf", "1e20")
@@ -527,13 +533,42 @@ def test_uploads_are_whole_or_not_at_all_and_each_its_own(file_port):
 
 def test_a_stalled_client_is_dropped_and_the_port_has_bounded_room(file_port):
     _, port = file_port
-    stalled = [raw_request(port, "PUT /diagnostics/a.log HTTP/1.0\r\n") for _ in range(2)]
-    third = raw_request(port, "GET /firmware/none.bin HTTP/1.0\r\n\r\n")
-    assert answer(third).startswith(b"HTTP/1.0 503")  # both transfers are taken
+    put = "PUT /diagnostics/a.log HTTP/1.0\r\nContent-Length: 10\r\n\r\n"
+    stalled = [raw_request(port, put) for _ in range(2)]  # bodies that never come
+    deadline = time.monotonic() + 5
+    while not answer(raw_request(port, "GET /firmware/x.bin HTTP/1.0\r\n\r\n")).startswith(
+        b"HTTP/1.0 503"  # both transfers taken, once the server has read the two heads
+    ):
+        assert time.monotonic() < deadline, "the stalled uploads never took the transfers"
     for sock in stalled:
         assert answer(sock) == b""  # dropped after the idle timeout, unanswered
     fourth = raw_request(port, "GET /firmware/none.bin HTTP/1.0\r\n\r\n")
     assert answer(fourth).startswith(b"HTTP/1.0 404")  # room again
+
+
+def test_a_request_head_has_a_bounded_time_however_slowly_it_comes(file_port):
+    _, port = file_port
+    sock = raw_request(port, "")
+    started = time.monotonic()
+
+    def trickle():  # a byte each 0.2 s: the request line alone would take 7 s
+        with contextlib.suppress(OSError):
+            for byte in b"GET /firmware/none.bin HTTP/1.0\r\n":
+                sock.send(bytes([byte]))
+                time.sleep(0.2)
+
+    sender = threading.Thread(target=trickle, daemon=True)
+    sender.start()
+    assert answer(sock) == b""  # cut off after the 1 s the head has
+    assert time.monotonic() - started < 4
+    sender.join(10)
+    # and waiting for a head takes no transfer: the port stays free for others
+    idle = [raw_request(port, "") for _ in range(3)]
+    assert answer(raw_request(port, "GET /firmware/none.bin HTTP/1.0\r\n\r\n")).startswith(
+        b"HTTP/1.0 404"
+    )
+    for sock in idle:
+        sock.close()
 
 
 def test_a_firmware_download_resumes_from_a_range(file_port):

@@ -573,6 +573,7 @@ def test_a_command_left_sent_by_a_stopped_server_is_failed_at_the_next_start(sql
         ("/ocpp/" + "C" * 49, None),
         ("/ocpp/", None),
         ("/ocpp/a%2Fb", None),
+        ("/ocpp/CP:1", None),  # Basic auth's user name cannot hold it
         ("/ocpp/a%0Ab", None),  # a forged log line
         ("/ocpp/x%00y", None),
         ("/ocpp/%E2%80%AECP1", None),  # right-to-left override: a lookalike name

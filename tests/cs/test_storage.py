@@ -787,6 +787,23 @@ def test_store_batches_and_isolates_a_failing_item(db_url):
     run(scenario())
 
 
+def test_a_new_authorization_key_is_kept_no_longer_than_its_command(db):
+    key = "fedcba9876543210fedc"
+    expiring, sent = (
+        storage.enqueue_command(
+            db, "CP1", "ChangeConfiguration", {"key": spelling, "value": key}, ttl
+        )
+        for spelling, ttl in (("AuthorizationKey", -1), ("authorizationkey", 60))
+    )
+    storage.mark_command(db, sent, "sent", uid="u", sent_at=storage.now_iso())
+    assert storage.queued_commands(db) == []  # the first expired
+    storage.after_restart(db)  # the second was left sent
+    rows = db.all("SELECT id, state, payload FROM commands ORDER BY id")
+    assert [(r["id"], r["state"]) for r in rows] == [(expiring, "expired"), (sent, "failed")]
+    assert key not in json.dumps(rows)
+    assert [json.loads(r["payload"])["value"] for r in rows] == [storage.SECRET] * 2
+
+
 def test_a_commit_marker_fails_with_its_own_statements_only(db_url):
     """A message is answered "stored" only if its rows are: a statement that fails fails
     the marker it belongs to, and its other statements are not kept; the others in the
