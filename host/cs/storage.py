@@ -976,8 +976,10 @@ def _end_commands(db: Db, ending: str, expired_at: str | None, **fields: Any) ->
         [*(fields[name] for name in names), *params],
     )
     for row in with_keys:
-        payload = json.dumps(without_secret(row["action"], json.loads(row["payload"])))
-        db.execute("UPDATE commands SET payload = ? WHERE id = ?", (payload, row["id"]))
+        payload = json.loads(row["payload"])
+        if sets_authorization_key(row["action"], payload):
+            shown = json.dumps(without_secret(row["action"], payload))
+            db.execute("UPDATE commands SET payload = ? WHERE id = ?", (shown, row["id"]))
 
 
 def shown_command(row: dict[str, Any]) -> dict[str, Any]:
