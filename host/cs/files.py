@@ -56,7 +56,8 @@ def _handler_class(data_dir: str) -> type[http.server.BaseHTTPRequestHandler]:
                 cut.cancel()
             if not transfers.acquire(blocking=False):
                 self.close_connection = True
-                self._reply(503, "busy, try again later\n")
+                with contextlib.suppress(OSError):  # the client went away meanwhile
+                    self._reply(503, "busy, try again later\n")
                 return
             try:
                 method = getattr(self, "do_" + self.command, None)
