@@ -16,6 +16,21 @@ def _event(opcode, value):
     return [opcode, bytes(value).hex()]
 
 
+_INFINITE = (float("inf"), float("-inf"))
+
+
+def _jsonable(value):
+    """`value` with numbers JSON cannot write as text ("1e999" reads as inf, which
+    MicroPython's json.dumps writes as `inf`, no JSON at all)."""
+    if type(value) is float and (value != value or value in _INFINITE):
+        return repr(value)
+    if type(value) is list:
+        return [_jsonable(item) for item in value]
+    if type(value) is dict:
+        return {key: _jsonable(item) for key, item in value.items()}
+    return value
+
+
 def run(case):
     """One case (a dict) -> a JSON-able result, identical on both interpreters."""
     op = case["op"]
@@ -47,7 +62,7 @@ def run(case):
         return ocppj.is_json(case["text"])
     if op == "decode":  # OCPP-J text -> message or [code, uid, message_type]
         try:
-            return list(ocppj.decode(case["text"]))
+            return _jsonable(list(ocppj.decode(case["text"])))
         except ocppj.RpcError as error:
             return [error.code, error.uid, error.message_type]
     if op == "roundtrip":  # encode a message and decode it again
@@ -58,7 +73,7 @@ def run(case):
             text = ocppj.encode_result(message[1], message[2])
         else:
             text = ocppj.encode_error(message[1], message[2], message[3], message[4])
-        return list(ocppj.decode(text))
+        return _jsonable(list(ocppj.decode(text)))
     raise ValueError(op)
 
 
