@@ -123,10 +123,10 @@ class CommandQueue:
         store = self.cs.store
         await store.call(storage.mark_command, row["id"], "sent", uid=uid, sent_at=now_iso())
         action, payload = row["action"], json.loads(row["payload"])
-        shown = storage.without_secret(action, payload)
+        shown = json.dumps(storage.without_secret(action, payload))
         head = f'[2,"{uid}",{orjson.dumps(action).decode()},'
         try:
-            self.cs.send(session, head + row["payload"] + "]", head + json.dumps(shown) + "]")
+            self.cs.send(session, head + row["payload"] + "]", head + shown + "]")
         except ConnectionError:  # closed or replaced meanwhile: it waits for the next one
             await store.call(storage.mark_command, row["id"], "queued", uid=None, sent_at=None)
             return
@@ -141,14 +141,13 @@ class CommandQueue:
             state, fields = "failed", {"error": f"no answer within {self.timeout_s:g} s"}
         else:
             state, fields = self._outcome(action, reply)
-            if shown is not payload and state == "answered":
-                new_key = payload["value"] if reply[2].get("status") == "Accepted" else None
+            accepted = state == "answered" and reply[2].get("status") == "Accepted"
+            if accepted and storage.sets_authorization_key(action, payload):
+                new_key = payload["value"]
         finally:
             session.pending.pop(uid, None)
         if new_key is not None:  # the station uses it from its next connection: so do we
             await store.call(storage.set_station, session.station_id, auth_key=new_key)
-        if shown is not payload:  # the key is kept no longer
-            fields["payload"] = json.dumps(shown)
         await store.call(storage.mark_command, row["id"], state, answered_at=now_iso(), **fields)
 
     @staticmethod

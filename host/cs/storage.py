@@ -945,7 +945,7 @@ def enqueue_command(
 
 # A ChangeConfiguration of AuthorizationKey (the security whitepaper's way to change a
 # station's Basic-auth key) carries the new key: it goes to the station, and is never shown
-# or logged; its command keeps it only until it is answered (or expires).
+# or logged; its command keeps it only until it ends (_mark_commands).
 SECRET = "(secret)"
 
 
@@ -961,15 +961,19 @@ def without_secret(action: str, payload: dict[str, Any]) -> dict[str, Any]:
     return payload
 
 
-def _end_commands(db: Db, ending: str, expired_at: str | None, **fields: Any) -> None:
-    """Commands in state `ending` (that expired by `expired_at`, if given) end with
-    `fields`, and their new keys are kept no longer."""
-    clauses, params = conditions((("state = ?", ending), ("expires < ?", expired_at)))
+ENDED_STATES = ("answered", "expired", "failed")
+
+
+def _mark_commands(db: Db, clauses: list[str], params: list[Any], **fields: Any) -> None:
+    """Set `fields` (`state` among them) on the commands that match `clauses`; those that
+    end keep a new authorization key no longer."""
     found = where(clauses)
-    with_keys = db.all(
-        f"SELECT id, action, payload FROM commands {found} AND action = 'ChangeConfiguration'",
-        params,
-    )
+    with_keys = []
+    if fields["state"] in ENDED_STATES:
+        with_keys = db.all(
+            f"SELECT id, action, payload FROM commands {found} AND action = 'ChangeConfiguration'",
+            params,
+        )
     names = sorted(fields)
     db.execute(
         f"UPDATE commands SET {', '.join(f'{name} = ?' for name in names)} {found}",
@@ -1004,10 +1008,10 @@ def after_restart(db: Db) -> None:
     command sent without an answer failed (the station may have carried it out: sent again,
     a reset or a remote start could happen twice)."""
     db.execute("UPDATE stations SET online = 0 WHERE online = 1")
-    _end_commands(
+    _mark_commands(
         db,
-        "sent",
-        None,
+        ["state = 'sent'"],
+        [],
         state="failed",
         answered_at=now_iso(),
         error="no answer: the central system stopped before it came",
@@ -1015,7 +1019,7 @@ def after_restart(db: Db) -> None:
 
 
 def expire_commands(db: Db) -> None:
-    _end_commands(db, "queued", now_iso(), state="expired")
+    _mark_commands(db, ["state = 'queued'", "expires < ?"], [now_iso()], state="expired")
 
 
 def queued_commands(db: Db, stations: Iterable[str] | None = None) -> list[dict[str, Any]]:
@@ -1028,9 +1032,4 @@ def queued_commands(db: Db, stations: Iterable[str] | None = None) -> list[dict[
 
 
 def mark_command(db: Db, command_id: int, state: str, **fields: Any) -> None:
-    names = sorted(fields)
-    assignments = "".join(f", {name} = ?" for name in names)
-    db.execute(
-        f"UPDATE commands SET state = ?{assignments} WHERE id = ?",
-        [state] + [fields[name] for name in names] + [command_id],
-    )
+    _mark_commands(db, ["id = ?"], [command_id], state=state, **fields)
