@@ -228,12 +228,14 @@ def open_database(args: argparse.Namespace, create: bool) -> Any:
     return storage.Db(_database_url(args, create))
 
 
-def _time(text: str | None, option: str, convert: Callable[[str], str]) -> str | None:
-    """`convert(text)` (a storage time function), or a UserError naming the option."""
+def _time(text: str | None, option: str) -> str | None:
+    """`text` as a stored time (storage.normalize_time), or a UserError naming the option."""
+    from host.cs import storage
+
     if text is None:
         return None
     try:
-        return convert(text)
+        return storage.normalize_time(text)
     except ValueError as error:
         raise UserError(f"{option}: {error}") from None
 
@@ -258,8 +260,8 @@ def _rows(db: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
             return storage.search_messages(
                 db,
                 args.station,
-                _time(args.since, "--since", storage.normalize_time),
-                _time(args.until, "--until", storage.normalize_time),
+                _time(args.since, "--since"),
+                _time(args.until, "--until"),
                 args.contains,
                 args.limit,
             )
@@ -304,7 +306,7 @@ def station_command(args: argparse.Namespace) -> int:
         # The rule of station files and `evse provision`; a station the server let in
         # (an id of 1 to 48 characters, no '/') keeps its id.
         if not station_file.ID_PATTERN.fullmatch(args.id) and not storage.get_station(db, args.id):
-            raise UserError(f"station id {args.id!r}: use 1 to 48 letters, digits, '.', '_' or '-'")
+            raise UserError(f"station id {args.id!r}: use {station_file.ID_RULE}")
         storage.add_station(db, args.id, args.approval or "accepted")
         fields: dict[str, Any] = {}
         if args.approval:
@@ -344,7 +346,7 @@ def tag_command(args: argparse.Namespace) -> int:
         raise UserError("id tag must be 1 to 20 characters (OCPP IdToken)")
     if args.max_active is not None and args.max_active < 1:
         raise UserError("--max-active must be at least 1")
-    _time(args.expiry or None, "--expiry", storage.normalize_time)  # refuses a non-time
+    _time(args.expiry or None, "--expiry")  # refuses a non-time
     db = open_database(args, create=True)
     try:
         if args.delete:
@@ -422,8 +424,8 @@ def export_command(args: argparse.Namespace) -> int:
 
     if args.transaction is not None and args.what == "transactions":
         raise UserError("--transaction selects meter values; for transactions use --station")
-    since = _time(args.since, "--since", storage.normalize_time)
-    until = _time(args.until, "--until", storage.normalize_time)
+    since = _time(args.since, "--since")
+    until = _time(args.until, "--until")
     db = open_database(args, create=False)
     try:
         if args.what == "transactions":

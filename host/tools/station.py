@@ -19,6 +19,7 @@ PROFILES = range(4)
 CHIPS = ("esp32", "esp32s3", "esp32c3", "sim")
 TARGETS = {"esp32": "esp32", "esp32s3": "esp32s3", "esp32c3": "esp32c3", "sim": "unix"}
 ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,48}")
+ID_RULE = "1 to 48 letters, digits, '.', '_' or '-'"  # ID_PATTERN in words
 # A station's Basic-auth key (OCPP AuthorizationKey: 16 to 20 bytes, often written in hex)
 AUTH_KEY_RULE = "must be 16 to 40 printable characters"
 METERS = ("SDM630", "SDM120", "B23")
@@ -134,7 +135,7 @@ def validate(config: dict, path: Path) -> None:
             "network",
         ),
     )
-    check.text(config, "id", pattern=ID_PATTERN, hint="1 to 48 letters, digits, '.', '_' or '-'")
+    check.text(config, "id", pattern=ID_PATTERN, hint=ID_RULE)
     check.choice(config, "chip", CHIPS)
     profile = check.integer(config, "security_profile", PROFILES)
     profile = 0 if profile is None else profile
