@@ -907,16 +907,30 @@ def search_messages(
     limit: int = 100,
 ) -> list[dict[str, Any]]:
     """The newest `limit` frames that match, oldest first."""
-    since, until = since and normalize_time(since), until and normalize_time(until)
     clauses, params = conditions((("text LIKE ?", f"%{contains}%" if contains else None),))
+    return frames(db, station, clauses, params, limit, 0, since, until)[::-1]
+
+
+def frames(
+    db: Db,
+    station: str | None,
+    clauses: list[str],
+    params: list[Any],
+    count: int,
+    skip: int = 0,
+    since: str | None = None,
+    until: str | None = None,
+) -> list[dict[str, Any]]:
+    """The newest `count` frames (of `station`, if given) logged in [since, until) (any
+    ISO-8601 times) that match `clauses`, newest first, after skipping the `skip` newest."""
+    since, until = since and normalize_time(since), until and normalize_time(until)
     if station is not None:
-        return station_frames(db, station, clauses, params, limit, 0, since, until)[::-1]
+        return station_frames(db, station, clauses, params, count, skip, since, until)
     window, window_params = logged_in(since, until)
-    clauses, params = clauses + window, params + window_params
-    rows = db.all(
-        f"SELECT * FROM messages {where(clauses)} ORDER BY id DESC LIMIT ?", params + [limit]
+    return db.all(
+        f"SELECT * FROM messages {where(clauses + window)} ORDER BY id DESC LIMIT ? OFFSET ?",
+        [*params, *window_params, count, skip],
     )
-    return rows[::-1]
 
 
 NOTIFICATION_SQL = (

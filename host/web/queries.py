@@ -15,10 +15,8 @@ from host.cs.storage import (
     Db,
     conditions,
     find_id_tag,
-    logged_in,
-    normalize_time,
+    frames,
     shown_command,
-    station_frames,
     where,
 )
 
@@ -259,14 +257,8 @@ def list_messages(
             ("text LIKE ?", f"%{contains}%" if contains else None),
         )
     )
-    since, until = since and normalize_time(since), until and normalize_time(until)
-    if station is None:
-        window, window_params = logged_in(since, until)
-        clauses, params = clauses + window, params + window_params
-        page = _page(db, "SELECT * FROM messages", clauses, params, "id DESC", limit, offset, False)
-    else:
-        rows = station_frames(db, station, clauses, params, limit + 1, offset, since, until)
-        page = _page_of(rows, limit, offset)
+    rows = frames(db, station, clauses, params, limit + 1, offset, since, until)
+    page = _page_of(rows, limit, offset)
     for row in page["items"]:
         row.update(_frame_summary(row["text"]))
     return page
