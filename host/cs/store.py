@@ -183,9 +183,7 @@ class Store:
                         delay,
                         error,
                     )
-                    failed = StorageError(f"{ENDED}: {error}")
-                    callbacks, self._items, self._callbacks = self._callbacks, [], []
-                    self._finish(callbacks, [(False, failed)] * len(callbacks))
+                    self._fail_queued(StorageError(f"{ENDED}: {error}"))
                 await asyncio.sleep(delay)
                 delay = min(2 * delay, RESTART_MAX_DELAY_S)
         finally:
@@ -205,8 +203,7 @@ class Store:
             if self._transport is not None and not self._transport.is_closing():
                 await self.flush()
         finally:
-            callbacks, self._items, self._callbacks = self._callbacks, [], []
-            self._finish(callbacks, [(False, StorageError(ENDED))] * len(callbacks))
+            self._fail_queued(StorageError(ENDED))
             await self._end()
 
     async def _end(self) -> None:
@@ -290,17 +287,25 @@ class Store:
         batch, self._items = self._items, []
         callbacks, self._callbacks = self._callbacks, []
         if self._transport is None or self._transport.is_closing():
-            return self._finish(callbacks, [(False, StorageError(ENDED))] * len(callbacks))
+            return self._fail(callbacks, StorageError(ENDED))
         try:
             message = _message(batch)
         except Exception as error:  # noqa: BLE001 - an argument that cannot be pickled
             log.error("a database batch could not be sent: %r", error)
             failed = StorageError(f"could not be sent to the database process: {error!r}")
-            return self._finish(callbacks, [(False, failed)] * len(callbacks))
+            return self._fail(callbacks, failed)
         self._in_flight.append((callbacks, len(batch)))
         self._items_in_flight += len(batch)
         self._transport.write(message)
         return None
+
+    def _fail_queued(self, error: Exception) -> None:
+        """What waits for a batch fails with `error`."""
+        callbacks, self._items, self._callbacks = self._callbacks, [], []
+        self._fail(callbacks, error)
+
+    def _fail(self, callbacks: list[Done], error: Exception) -> None:
+        self._finish(callbacks, [(False, error)] * len(callbacks))
 
     def _finish(self, callbacks: list[Done], results: list[Result]) -> None:
         self.batches += 1
@@ -336,7 +341,7 @@ class Store:
             self._restart = asyncio.ensure_future(self._restarted(self._process))
         while self._in_flight:
             callbacks = self._committed()
-            self._finish(callbacks, [(False, error)] * len(callbacks))
+            self._fail(callbacks, error)
 
     def _committed(self) -> list[Done]:
         """The oldest batch in flight, done with (committed or failed): its callbacks."""
