@@ -53,7 +53,7 @@ def boot_notification(cs: "CentralSystem", session: "Session", p: dict) -> Query
 
 def heartbeat(cs: "CentralSystem", session: "Session", p: dict) -> dict:
     now = now_iso()
-    cs.store.write("UPDATE stations SET last_seen = ? WHERE id = ?", (now, session.station_id))
+    cs.store.write(storage.LAST_SEEN_SQL, (now, session.station_id))
     return {"currentTime": now}
 
 

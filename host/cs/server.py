@@ -85,6 +85,11 @@ _PING = bytes(encode_frame(OP_PING, b""))  # the same empty ping every time
 CONNECTING, OPEN, CLOSING, CLOSED = range(4)
 
 
+def _wall(monotonic: float) -> str:
+    """A time.monotonic() instant as stored time text."""
+    return now_iso(time.time() - (time.monotonic() - monotonic))
+
+
 def station_id_from_path(path: str) -> str | None:
     path = path.split("?", 1)[0]
     if not path.startswith(PATH_PREFIX):
@@ -500,16 +505,22 @@ class CentralSystem:
         station_id = session.station_id
         if station_id and self.sessions.get(station_id) is session:
             del self.sessions[station_id]
-            self.store.write(storage.ONLINE_SQL, (0, now_iso(), station_id))
+            # last seen when last heard: a vanished station is dropped a while after that
+            self.store.write(storage.ONLINE_SQL, (0, _wall(session.last_heard), station_id))
             self._notify("disconnected", station_id, None)
 
     async def _watch_connections(self) -> None:
         """Ping stations silent for a ping interval, drop those silent for one and a half
-        (they did not answer). (A handshake has its own timer: Session.connection_made.)"""
+        (they did not answer). (A handshake has its own timer: Session.connection_made.)
+        Stations heard since the last look get their last_seen stored: a JSON station need
+        not send Heartbeats (OCPP 1.6 4.6), and after a crash last_seen is then at most
+        half an interval old."""
         interval = self.ping_interval_s
+        looked = time.monotonic()
         while True:
             await asyncio.sleep(interval / 2)
             now = time.monotonic()
+            heard = []
             for session in list(self.connections):
                 silent = now - session.last_heard
                 if session.open:
@@ -518,6 +529,11 @@ class CentralSystem:
                         session.abort()
                     elif silent >= interval:
                         session.ping()
+                    elif session.last_heard > looked:
+                        heard.append((_wall(session.last_heard), session.station_id))
+            looked = now
+            if heard:
+                self.store.write_many(storage.LAST_SEEN_SQL, heard)
 
     # ---- messages -----------------------------------------------------------------------
 

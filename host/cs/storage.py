@@ -741,6 +741,7 @@ def meter_value_samples(
 # ---- message log and notifications --------------------------------------------------------
 
 ONLINE_SQL = "UPDATE stations SET online = ?, last_seen = ? WHERE id = ?"
+LAST_SEEN_SQL = "UPDATE stations SET last_seen = ? WHERE id = ?"
 LOG_SQL = "INSERT INTO messages (station, ts, direction, text) VALUES (?, ?, ?, ?)"
 
 # The raw frame log is written in arrival order and indexed by time only. An index by

@@ -12,6 +12,7 @@ from ocpp.v16 import call
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from host.cs import server, storage
+from host.cs.storage import now_iso
 from tests.cs.conftest import central_system, run, station, wait_for
 
 BOOT = call.BootNotification(charge_point_model="M1", charge_point_vendor="Acme")
@@ -364,10 +365,32 @@ def test_a_vanished_station_shows_offline_within_two_ping_intervals(sqlite_url):
                 async def offline():
                     return (await setup(cs, storage.get_station, "GHOST"))["online"] == 0
 
+                paused_at = now_iso()
                 await wait_for(offline, timeout=3)
                 assert asyncio.get_running_loop().time() - start < 2 * 0.5 + 0.5
                 assert "GHOST" not in cs.sessions
+                # last seen when last heard, not when dropped (0.75 s or more later)
+                last_seen = (await setup(cs, storage.get_station, "GHOST"))["last_seen"]
+                assert last_seen <= paused_at
                 cp._connection.transport.abort()  # the client side would wait to close
+
+    run(scenario())
+
+
+def test_last_seen_follows_any_message_without_heartbeats(sqlite_url):
+    # A JSON station need not send Heartbeats (OCPP 1.6 4.6) while it sends other messages
+    async def scenario():
+        async with central_system(sqlite_url, unknown="accept", ping_interval_s=0.5) as cs:
+            async with station(cs, "BUSY") as cp:
+                await cp.call(BOOT)
+                before = now_iso()
+                await cp.call(call.StatusNotification(1, "NoError", "Available"))
+
+                async def seen():
+                    station = await setup(cs, storage.get_station, "BUSY")
+                    return station["last_seen"] > before
+
+                await wait_for(seen, timeout=3)
 
     run(scenario())
 
