@@ -159,6 +159,7 @@ class Session(asyncio.Protocol):
         "pending",
         "sending",
         "last_heard",
+        "seen_due",
         "close_timer",
     )
 
@@ -176,6 +177,7 @@ class Session(asyncio.Protocol):
         self.pending: dict[str, asyncio.Future] = {}  # our CALLs awaiting the station's reply
         self.sending = False  # a command delivery is in progress
         self.last_heard = time.monotonic()
+        self.seen_due = 0.0  # when being heard is stored again (CentralSystem.store_last_seen)
         self.close_timer: asyncio.TimerHandle | None = None
 
     @property
@@ -191,8 +193,10 @@ class Session(asyncio.Protocol):
         self.close_timer = asyncio.get_running_loop().call_later(OPEN_TIMEOUT_S, transport.abort)
 
     def data_received(self, data: bytes) -> None:
-        self.last_heard = time.monotonic()
+        now = self.last_heard = time.monotonic()
         if self.ws is None:
+            if now >= self.seen_due:
+                self.cs.store_last_seen(self, now)
             self._frames(self.buffer + data if self.buffer else data)
             return
         self.ws.receive_data(data)
@@ -493,9 +497,18 @@ class CentralSystem:
         if previous is not None:
             previous.close(CLOSE_GOING_AWAY, "replaced by a new connection")
         self.store.write(storage.ONLINE_SQL, (1, now_iso(), station_id))
+        session.seen_due = session.last_heard + self.ping_interval_s / 2
         self._notify("connected", station_id, None)
         self.commands.ready(session)
         return None
+
+    def store_last_seen(self, session: Session, now: float) -> None:
+        """Store that the station was heard, at most every half ping interval: whatever it
+        sends (a JSON station need not send Heartbeats, OCPP 1.6 4.6), a write per station
+        spread over the interval, not one for every station at once."""
+        session.seen_due = now + self.ping_interval_s / 2
+        if session.open:
+            self.store.write(storage.LAST_SEEN_SQL, (now_iso(), session.station_id))
 
     def on_closed(self, session: Session) -> None:
         self.connections.discard(session)
@@ -511,16 +524,11 @@ class CentralSystem:
 
     async def _watch_connections(self) -> None:
         """Ping stations silent for a ping interval, drop those silent for one and a half
-        (they did not answer). (A handshake has its own timer: Session.connection_made.)
-        Stations heard since the last look get their last_seen stored: a JSON station need
-        not send Heartbeats (OCPP 1.6 4.6), and after a crash last_seen is then at most
-        half an interval old."""
+        (they did not answer). (A handshake has its own timer: Session.connection_made.)"""
         interval = self.ping_interval_s
-        looked = time.monotonic()
         while True:
             await asyncio.sleep(interval / 2)
             now = time.monotonic()
-            heard = []
             for session in list(self.connections):
                 silent = now - session.last_heard
                 if session.open:
@@ -529,11 +537,6 @@ class CentralSystem:
                         session.abort()
                     elif silent >= interval:
                         session.ping()
-                    elif session.last_heard > looked:
-                        heard.append((_wall(session.last_heard), session.station_id))
-            looked = now
-            if heard:
-                self.store.write_many(storage.LAST_SEEN_SQL, heard)
 
     # ---- messages -----------------------------------------------------------------------
 

@@ -384,9 +384,9 @@ def test_last_seen_follows_any_message_without_heartbeats(sqlite_url):
             async with station(cs, "BUSY") as cp:
                 await cp.call(BOOT)
                 before = now_iso()
-                await cp.call(call.StatusNotification(1, "NoError", "Available"))
 
-                async def seen():
+                async def seen():  # busy all along: never silent long enough for a ping
+                    await cp.call(call.StatusNotification(1, "NoError", "Available"))
                     station = await setup(cs, storage.get_station, "BUSY")
                     return station["last_seen"] > before
 
