@@ -71,7 +71,13 @@ def add_parser(subparsers: Any) -> None:
     station.add_argument("id")
     station.add_argument("--approval", choices=("accepted", "pending", "rejected"))
     station.add_argument("--profile", type=int, choices=(0, 1, 2, 3), help="security profile")
-    station.add_argument("--auth-key", help="Basic-auth key (profiles 1 and 2), stored hashed")
+    key = station.add_mutually_exclusive_group()
+    key.add_argument("--auth-key", help="Basic-auth key (profiles 1 and 2), stored hashed")
+    key.add_argument(
+        "--auth-key-stdin",
+        action="store_true",
+        help="read the Basic-auth key from standard input (not seen in ps or shell history)",
+    )
     station.set_defaults(func=station_command)
 
     connectors = commands.add_parser("connectors", parents=[listing], help="list connectors")
@@ -299,8 +305,11 @@ def station_command(args: argparse.Namespace) -> int:
     from host.cs import storage
     from host.tools import station as station_file
 
+    if args.auth_key_stdin:
+        args.auth_key = sys.stdin.readline().rstrip("\n")
     if args.auth_key is not None and not station_file.auth_key_ok(args.auth_key):
-        raise UserError(f"--auth-key {station_file.AUTH_KEY_RULE}")
+        option = "--auth-key-stdin" if args.auth_key_stdin else "--auth-key"
+        raise UserError(f"{option} {station_file.AUTH_KEY_RULE}")
     db = open_database(args, create=True)
     try:
         # The rule of station files and `evse provision`; a station the server let in

@@ -113,6 +113,22 @@ def test_a_command_that_only_reads_does_not_create_the_database(tmp_path, capsys
     assert not data.exists()
 
 
+def test_station_key_from_stdin_is_checked_and_stored_hashed(tmp_path, capsys, monkeypatch):
+    data = str(tmp_path)
+    key = "a key of twenty chars"
+    monkeypatch.setattr(sys, "stdin", io.StringIO(key + "\n"))
+    assert (
+        evse(capsys, "station", "CP1", "--profile", "1", "--auth-key-stdin", "--data", data)[0] == 0
+    )
+    db = storage.Db(storage.database_url(data, None))
+    station = storage.get_station(db, "CP1")
+    db.close()
+    assert storage.key_matches(station, key) and key not in json.dumps(station)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("short\n"))
+    code, _, err = evse(capsys, "station", "CP1", "--auth-key-stdin", "--data", data)
+    assert code == 2 and "--auth-key-stdin must be 16 to 40 printable" in err
+
+
 def test_unknown_subcommand_is_refused_by_argparse(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["cs", "fly"])
