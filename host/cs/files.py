@@ -5,22 +5,31 @@ GET|HEAD /firmware/<name>     serves DATA/firmware/<name> (the location for Upda
 PUT|POST /diagnostics/<name>  stores the body as DATA/diagnostics/<name> (GetDiagnostics/GetLog)
 
 The port has no authentication (stations fetch and upload with plain URLs), so what one
-client can hold is bounded: a request's head must come within TIMEOUT_S, a transfer silent
-for TIMEOUT_S is dropped, at most TRANSFERS run at once (others get 503), and files are
-copied a chunk at a time, never held whole.
+client can hold is bounded: a request's head must come within TIMEOUT_S, a transfer that
+moves less than PACE bytes in a TIMEOUT_S is dropped, at most TRANSFERS run at once (others
+get 503), files are copied a chunk at a time, never held whole, and uploads stop at
+DIAGNOSTICS_QUOTA bytes in the directory (507), before they can fill the database's disk.
 """
 
 import contextlib
 import http.server
+import logging
 import os
 import re
 import socket
 import tempfile
 import threading
+import time
 from typing import Any
 
+log = logging.getLogger("evse.cs")
+
 MAX_UPLOAD = 64 * 1024 * 1024
+DIAGNOSTICS_QUOTA = 1 << 30
 TIMEOUT_S = 30
+# The least a transfer moves in each TIMEOUT_S (about 550 bytes/s, below a GPRS link's):
+# a client trickling a byte now and then would otherwise hold its slot for ever
+PACE = 16 * 1024
 TRANSFERS = 16
 CHUNK = 64 * 1024
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
@@ -32,6 +41,8 @@ def _handler_class(data_dir: str) -> type[http.server.BaseHTTPRequestHandler]:
     firmware_dir = os.path.join(data_dir, "firmware")
     diagnostics_dir = os.path.join(data_dir, "diagnostics")
     transfers = threading.BoundedSemaphore(TRANSFERS)
+    uploading = [0]  # bytes of the uploads under way, counted against DIAGNOSTICS_QUOTA
+    quota_lock = threading.Lock()
 
     class FileHandler(http.server.BaseHTTPRequestHandler):
         timeout = TIMEOUT_S  # the socket's: a client that stalls is dropped
@@ -137,6 +148,14 @@ def _handler_class(data_dir: str) -> type[http.server.BaseHTTPRequestHandler]:
                 self._reply(413, "uploads are up to 64 MiB\n")
                 return
             os.makedirs(diagnostics_dir, exist_ok=True)
+            with quota_lock:
+                full = _bytes_in(diagnostics_dir) + uploading[0] + size > DIAGNOSTICS_QUOTA
+                if not full:
+                    uploading[0] += size
+            if full:
+                log.warning("diagnostics upload refused: %s is full", diagnostics_dir)
+                self._reply(507, "no room for diagnostics, ask the operator\n")
+                return
             # A file of its own per upload, renamed whole at the end: two uploads of one name
             # do not mix, and a broken one leaves nothing
             fd, part = tempfile.mkstemp(dir=diagnostics_dir, prefix=".upload-")
@@ -151,6 +170,8 @@ def _handler_class(data_dir: str) -> type[http.server.BaseHTTPRequestHandler]:
             finally:
                 if os.path.exists(part):
                     os.remove(part)
+                with quota_lock:
+                    uploading[0] -= size
             self._reply(201, "stored\n")
 
         do_POST = do_PUT
@@ -166,15 +187,32 @@ def _shut(connection: socket.socket) -> None:
         connection.shutdown(socket.SHUT_RDWR)
 
 
+def _bytes_in(directory: str) -> int:
+    """The size of the files in `directory` (uploads under way are counted apart)."""
+    with os.scandir(directory) as entries:
+        return sum(
+            entry.stat().st_size
+            for entry in entries
+            if entry.is_file() and not entry.name.startswith(".upload-")
+        )
+
+
 def _copy(source: Any, target: Any, size: int) -> int:
-    """Copy up to `size` bytes a chunk at a time; returns how many came (fewer: it ended)."""
+    """Copy up to `size` bytes a chunk at a time; returns how many came (fewer: it ended).
+    Raises TimeoutError when less than PACE bytes came in a TIMEOUT_S. (Writes to a client
+    are bounded by the socket's timeout, which bounds a whole chunk's send.)"""
     copied = 0
+    window_end, floor = time.monotonic() + TIMEOUT_S, PACE
     while copied < size:
-        chunk = source.read(min(CHUNK, size - copied))
+        chunk = source.read1(min(CHUNK, size - copied))  # what came, not a whole chunk
         if not chunk:
             break
         target.write(chunk)
         copied += len(chunk)
+        if time.monotonic() >= window_end:
+            if copied < floor:
+                raise TimeoutError(f"{copied} bytes came, too slowly")
+            window_end, floor = window_end + TIMEOUT_S, copied + PACE
     return copied
 
 

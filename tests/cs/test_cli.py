@@ -562,6 +562,37 @@ def test_a_stalled_client_is_dropped_and_the_port_has_bounded_room(file_port):
     assert answer(fourth).startswith(b"HTTP/1.0 404")  # room again
 
 
+def test_a_trickling_upload_is_dropped_and_leaves_nothing(file_port):
+    data_dir, port = file_port  # a transfer has to move PACE bytes each second here
+    sock = raw_request(port, "PUT /diagnostics/slow.log HTTP/1.0\r\nContent-Length: 1000\r\n\r\n")
+    started = time.monotonic()
+
+    def trickle():  # a byte each 0.2 s: never silent for the 1 s timeout
+        with contextlib.suppress(OSError):
+            for _ in range(1000):
+                sock.send(b"x")
+                time.sleep(0.2)
+
+    sender = threading.Thread(target=trickle, daemon=True)
+    sender.start()
+    assert answer(sock) == b""  # dropped, unanswered
+    assert time.monotonic() - started < 4
+    sender.join(10)
+    assert os.listdir(data_dir / "diagnostics") == []
+
+
+def test_uploads_stop_at_the_diagnostics_quota(file_port, monkeypatch):
+    data_dir, port = file_port
+    monkeypatch.setattr(files, "DIAGNOSTICS_QUOTA", 100)
+    put = "PUT /diagnostics/{} HTTP/1.0\r\nContent-Length: 60\r\n\r\n"
+    assert answer(raw_request(port, put.format("a.log"), b"a" * 60)).startswith(b"HTTP/1.0 201")
+    full = answer(raw_request(port, put.format("b.log"), b"b" * 60))
+    assert full.startswith(b"HTTP/1.0 507") and b"no room for diagnostics" in full
+    (data_dir / "diagnostics" / "a.log").unlink()  # the operator makes room
+    assert answer(raw_request(port, put.format("b.log"), b"b" * 60)).startswith(b"HTTP/1.0 201")
+    assert os.listdir(data_dir / "diagnostics") == ["b.log"]
+
+
 def test_a_request_head_has_a_bounded_time_however_slowly_it_comes(file_port):
     _, port = file_port
     sock = raw_request(port, "")
