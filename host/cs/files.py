@@ -31,7 +31,8 @@ TIMEOUT_S = 30
 # a client trickling a byte now and then would otherwise hold its slot for ever
 PACE = 16 * 1024
 TRANSFERS = 16
-CHUNK = 64 * 1024
+# A chunk's send to a client must end within the socket's timeout, TIMEOUT_S: the same pace
+CHUNK = PACE
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 _LENGTH = re.compile(r"[0-9]{1,18}")  # digits only: int() takes "-1", " 1" and "1_0" too
 _RANGE = re.compile(r"bytes=([0-9]{1,18})-([0-9]{0,18})")
