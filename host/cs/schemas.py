@@ -127,55 +127,49 @@ def _anything(value: Any) -> None:
     return None
 
 
+_ANY = object()  # a string field without rules: any string
+
+
 def _object(node: dict[str, Any], root: dict[str, Any]) -> Check:
     properties = {key: _compile(sub, root) for key, sub in node.get("properties", {}).items()}
-    required = frozenset(node.get("required", ()))
+    required = tuple(node.get("required", ()))
     closed = node.get("additionalProperties", True) is False
-    allowed = frozenset(properties)
-    # Most fields are strings: checked inline (a function call per field costs more than the
-    # check); the string's own check runs only to word the error.
-    strings = {
-        key: _string_rules(sub)
-        for key, sub in node.get("properties", {}).items()
-        if sub.get("type") == "string"
-    }
-    # The commonest fields by far, checked with one lookup: enums (as the set of their
-    # values that pass the field's other rules) and strings without rules.
-    enums = {
-        key: frozenset(v for v in enum if _string_ok(v, max_length, None, pattern))
-        for key, (max_length, enum, pattern) in strings.items()
-        if enum is not None
-    }
-    free = frozenset(key for key, rules in strings.items() if rules == (None, None, None))
+    # Most fields are strings: those of an enum (its values that pass the field's other
+    # rules) or without rules pass with one lookup; the field's own check runs for the
+    # rest, and to word an error. Unknown keys are found by the same loop, without set
+    # operations on the keys (benchmarks/bench_schemas.py: a quarter less time).
+    fast: dict[str, Any] = {}
+    for key, sub in node.get("properties", {}).items():
+        if sub.get("type") == "string":
+            max_length, enum, pattern = _string_rules(sub)
+            if enum is not None:
+                fast[key] = frozenset(v for v in enum if _string_ok(v, max_length, None, pattern))
+            elif (max_length, pattern) == (None, None):
+                fast[key] = _ANY
 
     def check(value: Any) -> None:
         if type(value) is not dict:
             raise _Invalid("type", "must be an object")
-        if not required <= value.keys():
-            raise _Invalid("required", f"must contain {sorted(required - value.keys())}")
-        if closed and not value.keys() <= allowed:
-            raise _Invalid(
-                "additionalProperties", f"must not contain {sorted(value.keys() - allowed)}"
-            )
+        for key in required:
+            if key not in value:
+                missing = sorted(set(required) - value.keys())
+                raise _Invalid("required", f"must contain {missing}")
         for key, item in value.items():
             if type(item) is str:
-                values = enums.get(key)
-                if values is not None:
-                    if item in values:
-                        continue
-                elif key in free:
+                rule = fast.get(key)
+                if rule is _ANY or (rule is not None and item in rule):
                     continue
-                else:
-                    rules = strings.get(key)
-                    if rules is not None and _string_ok(item, *rules):
-                        continue
             sub = properties.get(key)
-            if sub is not None:
-                try:
-                    sub(item)
-                except _Invalid as error:
-                    error.path.append(key)
-                    raise
+            if sub is None:
+                if closed:
+                    extra = sorted(value.keys() - properties.keys())
+                    raise _Invalid("additionalProperties", f"must not contain {extra}")
+                continue
+            try:
+                sub(item)
+            except _Invalid as error:
+                error.path.append(key)
+                raise
 
     return check
 
