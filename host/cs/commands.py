@@ -121,7 +121,8 @@ class CommandQueue:
     async def _send(self, session: "Session", row: dict[str, Any]) -> None:
         uid = str(uuid.uuid4())
         store = self.cs.store
-        await store.call(storage.mark_command, row["id"], "sent", uid=uid, sent_at=now_iso())
+        if not await store.call(storage.take_command, row["id"], uid):
+            return  # expired (or ended) while the commands ahead of it were in flight
         action, payload = row["action"], json.loads(row["payload"])
         shown = json.dumps(storage.without_secret(action, payload))
         head = f'[2,"{uid}",{orjson.dumps(action).decode()},'

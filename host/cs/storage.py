@@ -1046,5 +1046,17 @@ def queued_commands(db: Db, stations: Iterable[str] | None = None) -> list[dict[
     return [row for row in rows if row["station"] in wanted]
 
 
+def take_command(db: Db, command_id: int, uid: str) -> bool:
+    """Mark a queued command sent, unless it expired or ended meanwhile: a delivery sends
+    from a list read before the station answered the commands ahead, which may take long."""
+    expire_commands(db)
+    taken = db.execute(
+        "UPDATE commands SET state = 'sent', uid = ?, sent_at = ?"
+        " WHERE id = ? AND state = 'queued'",
+        (uid, now_iso(), command_id),
+    )
+    return taken.rowcount == 1
+
+
 def mark_command(db: Db, command_id: int, state: str, **fields: Any) -> None:
     _mark_commands(db, ["id = ?"], [command_id], state=state, **fields)

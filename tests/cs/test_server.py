@@ -546,7 +546,7 @@ def test_a_command_its_connection_lost_before_sending_waits_for_the_next(sqlite_
 
             async def hold_after_sent_mark(fn, *args, **kwargs):
                 result = await call(fn, *args, **kwargs)
-                if fn is storage.mark_command and args[1] == "sent" and not release.is_set():
+                if fn is storage.take_command and not release.is_set():
                     held.set()
                     await release.wait()
                 return result
@@ -626,5 +626,35 @@ def test_a_handshake_has_a_bounded_time_however_slowly_it_comes(sqlite_url, monk
             assert loop.time() - started < 2
             task.cancel()
             writer.close()
+
+    run(scenario())
+
+
+def test_a_command_that_expires_while_another_is_in_flight_is_not_sent(db_url):
+    """The station answers the first command late: the second expired meanwhile (the
+    operator was told so), and must not reach the station after all."""
+
+    async def scenario():
+        async with central_system(db_url, unknown="accept") as cs:
+            ws = await booted(cs)
+            first = await setup(cs, storage.enqueue_command, "CP1", "Reset", {"type": "Soft"}, 60)
+            later = await setup(cs, storage.enqueue_command, "CP1", "Reset", {"type": "Hard"}, 0.5)
+            reset = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            assert reset[2:] == ["Reset", {"type": "Soft"}]
+
+            async def expired():
+                return (await setup(cs, storage.get_command, later))["state"] == "expired"
+
+            await wait_for(expired)
+            await ws.send(json.dumps([3, reset[1], {"status": "Accepted"}]))
+
+            async def answered():
+                return (await setup(cs, storage.get_command, first))["state"] == "answered"
+
+            await wait_for(answered)
+            with pytest.raises(TimeoutError):  # nothing more comes
+                await asyncio.wait_for(ws.recv(), 0.5)
+            assert (await setup(cs, storage.get_command, later))["state"] == "expired"
+            await ws.close()
 
     run(scenario())
