@@ -53,6 +53,9 @@ class CommandQueue:
         self._task: asyncio.Task | None = None
         self._deliveries: set[asyncio.Task] = set()
         self._waiting: set[str] = set()  # stations with queued commands at the last poll
+        # Stations a delivery runs for: one at a time per station, whatever its connection
+        # (one that replaced the last waits for that delivery to end: order is kept).
+        self._sending: set[str] = set()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._poll())
@@ -92,9 +95,10 @@ class CommandQueue:
         """Deliver the station's queued commands unless a delivery is already running. Only
         to stations whose BootNotification was answered Accepted or Pending (OCPP 1.6 lets a
         central system configure a pending station), before or after a reconnection."""
-        if session.sending or session.registration not in ("Accepted", "Pending"):
+        station_id = session.station_id
+        if station_id in self._sending or session.registration not in ("Accepted", "Pending"):
             return
-        session.sending = True
+        self._sending.add(station_id)
         task = asyncio.create_task(self._deliver(session))
         self._deliveries.add(task)
         task.add_done_callback(self._deliveries.discard)
@@ -111,8 +115,8 @@ class CommandQueue:
                     await self._send(session, row)
         except Exception:  # the database is down, say: the next poll tries again
             log.exception("%s: command delivery failed", session.station_id)
-        finally:
-            session.sending = False
+        finally:  # a new connection's delivery starts at the next poll
+            self._sending.discard(session.station_id)
 
     def _current(self, session: "Session") -> bool:
         """Whether the connection is still the station's, and open."""

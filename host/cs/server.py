@@ -157,7 +157,6 @@ class Session(asyncio.Protocol):
         "station_id",
         "registration",
         "pending",
-        "sending",
         "last_heard",
         "seen_due",
         "close_timer",
@@ -175,7 +174,6 @@ class Session(asyncio.Protocol):
         self.station_id = ""
         self.registration: str | None = None  # status of its last BootNotification answer
         self.pending: dict[str, asyncio.Future] = {}  # our CALLs awaiting the station's reply
-        self.sending = False  # a command delivery is in progress
         self.last_heard = time.monotonic()
         self.seen_due = 0.0  # when being heard is stored again (CentralSystem.store_last_seen)
         self.close_timer: asyncio.TimerHandle | None = None

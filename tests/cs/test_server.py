@@ -658,3 +658,38 @@ def test_a_command_that_expires_while_another_is_in_flight_is_not_sent(db_url):
             await ws.close()
 
     run(scenario())
+
+
+def test_commands_keep_their_order_when_the_station_reconnects_while_one_goes_out(sqlite_url):
+    """The first command was taken for sending, then the station reconnected before the
+    frame went out: it goes to the new connection, still before the second."""
+
+    async def scenario():
+        async with central_system(sqlite_url, unknown="accept") as cs:
+            held, release = asyncio.Event(), asyncio.Event()
+            call = cs.store.call
+
+            async def hold_the_first_take(fn, *args, **kwargs):
+                result = await call(fn, *args, **kwargs)
+                if fn is storage.take_command and not held.is_set():
+                    held.set()
+                    await release.wait()
+                return result
+
+            cs.store.call = hold_the_first_take  # type: ignore[method-assign]
+            await booted(cs)
+            first = cs.sessions["CP1"]
+            await call(storage.enqueue_command, "CP1", "Reset", {"type": "Soft"}, 60)
+            await call(storage.enqueue_command, "CP1", "Reset", {"type": "Hard"}, 60)
+            await asyncio.wait_for(held.wait(), 5)
+            new = await raw(cs, "CP1")  # replaces the old connection
+            await wait_for(lambda: cs.sessions["CP1"] is not first and not first.open)
+            await asyncio.sleep(0.2)  # a few polls
+            release.set()
+            for expected in ("Soft", "Hard"):
+                reset = json.loads(await asyncio.wait_for(new.recv(), 5))
+                assert reset[2:] == ["Reset", {"type": expected}]
+                await new.send(json.dumps([3, reset[1], {"status": "Accepted"}]))
+            await new.close()
+
+    run(scenario())
