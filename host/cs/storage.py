@@ -126,6 +126,18 @@ def where(clauses: list[str]) -> str:
     return ("WHERE " + " AND ".join(clauses)) if clauses else ""
 
 
+def holding(column: str, part: str | None) -> tuple[str, str | None]:
+    """A (clause, value) pair for `conditions`: `column` holds `part` as written, in any
+    (ASCII) case, the same on both databases. SQLite's LIKE ignores case and has no escape
+    character; PostgreSQL's minds case and takes a backslash as one. So both get the case
+    folded and an explicit escape, and `part`'s own %, _ and backslashes are escaped."""
+    clause = f"lower({column}) LIKE lower(?) ESCAPE '\\'"
+    if not part:
+        return clause, None
+    escaped = part.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return clause, f"%{escaped}%"
+
+
 # Each migration is a list of statements (or (dialect, statement) for one dialect only);
 # `{id}` becomes the dialect's auto-increment key, `{without_rowid}` SQLite's clause for a
 # table that is its primary key's index.
@@ -908,7 +920,7 @@ def search_messages(
     limit: int = 100,
 ) -> list[dict[str, Any]]:
     """The newest `limit` frames that match, oldest first."""
-    clauses, params = conditions((("text LIKE ?", f"%{contains}%" if contains else None),))
+    clauses, params = conditions((holding("text", contains),))
     return frames(db, station, clauses, params, limit, 0, since, until)[::-1]
 
 

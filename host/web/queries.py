@@ -16,6 +16,7 @@ from host.cs.storage import (
     conditions,
     find_id_tag,
     frames,
+    holding,
     shown_command,
     where,
 )
@@ -89,7 +90,7 @@ def list_stations(
     )
     clauses, params = conditions(
         (
-            ("s.id LIKE ?", f"%{q}%" if q else None),
+            holding("s.id", q),
             ("s.online = ?", None if online is None else int(online)),
             (problem, True if problems else None),
         )
@@ -226,7 +227,7 @@ def list_meter_values(db: Db, transaction_id: int, limit: int, offset: int) -> d
 
 
 def list_id_tags(db: Db, q: str | None, limit: int, offset: int) -> dict[str, Any]:
-    clauses, params = conditions((("id_tag LIKE ?", f"%{q}%" if q else None),))
+    clauses, params = conditions((holding("id_tag", q),))
     page = _page(db, "SELECT * FROM id_tags", clauses, params, "id_tag", limit, offset)
     for row in page["items"]:
         _bools(row, "blocked")
@@ -254,7 +255,7 @@ def list_messages(
         (
             ("direction = ?", direction),
             ("text LIKE ?", f'[2,"%","{action}",%' if action else None),
-            ("text LIKE ?", f"%{contains}%" if contains else None),
+            holding("text", contains),
         )
     )
     rows = frames(db, station, clauses, params, limit + 1, offset, since, until)

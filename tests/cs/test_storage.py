@@ -1001,3 +1001,33 @@ def test_a_failing_statement_costs_only_itself(sqlite_url):
             assert [r["text"] for r in await store.call(storage.search_messages)] == ["kept"]
 
     run(scenario())
+
+
+def test_searches_for_a_part_find_the_same_on_both_databases(db):
+    """The dashboard's and the CLI's searches by part of a station id, a tag or a frame's
+    text: in any case (ids and tags are CiStrings; SQLite's LIKE ignores case, PostgreSQL's
+    does not), and the text as written (PostgreSQL's LIKE takes a backslash as an escape)."""
+    for station in ("CP1", "CPX1"):
+        storage.add_station(db, station)
+    storage.set_id_tag(db, "TagA")
+    quoted = '[2,"a","DataTransfer",{"vendorId":"V","data":"say \\"hi\\""}]'
+    db.execute(storage.LOG_SQL, ("CP1", storage.now_iso(), "in", quoted))
+    db.execute(storage.LOG_SQL, ("CP1", storage.now_iso(), "in", '[2,"b","Heartbeat",{}]'))
+    percent = '[2,"c","Heartbeat",{"x":"50%"}]'
+    db.execute(storage.LOG_SQL, ("CPX1", storage.now_iso(), "in", percent))
+    db.commit()
+
+    def stations(q):
+        return [row["id"] for row in queries.list_stations(db, q, None, False, 10, 0)["items"]]
+
+    def texts(contains, station=None):
+        return [row["text"] for row in storage.search_messages(db, station, contains=contains)]
+
+    assert stations("cp") == ["CP1", "CPX1"]
+    assert stations("P_1") == []  # a '_' is itself, not any character
+    assert [row["id_tag"] for row in queries.list_id_tags(db, "taga", 10, 0)["items"]] == ["TagA"]
+    assert texts('\\"') == texts("\\") == [quoted]
+    assert texts("heartbeat", "CP1") == ['[2,"b","Heartbeat",{}]']
+    assert texts("0%") == [percent]
+    found = queries.list_messages(db, None, None, None, None, None, '"HI\\"', 10, 0)
+    assert [row["text"] for row in found["items"]] == [quoted]
