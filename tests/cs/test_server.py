@@ -693,3 +693,35 @@ def test_commands_keep_their_order_when_the_station_reconnects_while_one_goes_ou
             await new.close()
 
     run(scenario())
+
+
+def test_integers_beyond_32_bits_are_stored_on_both_databases(db_url):
+    """OCPP's integers have no bound: a transaction id from an earlier central system, a
+    reservation id an operator chose. SQLite keeps 64 bits; PostgreSQL's INTEGER was 32."""
+
+    async def scenario():
+        async with central_system(db_url, unknown="accept") as cs:
+            ws = await booted(cs)
+            big = 2**31 + 5
+            start = {
+                "connectorId": 1,
+                "idTag": "TAG",
+                "meterStart": 0,
+                "timestamp": T0,
+                "reservationId": big,
+            }
+            answer = await exchange(ws, json.dumps([2, "s", "StartTransaction", start]))
+            assert answer[:2] == [3, "s"]
+            meter = {
+                "connectorId": 1,
+                "transactionId": big,
+                "meterValue": [{"timestamp": T0, "sampledValue": [{"value": "5"}]}],
+            }
+            assert await exchange(ws, json.dumps([2, "m", "MeterValues", meter])) == [3, "m", {}]
+            await ws.close()
+        (tx,) = read(db_url, storage.transactions)
+        assert tx["reservation_id"] == big
+        (sample,) = read(db_url, storage.meter_value_samples, "CP1")
+        assert sample["transaction_id"] == big
+
+    run(scenario())
