@@ -9,6 +9,7 @@ form cannot send (with SameSite=Strict cookies, a second line against CSRF).
 
 import asyncio
 import concurrent.futures
+import contextlib
 import os
 import threading
 import time
@@ -339,9 +340,17 @@ class Reader:
             db = self._local.db = storage.Db(self.url)
             self._dbs.append(db)
         try:
-            return fn(db, *args)
-        finally:
+            result = fn(db, *args)
             db.rollback()  # end the read transaction (PostgreSQL opens one per query)
+            return result
+        except Exception:
+            # The connection itself may have failed, for good (a PostgreSQL restart drops
+            # them all): this thread's next read opens another.
+            self._local.db = None
+            self._dbs.remove(db)
+            with contextlib.suppress(Exception):
+                db.close()
+            raise
 
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, self._run, fn, args)

@@ -56,3 +56,36 @@ def test_dashboard_queries_and_remote_start_on_postgresql(live_pg: LiveCS) -> No
         assert live.request("GET", "/metrics").status == 200
         tags = live.request("GET", "/api/id-tags?q=PG").json()
         assert tags["total"] == 1 and tags["items"][0]["blocked"] is False
+
+
+def test_the_dashboards_reads_come_back_after_the_database_drops_them(postgres: str) -> None:  # noqa: F811
+    """A PostgreSQL restart (or failover) breaks every open connection: the reader's threads
+    must open new ones rather than answer 500 until the central system is restarted."""
+    import asyncio
+
+    import psycopg
+
+    from host.web.api import Reader
+    from host.web.queries import summary
+
+    name = f"reader{os.getpid()}"
+    with psycopg.connect(postgres, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name}")
+        conn.execute(f"CREATE DATABASE {name}")
+    reader = Reader(postgres.rsplit("/", 1)[0] + "/" + name, threads=1)
+
+    async def scenario() -> None:
+        assert (await reader.call(summary))["stations"] == 0
+        with psycopg.connect(postgres, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (name,),
+            )
+        with pytest.raises(psycopg.OperationalError):  # the read that finds it lost
+            await reader.call(summary)
+        assert (await reader.call(summary))["stations"] == 0
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        reader.close()
