@@ -670,6 +670,16 @@ SAMPLE_DEFAULTS = {
 }
 
 
+def with_defaults(sample: dict[str, Any]) -> dict[str, Any]:
+    """A sampled value with the OCPP defaults of its optional fields (SAMPLE_DEFAULTS). The
+    unit's, Wh, is the default only "if the (default) measurand is an Energy type" (OCPP 1.6,
+    SampledValue): a voltage sent without a unit has none, not Wh."""
+    full = SAMPLE_DEFAULTS | sample
+    if "unit" not in sample and not full["measurand"].startswith("Energy."):
+        full["unit"] = ""
+    return full
+
+
 def meter_value_rows(
     station: str, connector: int, transaction: int | None, meter_values: list[dict[str, Any]]
 ) -> list[tuple]:
@@ -755,7 +765,7 @@ def meter_value_samples(
             continue
         del row["digest"]
         for sample in orjson.loads(row.pop("sampled")):
-            yield row | SAMPLE_DEFAULTS | sample
+            yield row | with_defaults(sample)
 
 
 # ---- message log and notifications --------------------------------------------------------

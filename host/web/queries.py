@@ -11,7 +11,6 @@ from typing import Any
 import orjson
 
 from host.cs.storage import (
-    SAMPLE_DEFAULTS,
     Db,
     conditions,
     find_id_tag,
@@ -19,6 +18,7 @@ from host.cs.storage import (
     holding,
     shown_command,
     where,
+    with_defaults,
 )
 
 STATION_COLUMNS = (
@@ -172,7 +172,7 @@ def get_transaction(db: Db, transaction_id: int) -> dict[str, Any] | None:
 
 def _samples(row: dict[str, Any]) -> list[dict[str, Any]]:
     """A stored MeterValue's sampled values, optional fields filled with their OCPP defaults."""
-    return [SAMPLE_DEFAULTS | sample for sample in orjson.loads(row["sampled"])]
+    return [with_defaults(sample) for sample in orjson.loads(row["sampled"])]
 
 
 def _number(sample: dict[str, Any]) -> float | None:

@@ -282,6 +282,23 @@ def test_transactions_and_meter_values_are_deduplicated(db):
     ]
 
 
+def test_only_energy_samples_default_to_wh(db):
+    # OCPP 1.6 SampledValue: the unit's default is "Wh" only "if the (default) measurand is
+    # an Energy type"; a voltage without a unit has none
+    sampled = [
+        {"value": "1"},
+        {"value": "2", "measurand": "Energy.Reactive.Import.Interval"},
+        {"value": "230", "measurand": "Voltage"},
+        {"value": "80", "measurand": "SoC", "unit": "Percent"},
+    ]
+    storage.store_meter_values(db, "CP1", 1, None, [{"timestamp": T0, "sampledValue": sampled}])
+    db.commit()
+    units = [r["unit"] for r in storage.meter_value_samples(db, "CP1")]
+    assert units == ["Wh", "Wh", "", "Percent"]
+    shown = queries._samples({"sampled": json.dumps(sampled)})  # the dashboard's
+    assert [s["unit"] for s in shown] == units
+
+
 def test_exports_read_in_key_order_within_half_open_bounds_in_any_zone(db):
     stamps = {  # station times as sent: UTC with and without fractions, a zone, a leap second
         "CP1": ["2026-11-01T09:59:59.999Z", "2026-11-01T10:00:00Z", "2026-11-01T10:59:59.5Z"],
