@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("evse.cs")
 
 POLICY_VIOLATION = 1008  # WebSocket close code
+# OCPP 1.6 4.2: "While in pending state, the following Central System initiated messages are
+# not allowed: RemoteStartTransaction.req and RemoteStopTransaction.req". They stay queued
+# until the station is accepted (or they expire).
+NOT_WHILE_PENDING = frozenset({"RemoteStartTransaction", "RemoteStopTransaction"})
 
 
 def validate(station: str, action: str, payload: Any) -> None:
@@ -107,6 +111,8 @@ class CommandQueue:
         try:
             while self._current(session):
                 rows = await self.cs.store.call(storage.queued_commands, [session.station_id])
+                if session.registration != "Accepted":
+                    rows = [row for row in rows if row["action"] not in NOT_WHILE_PENDING]
                 if not rows:
                     return
                 for row in rows:

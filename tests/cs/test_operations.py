@@ -4,6 +4,7 @@ station and comes back answered."""
 import asyncio
 import json
 
+import pytest
 import websockets
 
 from host.cs import schemas, storage
@@ -149,6 +150,49 @@ def test_an_invalid_answer_fails_the_command_with_the_reason(sqlite_url):
             await wait_for(failed)
             row = await cs.store.call(storage.get_command, command)
             assert row["error"].startswith("invalid answer: Reset: status must be one of")
+            await ws.close()
+
+    run(scenario())
+
+
+def test_remote_start_and_stop_wait_while_the_station_is_pending(sqlite_url):
+    # OCPP 1.6 4.2: "While in pending state, the following Central System initiated messages
+    # are not allowed: RemoteStartTransaction.req and RemoteStopTransaction.req"
+    async def scenario():
+        async with central_system(sqlite_url, unknown="pending") as cs:
+            ws = await websockets.connect(
+                f"ws://127.0.0.1:{cs.port}/ocpp/CP1",
+                subprotocols=["ocpp1.6"],  # type: ignore[list-item]
+            )
+            boot = '[2,"b","BootNotification",{"chargePointVendor":"V","chargePointModel":"M"}]'
+            await ws.send(boot)
+            assert json.loads(await ws.recv())[2]["status"] == "Pending"
+            ids = {}
+            for action in ("RemoteStartTransaction", "RemoteStopTransaction", "GetConfiguration"):
+                ids[action] = await cs.store.call(
+                    storage.enqueue_command, "CP1", action, OPERATIONS[action][0], 60
+                )
+            # what a pending station may be sent (configuration) comes; the rest waits
+            _, uid, action, _ = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            assert action == "GetConfiguration"
+            await ws.send(json.dumps([3, uid, OPERATIONS[action][1]]))
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(ws.recv(), 0.5)  # ten polls
+            for action in ("RemoteStartTransaction", "RemoteStopTransaction"):
+                assert (await cs.store.call(storage.get_command, ids[action]))["state"] == "queued"
+            await cs.store.call(storage.set_station, "CP1", approval="accepted")
+            await ws.send(boot)
+            assert json.loads(await ws.recv())[2]["status"] == "Accepted"
+            for expected in ("RemoteStartTransaction", "RemoteStopTransaction"):
+                _, uid, action, _ = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                assert action == expected
+                await ws.send(json.dumps([3, uid, OPERATIONS[action][1]]))
+
+            async def all_answered():
+                rows = await cs.store.call(storage.list_commands, "CP1")
+                return all(row["state"] == "answered" for row in rows)
+
+            await wait_for(all_answered)
             await ws.close()
 
     run(scenario())
