@@ -649,7 +649,12 @@ def stop_transaction(db: Db, station: str, p: dict[str, Any]) -> dict[str, Any]:
     connector, transaction = (row["connector_id"], p["transactionId"]) if row else (0, None)
     store_meter_values(db, station, connector, transaction, p.get("transactionData", []))
     if "idTag" in p:
-        return {"idTagInfo": id_tag_info(db, p["idTag"])}
+        info = id_tag_info(db, p["idTag"])
+        # ConcurrentTx is "Only relevant for a StartTransaction.req" (OCPP 1.6): the tag
+        # that stops this transaction may have one of its own elsewhere
+        if info["status"] == "ConcurrentTx":
+            info["status"] = "Accepted"
+        return {"idTagInfo": info}
     return {}
 
 

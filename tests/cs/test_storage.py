@@ -238,6 +238,21 @@ def test_a_stop_for_a_transaction_not_of_its_station_links_its_values_to_none(db
     ]
 
 
+def test_a_stop_s_id_tag_info_is_never_concurrent_tx(db):
+    # ConcurrentTx is "Only relevant for a StartTransaction.req" (OCPP 1.6 AuthorizationStatus):
+    # a tag that stops another's transaction may be charging elsewhere, within its limit
+    storage.set_id_tag(db, "DRIVER")
+    storage.set_id_tag(db, "SUPERVISOR")
+    start = {"connectorId": 1, "idTag": "DRIVER", "meterStart": 0, "timestamp": T0}
+    theirs = storage.start_transaction(db, "CP1", start)["transactionId"]
+    own = storage.start_transaction(db, "CP1", dict(start, connectorId=2, idTag="SUPERVISOR"))
+    assert own["idTagInfo"] == {"status": "Accepted"}
+    stop = {"transactionId": theirs, "meterStop": 5, "timestamp": T0, "idTag": "SUPERVISOR"}
+    assert storage.stop_transaction(db, "CP1", stop) == {"idTagInfo": {"status": "Accepted"}}
+    storage.set_id_tag(db, "SUPERVISOR", blocked=True)  # the other statuses still apply
+    assert storage.stop_transaction(db, "CP1", stop)["idTagInfo"]["status"] == "Blocked"
+
+
 def test_meter_registers_beyond_32_bits_are_stored(db):
     start = {"connectorId": 1, "idTag": "T", "meterStart": 5_000_000_000, "timestamp": T0}
     transaction = storage.start_transaction(db, "CP1", start)["transactionId"]
