@@ -119,7 +119,9 @@ def notification(action: str, answer: dict[str, Any]) -> Handler:
 
 
 NOTIFICATIONS = {
-    "DataTransfer": {"status": "Accepted"},
+    # Kept for the operator; no vendor's data transfer is implemented here, and OCPP 1.6 4.3
+    # says a recipient without an implementation for the vendorId SHALL answer so.
+    "DataTransfer": {"status": "UnknownVendorId"},
     "DiagnosticsStatusNotification": {},
     "FirmwareStatusNotification": {},
     "LogStatusNotification": {},

@@ -120,6 +120,22 @@ def test_authorize_id_tags(sqlite_url):
     run(scenario())
 
 
+def test_a_data_transfer_is_stored_and_answered_unknown_vendor(sqlite_url):
+    # OCPP 1.6 4.3: a recipient without an implementation for the vendorId "SHALL return a
+    # status UnknownVendorId"; this central system implements none, it keeps them for the
+    # operator
+    async def scenario():
+        async with central_system(sqlite_url, unknown="accept") as cs:
+            async with station(cs, "CP1") as cp:
+                await cp.call(BOOT)
+                answer = await cp.call(call.DataTransfer("com.acme", "receipt", "42"))
+                assert (answer.status, answer.data) == ("UnknownVendorId", None)
+            (row,) = await setup(cs, storage.list_notifications, "CP1")
+            assert (row["kind"], json.loads(row["payload"])["data"]) == ("DataTransfer", "42")
+
+    run(scenario())
+
+
 def test_transactions_are_stored_once_despite_retransmission(db_url):
     async def scenario():
         async with central_system(db_url, unknown="accept") as cs:
