@@ -245,7 +245,9 @@ def _validator(name: str) -> Check:
 
 
 def known(action: str) -> bool:
-    return os.path.exists(os.path.join(SCHEMA_DIR, action + ".json"))
+    """Whether `action` is an OCPP 1.6 operation (not any file in the schema directory: a
+    response's schema, "ResetResponse", names no action)."""
+    return action in CP_ACTIONS or action in ALL_CS_ACTIONS
 
 
 def check(action: str, payload: Any, response: bool = False) -> None:

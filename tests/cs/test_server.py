@@ -267,6 +267,8 @@ def test_bad_input_gets_the_right_callerror_or_close_code(sqlite_url):
                 assert answer[:3] == [4, "u6", "PropertyConstraintViolation"]
                 assert (await exchange(ws, '[2, "u7", "Fly", {}]'))[2] == "NotImplemented"
                 assert (await exchange(ws, '[2, "u8", "Reset", {}]'))[2] == "NotSupported"
+                # a response's schema is no action (OCPP-J: NotImplemented, "not known")
+                assert (await exchange(ws, '[2, "u9", "ResetResponse", {}]'))[2] == "NotImplemented"
                 await ws.send("x" * 5000)
                 with pytest.raises(ConnectionClosed):
                     await asyncio.wait_for(ws.recv(), 5)
