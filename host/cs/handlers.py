@@ -70,10 +70,13 @@ def stop_transaction(cs: "CentralSystem", session: "Session", p: dict) -> Query:
 
 
 def meter_values(cs: "CentralSystem", session: "Session", p: dict) -> dict:
+    station = session.station_id
     rows = storage.meter_value_rows(
-        session.station_id, p["connectorId"], p.get("transactionId"), p["meterValue"]
+        station, p["connectorId"], p.get("transactionId"), p["meterValue"]
     )
-    cs.store.write_many(storage.METER_VALUE_SQL, rows)
+    # the transaction only if it is this station's (METER_VALUES_MESSAGE_SQL)
+    rows = [row[:3] + (station,) + row[3:] for row in rows]
+    cs.store.write_many(storage.METER_VALUES_MESSAGE_SQL, rows)
     return {}
 
 

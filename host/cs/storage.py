@@ -663,6 +663,14 @@ METER_VALUE_SQL = (
     "INSERT INTO meter_values (station, connector_id, transaction_id, timestamp, digest, sampled)"
     " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
 )
+# A MeterValues message's rows (meter_value_rows, the station again after the transaction):
+# its transactionId is kept only if the station started that transaction here, as a
+# StopTransaction's transactionData (stop_transaction); else the values are linked to none.
+METER_VALUES_MESSAGE_SQL = (
+    "INSERT INTO meter_values (station, connector_id, transaction_id, timestamp, digest, sampled)"
+    " VALUES (?, ?, (SELECT id FROM transactions WHERE id = ? AND station = ?), ?, ?, ?)"
+    " ON CONFLICT DO NOTHING"
+)
 
 # OCPP defaults of the optional sampledValue fields, filled in when listing.
 SAMPLE_DEFAULTS = {

@@ -179,6 +179,26 @@ def test_transactions_are_stored_once_despite_retransmission(db_url):
     run(scenario())
 
 
+def test_meter_values_for_another_station_s_transaction_are_linked_to_none(db_url):
+    # As a StopTransaction's transactionData: an id this station did not start here (another
+    # station's, or an earlier central system's) must not add to that transaction's values
+    async def scenario():
+        async with central_system(db_url, unknown="accept") as cs:
+            async with station(cs, "CP_A") as a, station(cs, "CP_B") as b:
+                await a.call(BOOT)
+                await b.call(BOOT)
+                theirs = (await a.call(call.StartTransaction(1, "T", 0, T0))).transaction_id
+                own = (await b.call(call.StartTransaction(1, "T", 0, T0))).transaction_id
+                for transaction, value in ((theirs, "999"), (own, "5")):
+                    values = [{"timestamp": T0, "sampledValue": [{"value": value}]}]
+                    await b.call(call.MeterValues(1, values, transaction))
+            assert read(db_url, storage.meter_value_samples, None, theirs) == []
+            samples = read(db_url, storage.meter_value_samples, "CP_B")
+            assert {s["value"]: s["transaction_id"] for s in samples} == {"999": None, "5": own}
+
+    run(scenario())
+
+
 def test_queued_commands_reach_a_station_when_it_returns(db_url):
     async def scenario():
         async with central_system(db_url, unknown="accept") as cs:
