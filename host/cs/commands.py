@@ -47,6 +47,11 @@ def validate(station: str, action: str, payload: Any) -> None:
         raise ValueError(f"invalid payload: {error}") from None
     if storage.sets_authorization_key(action, payload) and not auth_key_ok(payload["value"]):
         raise ValueError(f"invalid payload: the new AuthorizationKey {AUTH_KEY_RULE}")
+    if (
+        storage.configures(action, payload, "SecurityProfile")
+        and payload["value"] not in storage.SECURITY_PROFILES
+    ):
+        raise ValueError("invalid payload: the new SecurityProfile is 0, 1, 2 or 3")
 
 
 class CommandQueue:
@@ -143,7 +148,7 @@ class CommandQueue:
             return
         future = asyncio.get_running_loop().create_future()
         session.pending[uid] = future
-        new_key = None  # an authorization key the station took
+        changes: dict[str, Any] = {}  # to the station's record, once it took them
         try:
             reply = await asyncio.wait_for(future, self.timeout_s)
         except ConnectionError:
@@ -152,13 +157,12 @@ class CommandQueue:
             state, fields = "failed", {"error": f"no answer within {self.timeout_s:g} s"}
         else:
             state, fields = self._outcome(action, reply)
-            accepted = state == "answered" and reply[2].get("status") == "Accepted"
-            if accepted and storage.sets_authorization_key(action, payload):
-                new_key = payload["value"]
+            if state == "answered" and reply[2].get("status") == "Accepted":
+                changes = storage.station_changes(action, payload)
         finally:
             session.pending.pop(uid, None)
-        if new_key is not None:  # the station uses it from its next connection: so do we
-            await store.call(storage.set_station, session.station_id, auth_key=new_key)
+        if changes:  # the station uses them from its next connection: so do we
+            await store.call(storage.set_station, session.station_id, **changes)
         await store.call(storage.mark_command, row["id"], state, answered_at=now_iso(), **fields)
 
     @staticmethod

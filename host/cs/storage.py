@@ -1007,9 +1007,27 @@ def enqueue_command(
 SECRET = "(secret)"
 
 
+def configures(action: str, payload: dict[str, Any], key: str) -> bool:
+    """Whether a command is a ChangeConfiguration of `key` (keys are CiStrings)."""
+    return action == "ChangeConfiguration" and str(payload.get("key")).lower() == key.lower()
+
+
 def sets_authorization_key(action: str, payload: dict[str, Any]) -> bool:
-    """Whether a command sets the station's AuthorizationKey (keys are CiStrings)."""
-    return action == "ChangeConfiguration" and str(payload.get("key")).lower() == "authorizationkey"
+    return configures(action, payload, "AuthorizationKey")
+
+
+SECURITY_PROFILES = ("0", "1", "2", "3")
+
+
+def station_changes(action: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """The station's fields (set_station) a command changes once the station accepts it:
+    the whitepaper's new AuthorizationKey or SecurityProfile, which the station uses from
+    its next connection (so must we)."""
+    if sets_authorization_key(action, payload):
+        return {"auth_key": payload["value"]}
+    if configures(action, payload, "SecurityProfile") and payload["value"] in SECURITY_PROFILES:
+        return {"security_profile": int(payload["value"])}
+    return {}
 
 
 def without_secret(action: str, payload: dict[str, Any]) -> dict[str, Any]:

@@ -52,6 +52,10 @@ def evse(capsys, *argv):
             ["send", "CP1", "ChangeConfiguration", '{"key": "authorizationKEY", "value": "x"}'],
             "invalid payload: the new AuthorizationKey must be 16 to 40 printable characters",
         ),
+        (
+            ["send", "CP1", "ChangeConfiguration", '{"key": "SecurityProfile", "value": "4"}'],
+            "invalid payload: the new SecurityProfile is 0, 1, 2 or 3",
+        ),
         *(
             (["send", "CP1", "ClearCache", "--ttl", ttl], "--ttl must be more than 0 and at most")
             for ttl in ("0", "nan", "inf", "1e20")

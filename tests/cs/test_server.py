@@ -387,6 +387,37 @@ def test_a_new_authorization_key_is_taken_and_never_shown(sqlite_url):
     run(scenario())
 
 
+def test_a_security_profile_the_station_takes_is_taken(sqlite_url):
+    """The security whitepaper's upgrade: the key first, then ChangeConfiguration of
+    SecurityProfile; from its next connection the station must authenticate."""
+
+    async def scenario():
+        async with central_system(sqlite_url) as cs:
+            key = "0123456789abcdef0123"
+            await setup(cs, storage.add_station, "UPGRADE")
+            await setup(cs, storage.set_station, "UPGRADE", auth_key=key)  # profile 0 still
+            async with station(cs, "UPGRADE") as cp:
+                assert (await cp.call(BOOT)).status == "Accepted"
+                change = {"key": "SecurityProfile", "value": "1"}
+                command = await setup(
+                    cs, storage.enqueue_command, "UPGRADE", "ChangeConfiguration", change, 60
+                )
+
+                async def answered():
+                    return (await setup(cs, storage.get_command, command))["state"] == "answered"
+
+                await wait_for(answered)
+            assert (await setup(cs, storage.get_station, "UPGRADE"))["security_profile"] == 1
+            with pytest.raises(InvalidStatus) as refused:
+                async with station(cs, "UPGRADE"):
+                    pass
+            assert refused.value.response.status_code == 401
+            async with station(cs, "UPGRADE", auth_key=key) as cp:
+                assert (await cp.call(BOOT)).status == "Accepted"
+
+    run(scenario())
+
+
 def test_a_vanished_station_shows_offline_within_two_ping_intervals(sqlite_url):
     async def scenario():
         async with central_system(sqlite_url, unknown="accept", ping_interval_s=0.5) as cs:
