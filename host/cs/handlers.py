@@ -110,15 +110,24 @@ def status_notification(cs: "CentralSystem", session: "Session", p: dict) -> dic
 
 
 def notification(action: str, answer: dict[str, Any]) -> Handler:
-    """A message stored as it came (statuses, events, requests for the operator)."""
+    """A message stored as it came (statuses, events, requests for the operator); those in
+    SENT_UNTIL_ANSWERED once, however often they come."""
 
     def store(cs: "CentralSystem", session: "Session", p: dict) -> dict:
-        cs.store.write(
-            storage.NOTIFICATION_SQL, (session.station_id, action, json.dumps(p), now_iso())
-        )
+        row = (session.station_id, action, json.dumps(p, sort_keys=True), now_iso())
+        if action in SENT_UNTIL_ANSWERED:
+            cs.store.write(storage.NOTIFICATION_ONCE_SQL, row + row[:3])
+        else:
+            cs.store.write(storage.NOTIFICATION_SQL, row)
         return answer
 
     return store
+
+
+# A station queues its critical security events while offline and sends each until it is
+# answered (OCPP 1.6 security whitepaper): one stored whose answer was lost comes again.
+# Each carries its time, so two events are never the same text.
+SENT_UNTIL_ANSWERED = frozenset({"SecurityEventNotification"})
 
 
 NOTIFICATIONS = {

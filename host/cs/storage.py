@@ -980,6 +980,14 @@ def frames(
 NOTIFICATION_SQL = (
     "INSERT INTO notifications (station, kind, payload, received) VALUES (?, ?, ?, ?)"
 )
+# A message a station sends again until it is answered (a critical security event, queued
+# while offline): stored once, however often it comes. Parameters: NOTIFICATION_SQL's, then
+# the station, kind and payload again.
+NOTIFICATION_ONCE_SQL = (
+    "INSERT INTO notifications (station, kind, payload, received) SELECT ?, ?, ?, ?"
+    " WHERE NOT EXISTS (SELECT 1 FROM notifications WHERE station = ? AND kind = ?"
+    " AND payload = ?)"
+)
 
 
 def list_notifications(db: Db, station: str | None = None) -> list[dict[str, Any]]:

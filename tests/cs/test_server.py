@@ -17,6 +17,7 @@ from tests.cs.conftest import central_system, run, station, wait_for
 
 BOOT = call.BootNotification(charge_point_model="M1", charge_point_vendor="Acme")
 T0 = "2026-11-26T10:00:00.000Z"
+T1 = "2026-11-26T10:05:00.000Z"
 
 
 def sampled(n: int) -> list[dict]:
@@ -132,6 +133,23 @@ def test_a_data_transfer_is_stored_and_answered_unknown_vendor(sqlite_url):
                 assert (answer.status, answer.data) == ("UnknownVendorId", None)
             (row,) = await setup(cs, storage.list_notifications, "CP1")
             assert (row["kind"], json.loads(row["payload"])["data"]) == ("DataTransfer", "42")
+
+    run(scenario())
+
+
+def test_a_security_event_sent_again_is_stored_once(db_url):
+    # queued while offline, sent until answered (security whitepaper): its answer was lost
+    async def scenario():
+        async with central_system(db_url, unknown="accept") as cs:
+            async with station(cs, "CP1") as cp:
+                await cp.call(BOOT)
+                event = call.SecurityEventNotification("TamperDetectionActivated", T0, "lid")
+                await cp.call(event)
+                await cp.call(event)  # another unique id, the same event
+                later = call.SecurityEventNotification("TamperDetectionActivated", T1, "lid")
+                await cp.call(later)
+            rows = await setup(cs, storage.list_notifications, "CP1")
+            assert [json.loads(row["payload"])["timestamp"] for row in rows] == [T0, T1]
 
     run(scenario())
 
