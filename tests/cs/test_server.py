@@ -5,6 +5,7 @@ import asyncio
 import base64
 import json
 import logging
+import os
 
 import pytest
 import websockets
@@ -13,6 +14,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from host.cs import server, storage
 from host.cs.storage import now_iso
+from protocol import websocket
+from protocol.websocket import OP_CONTINUATION, OP_TEXT
 from tests.cs.conftest import central_system, run, station, wait_for
 
 BOOT = call.BootNotification(charge_point_model="M1", charge_point_vendor="Acme")
@@ -567,6 +570,58 @@ def test_websocket_framing_fragments_pings_and_limits(sqlite_url):
             await asyncio.wait_for(ws.close(), 5)
             assert ws.close_code == 1000
             await wait_for(lambda: "FRAMES" not in cs.sessions)
+
+    run(scenario())
+
+
+async def raw_tcp(cs, station_id):
+    """A station of raw bytes on TCP, for frames no WebSocket client sends: (reader, writer)
+    once the server has answered 101."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", cs.port)
+    key = websocket.new_key(os.urandom(16))
+    writer.write(websocket.handshake_request(f"127.0.0.1:{cs.port}", f"/ocpp/{station_id}", key))
+    websocket.check_handshake_response(
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5), key
+    )
+    return reader, writer
+
+
+def client_frame(opcode, payload, fin=True):
+    return websocket.encode_frame(opcode, payload, b"\x01\x02\x03\x04", fin)
+
+
+async def server_frames(reader, count=None):
+    """The server's frames, as (opcode, value), until `count` of them or the end of the
+    connection."""
+    frames, events = websocket.FrameReader(1 << 20), []
+    while count is None or len(events) < count:
+        data = await asyncio.wait_for(reader.read(65536), 5)
+        if not data:
+            break
+        events += frames.feed(data)
+    return events
+
+
+def test_a_message_in_thousands_of_fragments_costs_no_more_than_its_bytes(sqlite_url):
+    """The size so far of a fragmented message was summed over its fragments at each frame:
+    25,000 empty continuation frames (150 kB) held the event loop, and every station, for
+    many seconds."""
+
+    async def scenario():
+        async with central_system(sqlite_url, unknown="accept") as cs:
+            reader, writer = await raw_tcp(cs, "FRAGS")
+            heartbeat = '[2, "h", "Heartbeat", {}]'
+            empty = client_frame(OP_CONTINUATION, b"", fin=False)
+            started = asyncio.get_running_loop().time()
+            writer.write(
+                client_frame(OP_TEXT, heartbeat[:5], fin=False)
+                + empty * 25_000
+                + client_frame(OP_CONTINUATION, heartbeat[5:])
+            )
+            ((opcode, answer),) = await server_frames(reader, 1)
+            assert json.loads(answer)[:2] == [4, "h"]  # SecurityError: no boot yet
+            assert asyncio.get_running_loop().time() - started < 3
+            writer.close()
 
     run(scenario())
 
