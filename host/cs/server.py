@@ -265,7 +265,8 @@ class Session(asyncio.Protocol):
                 return self.fail(
                     CLOSE_PROTOCOL_ERROR, "client frames are masked, without extensions"
                 )
-            received = len(self.fragments) if self.fragments is not None else 0
+            # a control frame may come between a message's fragments: it is no part of it
+            received = len(self.fragments) if self.fragments is not None and not first & 0x08 else 0
             if received + length > self.cs.max_message:
                 return self.fail(CLOSE_TOO_BIG, f"messages are at most {self.cs.max_message} bytes")
             end = start + 4 + length

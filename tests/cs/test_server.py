@@ -15,7 +15,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from host.cs import server, storage
 from host.cs.storage import now_iso
 from protocol import websocket
-from protocol.websocket import OP_CONTINUATION, OP_TEXT
+from protocol.websocket import OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT
 from tests.cs.conftest import central_system, run, station, wait_for
 
 BOOT = call.BootNotification(charge_point_model="M1", charge_point_vendor="Acme")
@@ -621,6 +621,26 @@ def test_a_message_in_thousands_of_fragments_costs_no_more_than_its_bytes(sqlite
             ((opcode, answer),) = await server_frames(reader, 1)
             assert json.loads(answer)[:2] == [4, "h"]  # SecurityError: no boot yet
             assert asyncio.get_running_loop().time() - started < 3
+            writer.close()
+
+    run(scenario())
+
+
+def test_a_ping_between_fragments_is_no_part_of_the_message(sqlite_url):
+    """RFC 6455 5.4: control frames may come in the middle of a fragmented message; a ping
+    there was counted in the message's size, which then passed max_message (1009)."""
+
+    async def scenario():
+        async with central_system(sqlite_url, unknown="accept", max_message=4096) as cs:
+            reader, writer = await raw_tcp(cs, "PING")
+            writer.write(
+                client_frame(OP_TEXT, "x" * 4000, fin=False)
+                + client_frame(OP_PING, "p" * 100)
+                + client_frame(OP_CONTINUATION, "x" * 90)  # 4090 bytes in all
+            )
+            (pong, answer) = await server_frames(reader, 2)
+            assert pong == (OP_PONG, b"p" * 100)
+            assert json.loads(answer[1])[2] == "FormationViolation"  # it came whole
             writer.close()
 
     run(scenario())
