@@ -23,7 +23,8 @@ from typing import Any
 from urllib.parse import unquote
 
 import orjson
-from websockets.frames import apply_mask  # the package's C version when built
+from websockets.exceptions import ProtocolError
+from websockets.frames import Close, apply_mask  # the package's C version when built
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
@@ -284,6 +285,14 @@ class Session(asyncio.Protocol):
                     CLOSE_PROTOCOL_ERROR, "control frames are unfragmented, at most 125 bytes"
                 )
             elif opcode == OP_CLOSE:  # close: answer it (unless it answers ours), then hang up
+                # its code is echoed: not a 1-byte body, 1005, 1006 or a code no one may send,
+                # nor a reason that is not UTF-8 (RFC 6455 5.5.1, 7.4)
+                try:
+                    Close.parse(payload)
+                except ProtocolError:
+                    return self.fail(CLOSE_PROTOCOL_ERROR, "invalid close code or length")
+                except UnicodeDecodeError:
+                    return self.fail(CLOSE_INVALID_DATA, "close reasons are UTF-8")
                 if self.state == OPEN:
                     self.transport.write(encode_frame(OP_CLOSE, payload[:2]))
                 self.state = CLOSED

@@ -15,7 +15,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from host.cs import server, storage
 from host.cs.storage import now_iso
 from protocol import websocket
-from protocol.websocket import OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT
+from protocol.websocket import OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT
 from tests.cs.conftest import central_system, run, station, wait_for
 
 BOOT = call.BootNotification(charge_point_model="M1", charge_point_vendor="Acme")
@@ -642,6 +642,40 @@ def test_a_ping_between_fragments_is_no_part_of_the_message(sqlite_url):
             assert pong == (OP_PONG, b"p" * 100)
             assert json.loads(answer[1])[2] == "FormationViolation"  # it came whole
             writer.close()
+
+    run(scenario())
+
+
+def close_body(code, reason=b""):
+    return code.to_bytes(2, "big") + reason
+
+
+def test_a_close_frame_is_echoed_only_when_valid(sqlite_url):
+    """RFC 6455 5.5.1 and 7.4: a close body is empty or a code and a UTF-8 reason; 1005 and
+    1006 are never sent, nor codes outside 1000-1014 and 3000-4999. The server echoed any
+    code (and a 1-byte body) back instead of failing the connection."""
+    cases = [
+        (b"", (websocket.CLOSE_NO_STATUS, "")),  # an empty close is answered empty
+        (close_body(1000, b"bye"), (1000, "")),
+        (close_body(4321), (4321, "")),
+        (b"\x03", (1002, "invalid close code or length")),
+        *(
+            (close_body(code), (1002, "invalid close code or length"))
+            for code in (999, 1004, 1005, 1006, 1015, 2999, 5000, 65535)
+        ),
+        (close_body(1000, b"\xff"), (1007, "close reasons are UTF-8")),
+    ]
+
+    async def scenario():
+        async with central_system(sqlite_url, unknown="accept") as cs:
+            good = await booted(cs, "GOOD")
+            for body, answer in cases:
+                reader, writer = await raw_tcp(cs, "CLOSER")
+                writer.write(client_frame(OP_CLOSE, body))
+                assert await server_frames(reader) == [(OP_CLOSE, answer)], body
+                writer.close()
+            assert (await exchange(good, '[2, "h", "Heartbeat", {}]'))[:2] == [3, "h"]
+            await good.close()
 
     run(scenario())
 
