@@ -83,6 +83,7 @@ _DATE_TIME = re.compile(
     r"(\.\d+)?([Zz]|[+-]([01]\d|2[0-3]):?[0-5]\d)"
 )
 _URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:\S*")
+_EXACT = decimal.Context(prec=decimal.MAX_PREC)  # as many digits as a number has
 
 
 class SchemaError(Exception):
@@ -231,7 +232,8 @@ def _scalar(kind: str, node: dict[str, Any]) -> Check:
         if type(value) not in types:
             raise _Invalid("type", f"must be {'an' if kind == 'integer' else 'a'} {kind}")
         # Decimal of the shortest repr: 21.4 is a multiple of 0.1 even though the float is not.
-        if step is not None and decimal.Decimal(repr(value)) % step != 0:
+        # Exact: in the default 28 digits 1e30 % 0.1 raised InvalidOperation, not _Invalid.
+        if step is not None and _EXACT.remainder(decimal.Decimal(repr(value)), step) != 0:
             raise _Invalid("multipleOf", f"must be a multiple of {step}")
 
     return check

@@ -196,3 +196,44 @@ def test_remote_start_and_stop_wait_while_the_station_is_pending(sqlite_url):
             await ws.close()
 
     run(scenario())
+
+
+def test_an_answer_with_a_huge_number_is_checked_not_left_sent(sqlite_url):
+    """multipleOf was checked in decimal's default 28 digits: a GetCompositeSchedule answer
+    with a limit of 1e30 raised decimal.InvalidOperation out of the delivery, and the command
+    stayed "sent" until the next restart."""
+
+    async def scenario():
+        async with central_system(sqlite_url, unknown="accept") as cs:
+            ws = await websockets.connect(
+                f"ws://127.0.0.1:{cs.port}/ocpp/CP1",
+                subprotocols=["ocpp1.6"],  # type: ignore[list-item]
+            )
+            await ws.send(
+                '[2,"b","BootNotification",{"chargePointVendor":"V","chargePointModel":"M"}]'
+            )
+            await ws.recv()
+            request = {"connectorId": 1, "duration": 3600}
+            # as large as they are, multiples of 0.1; 16.55 is not
+            answers = {1e30: "answered", 1e300: "answered", 16.55: "failed"}
+            for limit, state in answers.items():
+                command = await cs.store.call(
+                    storage.enqueue_command, "CP1", "GetCompositeSchedule", request, 60
+                )
+                _, uid, _, _ = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                period = {"startPeriod": 0, "limit": limit}
+                schedule = {"chargingRateUnit": "W", "chargingSchedulePeriod": [period]}
+                await ws.send(
+                    json.dumps([3, uid, {"status": "Accepted", "chargingSchedule": schedule}])
+                )
+
+                async def done(command=command):
+                    row = await cs.store.call(storage.get_command, command)
+                    return row["state"] != "sent"
+
+                await wait_for(done)
+                row = await cs.store.call(storage.get_command, command)
+                assert row["state"] == state, (limit, row["error"])
+            await ws.close()
+
+    run(scenario())
