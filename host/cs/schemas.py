@@ -231,6 +231,10 @@ def _scalar(kind: str, node: dict[str, Any]) -> Check:
     def check(value: Any) -> None:
         if type(value) not in types:
             raise _Invalid("type", f"must be {'an' if kind == 'integer' else 'a'} {kind}")
+        # orjson gives ints up to 2^64 - 1; the database stores 64-bit signed integers, and a
+        # larger value failed there: an InternalError, and its whole batch retried row by row
+        if type(value) is int and not -(2**63) <= value < 2**63:
+            raise _Invalid("range", "must be within 64-bit signed integers")
         # Decimal of the shortest repr: 21.4 is a multiple of 0.1 even though the float is not.
         # Exact: in the default 28 digits 1e30 % 0.1 raised InvalidOperation, not _Invalid.
         if step is not None and _EXACT.remainder(decimal.Decimal(repr(value)), step) != 0:

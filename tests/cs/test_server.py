@@ -921,3 +921,34 @@ def test_integers_beyond_32_bits_are_stored_on_both_databases(db_url):
         assert sample["transaction_id"] == big
 
     run(scenario())
+
+
+def test_integers_beyond_64_bits_are_invalid_values_not_internal_errors(sqlite_url):
+    """orjson reads integers up to 2^64 - 1; from 2^63 the database could not store them:
+    each was an InternalError (its batch then retried row by row)."""
+
+    async def scenario():
+        async with central_system(sqlite_url, unknown="accept") as cs:
+            ws = await booted(cs)
+            for connector in (2**63, 2**64 - 1):
+                status = [
+                    2,
+                    "s",
+                    "StatusNotification",
+                    {"connectorId": connector, "errorCode": "NoError", "status": "Available"},
+                ]
+                answer = await exchange(ws, json.dumps(status))
+                assert answer[:3] == [4, "s", "PropertyConstraintViolation"], answer
+                assert "connectorId" in answer[3]
+            meter = {
+                "connectorId": 1,
+                "transactionId": 2**64 - 1,
+                "meterValue": [{"timestamp": T0, "sampledValue": [{"value": "1"}]}],
+            }
+            answer = await exchange(ws, json.dumps([2, "m", "MeterValues", meter]))
+            assert answer[:3] == [4, "m", "PropertyConstraintViolation"]
+            meter["transactionId"] = 2**63 - 1  # the largest there is: stored
+            assert await exchange(ws, json.dumps([2, "m", "MeterValues", meter])) == [3, "m", {}]
+            await ws.close()
+
+    run(scenario())
