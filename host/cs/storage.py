@@ -249,10 +249,10 @@ MIGRATIONS: list[list[str | tuple[str, str]]] = [
             " ALTER COLUMN meter_stop TYPE BIGINT",
         ),
     ],
-    # OCPP's integers have no bound, and the ids stations send back need not be ours: a
-    # MeterValues' transactionId from an earlier central system, a reservationId an
-    # operator chose. SQLite kept them; PostgreSQL failed the message (its INTEGER is 32
-    # bits), and the station's offline queue gave it up. (This rewrites the meter values.)
+    # OCPP's integers have no bound: a reservationId an operator chose. SQLite kept it;
+    # PostgreSQL failed the message (its INTEGER is 32 bits), and the station's offline
+    # queue gave it up. Meter values refer to transactions, whose ids are BIGINT there.
+    # (This rewrites the meter values once.)
     [
         ("postgresql", "ALTER TABLE meter_values ALTER COLUMN transaction_id TYPE BIGINT"),
         ("postgresql", "ALTER TABLE transactions ALTER COLUMN reservation_id TYPE BIGINT"),
