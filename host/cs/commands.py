@@ -116,18 +116,27 @@ class CommandQueue:
         try:
             while self._current(session):
                 rows = await self.cs.store.call(storage.queued_commands, [session.station_id])
-                if session.registration != "Accepted":
-                    rows = [row for row in rows if row["action"] not in NOT_WHILE_PENDING]
+                rows = [row for row in rows if self._allowed(session, row["action"])]
                 if not rows:
                     return
                 for row in rows:
                     if not self._current(session):
                         return
-                    await self._send(session, row)
+                    # a BootNotification answered meanwhile may have made it pending
+                    if self._allowed(session, row["action"]):
+                        await self._send(session, row)
         except Exception:  # the database is down, say: the next poll tries again
             log.exception("%s: command delivery failed", session.station_id)
         finally:  # a new connection's delivery starts at the next poll
             self._sending.discard(session.station_id)
+
+    @staticmethod
+    def _allowed(session: "Session", action: str) -> bool:
+        """Whether `action` may be sent to the station as registered now (OCPP 1.6 4.2)."""
+        registration = session.registration
+        return registration == "Accepted" or (
+            registration == "Pending" and action not in NOT_WHILE_PENDING
+        )
 
     def _current(self, session: "Session") -> bool:
         """Whether the connection is still the station's, and open."""

@@ -237,3 +237,39 @@ def test_an_answer_with_a_huge_number_is_checked_not_left_sent(sqlite_url):
             await ws.close()
 
     run(scenario())
+
+
+def test_remote_start_waits_when_the_station_turns_pending_during_a_delivery(sqlite_url):
+    # The operator set the station pending and it boots again on its connection (asked by a
+    # TriggerMessage, say) while the first command is out: a RemoteStartTransaction read
+    # with that command must wait now, as OCPP 1.6 4.2 says
+    async def scenario():
+        async with central_system(sqlite_url, unknown="accept") as cs:
+            ws = await websockets.connect(
+                f"ws://127.0.0.1:{cs.port}/ocpp/CP1",
+                subprotocols=["ocpp1.6"],  # type: ignore[list-item]
+            )
+            boot = '[2,"b","BootNotification",{"chargePointVendor":"V","chargePointModel":"M"}]'
+            await ws.send(boot)
+            assert json.loads(await ws.recv())[2]["status"] == "Accepted"
+            await cs.store.call(storage.set_station, "CP1", approval="pending")
+            ids = []
+            for action in ("GetConfiguration", "RemoteStartTransaction", "ClearCache"):
+                ids.append(
+                    await cs.store.call(
+                        storage.enqueue_command, "CP1", action, OPERATIONS[action][0], 60
+                    )
+                )
+            _, uid, action, _ = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            assert action == "GetConfiguration"
+            await ws.send(boot)
+            assert json.loads(await asyncio.wait_for(ws.recv(), 5))[2]["status"] == "Pending"
+            await ws.send(json.dumps([3, uid, OPERATIONS[action][1]]))
+            # what a pending station may be sent comes next; the remote start waits
+            _, uid, action, _ = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            assert action == "ClearCache"
+            await ws.send(json.dumps([3, uid, OPERATIONS[action][1]]))
+            assert (await cs.store.call(storage.get_command, ids[1]))["state"] == "queued"
+            await ws.close()
+
+    run(scenario())
