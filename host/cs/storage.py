@@ -257,6 +257,13 @@ MIGRATIONS: list[list[str | tuple[str, str]]] = [
         ("postgresql", "ALTER TABLE meter_values ALTER COLUMN transaction_id TYPE BIGINT"),
         ("postgresql", "ALTER TABLE transactions ALTER COLUMN reservation_id TYPE BIGINT"),
     ],
+    # Nor has a connectorId: one past 2^31 (a station's bug) was stored by SQLite and failed
+    # on PostgreSQL, an InternalError at each retry, its batch retried row by row. (This
+    # rewrites the meter values once more.)
+    [
+        ("postgresql", f"ALTER TABLE {table} ALTER COLUMN connector_id TYPE BIGINT")
+        for table in ("connectors", "status_history", "transactions", "meter_values")
+    ],
 ]
 
 

@@ -953,3 +953,33 @@ def test_integers_beyond_64_bits_are_invalid_values_not_internal_errors(sqlite_u
             await ws.close()
 
     run(scenario())
+
+
+def test_connector_ids_beyond_32_bits_are_stored_on_both_databases(db_url):
+    """Within 64 bits an integer is valid (schemas): a connectorId past 2^31 was stored by
+    SQLite and an InternalError on PostgreSQL, whose INTEGER is 32-bit."""
+
+    async def scenario():
+        async with central_system(db_url, unknown="accept") as cs:
+            ws = await booted(cs)
+            big = 2**31 + 5
+            status = {"connectorId": big, "errorCode": "NoError", "status": "Available"}
+            answer = await exchange(ws, json.dumps([2, "s", "StatusNotification", status]))
+            assert answer == [3, "s", {}]
+            start = {"connectorId": big, "idTag": "TAG", "meterStart": 0, "timestamp": T0}
+            answer = await exchange(ws, json.dumps([2, "t", "StartTransaction", start]))
+            assert answer[:2] == [3, "t"]
+            meter = {
+                "connectorId": big,
+                "transactionId": answer[2]["transactionId"],
+                "meterValue": [{"timestamp": T0, "sampledValue": [{"value": "5"}]}],
+            }
+            assert await exchange(ws, json.dumps([2, "m", "MeterValues", meter])) == [3, "m", {}]
+            await ws.close()
+        (tx,) = read(db_url, storage.transactions)
+        assert tx["connector_id"] == big
+        (sample,) = read(db_url, storage.meter_value_samples, "CP1")
+        assert (sample["connector_id"], sample["transaction_id"]) == (big, tx["id"])
+        assert [c["connector_id"] for c in read(db_url, storage.list_connectors)] == [big]
+
+    run(scenario())
