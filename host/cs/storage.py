@@ -249,20 +249,26 @@ MIGRATIONS: list[list[str | tuple[str, str]]] = [
             " ALTER COLUMN meter_stop TYPE BIGINT",
         ),
     ],
-    # OCPP's integers have no bound: a reservationId an operator chose. SQLite kept it;
-    # PostgreSQL failed the message (its INTEGER is 32 bits), and the station's offline
-    # queue gave it up. Meter values refer to transactions, whose ids are BIGINT there.
-    # (This rewrites the meter values once.)
+    # OCPP's integers have no bound: a reservationId an operator chose, a connectorId past
+    # 2^31 (a station's bug). SQLite kept them; PostgreSQL failed the message (its INTEGER
+    # is 32 bits), an InternalError at each retry, its batch retried row by row, and the
+    # station's offline queue gave it up. Meter values refer to transactions, whose ids are
+    # BIGINT there. (One statement per table: each rewrites its table once.)
     [
-        ("postgresql", "ALTER TABLE meter_values ALTER COLUMN transaction_id TYPE BIGINT"),
-        ("postgresql", "ALTER TABLE transactions ALTER COLUMN reservation_id TYPE BIGINT"),
-    ],
-    # Nor has a connectorId: one past 2^31 (a station's bug) was stored by SQLite and failed
-    # on PostgreSQL, an InternalError at each retry, its batch retried row by row. (This
-    # rewrites the meter values once more.)
-    [
-        ("postgresql", f"ALTER TABLE {table} ALTER COLUMN connector_id TYPE BIGINT")
-        for table in ("connectors", "status_history", "transactions", "meter_values")
+        (
+            "postgresql",
+            "ALTER TABLE transactions ALTER COLUMN reservation_id TYPE BIGINT,"
+            " ALTER COLUMN connector_id TYPE BIGINT",
+        ),
+        (
+            "postgresql",
+            "ALTER TABLE meter_values ALTER COLUMN transaction_id TYPE BIGINT,"
+            " ALTER COLUMN connector_id TYPE BIGINT",
+        ),
+        *(
+            ("postgresql", f"ALTER TABLE {table} ALTER COLUMN connector_id TYPE BIGINT")
+            for table in ("connectors", "status_history")
+        ),
     ],
 ]
 
