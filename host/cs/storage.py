@@ -273,6 +273,23 @@ MIGRATIONS: list[list[str | tuple[str, str]]] = [
 ]
 
 
+# PostgreSQL's text cannot hold U+0000 (SQLite's can): a station's string with one failed
+# its message there (an InternalError, retransmitted for ever), and a frame with a raw one
+# lost its log row. So on PostgreSQL every string parameter, written or looked up, has the
+# character as its JSON escape, six characters: what a station sent as "\u0000" in its JSON,
+# and what JSON columns hold already. A lookup then finds what was stored (an id tag with
+# the character); reads return the escape (a station's own text `\u0000` reads the same).
+NUL_ESCAPE = "\\u0000"
+
+
+def without_nul(params: Iterable[Any]) -> tuple:
+    """The parameters with each U+0000 in a string as NUL_ESCAPE (for PostgreSQL)."""
+    return tuple(
+        value.replace("\x00", NUL_ESCAPE) if isinstance(value, str) and "\x00" in value else value
+        for value in params
+    )
+
+
 class Db:
     """A DB-API connection and the few dialect differences between SQLite and PostgreSQL."""
 
@@ -315,10 +332,14 @@ class Db:
         return converted
 
     def execute(self, text: str, params: Iterable[Any] = ()) -> Any:
-        return self.conn.execute(self.sql(text), tuple(params))
+        if self.dialect == "sqlite":
+            return self.conn.execute(text, tuple(params))
+        return self.conn.execute(self.sql(text), without_nul(params))
 
     def executemany(self, text: str, rows: list[tuple]) -> None:
         cursor = self.conn.cursor()
+        if self.dialect != "sqlite":
+            rows = [without_nul(row) for row in rows]
         cursor.executemany(self.sql(text), rows)
 
     def all(self, text: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:

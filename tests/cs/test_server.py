@@ -983,3 +983,45 @@ def test_connector_ids_beyond_32_bits_are_stored_on_both_databases(db_url):
         assert [c["connector_id"] for c in read(db_url, storage.list_connectors)] == [big]
 
     run(scenario())
+
+
+def test_nul_characters_are_stored_on_both_databases(db_url):
+    """PostgreSQL's text cannot hold U+0000 (SQLite's can): a station's string with one was
+    an InternalError there, sent again for ever, and a frame holding a raw one (not JSON)
+    lost its log row. PostgreSQL keeps the JSON escape `\\u0000` in its place, and finds
+    it again when a lookup holds the character."""
+
+    async def scenario():
+        async with central_system(db_url, unknown="accept") as cs:
+            await setup(cs, storage.set_id_tag, "T\x00G")
+            ws = await booted(cs)
+            status = {
+                "connectorId": 1,
+                "errorCode": "NoError",
+                "status": "Available",
+                "info": "lid\x00open",
+            }
+            answer = await exchange(ws, json.dumps([2, "s", "StatusNotification", status]))
+            assert answer == [3, "s", {}]
+            answer = await exchange(ws, json.dumps([2, "a", "Authorize", {"idTag": "t\x00g"}]))
+            assert answer == [3, "a", {"idTagInfo": {"status": "Accepted"}}]
+            start = {"connectorId": 1, "idTag": "T\x00G", "meterStart": 0, "timestamp": T0}
+            answer = await exchange(ws, json.dumps([2, "t", "StartTransaction", start]))
+            assert answer[:2] == [3, "t"] and answer[2]["idTagInfo"]["status"] == "Accepted"
+            transfer = {"vendorId": "v\x00", "messageId": "m\x00", "data": "\x00"}
+            answer = await exchange(ws, json.dumps([2, "d", "DataTransfer", transfer]))
+            assert answer == [3, "d", {"status": "UnknownVendorId"}]
+            bad = '[2, "x", "Heartbeat", {"a": "\x00"}]'  # a raw NUL: not JSON
+            assert (await exchange(ws, bad))[:3] == [4, "-1", "FormationViolation"]
+            await ws.close()
+        nul = "\x00" if db_url.startswith("sqlite") else "\\u0000"
+        (connector,) = read(db_url, storage.list_connectors)
+        assert connector["info"] == f"lid{nul}open"
+        (transaction,) = read(db_url, storage.transactions)
+        assert transaction["id_tag"] == f"T{nul}G"
+        (transfer,) = read(db_url, storage.list_notifications, "CP1")
+        assert json.loads(transfer["payload"])["data"] == "\x00"  # JSON escapes it anyway
+        logged = [row["text"] for row in read(db_url, storage.search_messages, "CP1")]
+        assert bad.replace("\x00", nul) in logged
+
+    run(scenario())
