@@ -5,7 +5,9 @@ Anyone (the CLI, later the REST API) queues a command in the database with an ex
 when the station is connected (one CALL at a time, as OCPP-J requires), and records the
 command's state (queued -> sent -> answered | failed; queued -> expired) with the answer.
 A command left sent by a server that stopped before the answer is failed at the next start:
-the station may have carried it out.
+the station may have carried it out. So is, at a poll, one left sent that no delivery waits
+for (its answer's record lost with the database process, say), once it is older than the
+command timeout and LOST_MARGIN_S.
 """
 
 import asyncio
@@ -30,6 +32,11 @@ POLICY_VIOLATION = 1008  # WebSocket close code
 # not allowed: RemoteStartTransaction.req and RemoteStopTransaction.req". They stay queued
 # until the station is accepted (or they expire).
 NOT_WHILE_PENDING = frozenset({"RemoteStartTransaction", "RemoteStopTransaction"})
+# A command sent that no delivery here waits for is failed once sent longer ago than the
+# command timeout and this margin (storage.fail_lost_commands). The server's own deliveries
+# are known (CommandQueue._taken); the margin spares those of a server it cannot know of
+# (one still stopping, or a second one started on the same database by mistake).
+LOST_MARGIN_S = 30.0
 
 
 def validate(station: str, action: str, payload: Any) -> None:
@@ -65,6 +72,8 @@ class CommandQueue:
         # Stations a delivery runs for: one at a time per station, whatever its connection
         # (one that replaced the last waits for that delivery to end: order is kept).
         self._sending: set[str] = set()
+        # Commands a delivery takes or took, until their end is recorded: they are never lost
+        self._taken: set[int] = set()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._poll())
@@ -85,6 +94,12 @@ class CommandQueue:
                     session = self.cs.sessions.get(station_id)
                     if session is not None:
                         self.wake(session)
+                # As of now: a take queued after this look runs after it in the database
+                older_than_s = self.timeout_s + LOST_MARGIN_S
+                waiting = set(self._taken)
+                lost = await self.cs.store.call(storage.fail_lost_commands, older_than_s, waiting)
+                if lost:
+                    log.warning("commands %s: sent, their answers lost: failed", lost)
                 for station_id in await self.cs.store.call(storage.rejected_online):
                     session = self.cs.sessions.get(station_id)
                     if session is not None:
@@ -143,6 +158,15 @@ class CommandQueue:
         return session.open and self.cs.sessions.get(session.station_id) is session
 
     async def _send(self, session: "Session", row: dict[str, Any]) -> None:
+        """Send a command and record its answer, in _taken from before its take until its end
+        is recorded (or that failed: then a poll fails it, if still sent)."""
+        self._taken.add(row["id"])
+        try:
+            await self._exchange(session, row)
+        finally:
+            self._taken.discard(row["id"])
+
+    async def _exchange(self, session: "Session", row: dict[str, Any]) -> None:
         uid = str(uuid.uuid4())
         store = self.cs.store
         if not await store.call(storage.take_command, row["id"], uid):

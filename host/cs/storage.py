@@ -13,7 +13,7 @@ import os
 import secrets
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Any
 
 import orjson
@@ -1163,3 +1163,25 @@ def take_command(db: Db, command_id: int, uid: str) -> bool:
 
 def mark_command(db: Db, command_id: int, state: str, **fields: Any) -> None:
     _mark_commands(db, ["id = ?"], [command_id], state=state, **fields)
+
+
+# A command can stay sent with nothing waiting for its answer: the database process died
+# between take_command and mark_command (the answer's record failed with it), or after a
+# kill -9 the old database process committed its last batch (a take) after the new server's
+# after_restart. The command queue's poll fails such commands (CommandQueue._poll).
+ANSWER_LOST = "no answer recorded: lost with the database process or an earlier server run"
+
+
+def fail_lost_commands(db: Db, older_than_s: float, waiting: Collection[int]) -> list[int]:
+    """Fail the commands sent more than `older_than_s` seconds ago but those in `waiting`
+    (the ids the server's deliveries hold); returns the ids failed. One look through the
+    commands_state index: few commands are sent at a time."""
+    before = now_iso(time.time() - older_than_s)
+    lost = [
+        row["id"]
+        for row in db.all("SELECT id FROM commands WHERE state = 'sent' AND sent_at < ?", (before,))
+        if row["id"] not in waiting
+    ]
+    for command_id in lost:
+        mark_command(db, command_id, "failed", answered_at=now_iso(), error=ANSWER_LOST)
+    return lost

@@ -6,14 +6,16 @@ import base64
 import json
 import logging
 import os
+import time
 
 import pytest
 import websockets
 from ocpp.v16 import call
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from host.cs import server, storage
+from host.cs import commands, server, storage
 from host.cs.storage import now_iso
+from host.cs.store import ENDED
 from protocol import websocket
 from protocol.websocket import OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT
 from tests.cs.conftest import central_system, run, station, wait_for
@@ -1023,5 +1025,102 @@ def test_nul_characters_are_stored_on_both_databases(db_url):
         assert json.loads(transfer["payload"])["data"] == "\x00"  # JSON escapes it anyway
         logged = [row["text"] for row in read(db_url, storage.search_messages, "CP1")]
         assert bad.replace("\x00", nul) in logged
+
+    run(scenario())
+
+
+async def command_state(cs, command):
+    row = await setup(cs, storage.get_command, command)
+    return row["state"], row["error"]
+
+
+def test_a_command_whose_answer_was_lost_is_failed_not_left_sent(sqlite_url, monkeypatch):
+    """The database process died with the answer's record in flight (take_command committed,
+    mark_command lost): the command was left sent until the next restart."""
+    monkeypatch.setattr(commands, "LOST_MARGIN_S", 0)
+
+    async def scenario():
+        async with central_system(sqlite_url, unknown="accept", command_timeout_s=0.5) as cs:
+            call, lost = cs.store.call, asyncio.Event()
+
+            async def losing_the_answer(fn, *args, **kwargs):
+                if fn is storage.mark_command and args[1] == "answered" and not lost.is_set():
+                    lost.set()  # as the store fails what a dying database process held
+                    raise storage.StorageError(ENDED)
+                return await call(fn, *args, **kwargs)
+
+            cs.store.call = losing_the_answer  # type: ignore[method-assign]
+            ws = await booted(cs)
+            command = await call(storage.enqueue_command, "CP1", "Reset", {"type": "Soft"}, 60)
+            reset = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            await ws.send(json.dumps([3, reset[1], {"status": "Accepted"}]))
+            await asyncio.wait_for(lost.wait(), 5)
+
+            async def failed():
+                return (await command_state(cs, command))[0] == "failed"
+
+            await wait_for(failed)
+            assert (await command_state(cs, command))[1] == storage.ANSWER_LOST
+            await ws.close()
+
+    run(scenario())
+
+
+def test_a_command_left_sent_after_the_restart_cleanup_is_failed_not_left_sent(db_url, monkeypatch):
+    """After a kill -9, the old database process may commit its last batch (a command marked
+    sent) after the new server failed the commands left sent (storage.after_restart)."""
+    monkeypatch.setattr(commands, "LOST_MARGIN_S", 0)
+
+    async def scenario():
+        async with central_system(db_url, unknown="accept", command_timeout_s=0.5) as cs:
+            command = await setup(cs, storage.enqueue_command, "CP9", "Reset", {"type": "Soft"}, 60)
+            await setup(cs, storage.mark_command, command, "sent", uid="u", sent_at=now_iso())
+
+            async def failed():
+                return (await command_state(cs, command))[0] == "failed"
+
+            await wait_for(failed)
+            assert (await command_state(cs, command))[1] == storage.ANSWER_LOST
+
+    run(scenario())
+
+
+def test_a_command_waiting_for_its_answer_is_never_failed_as_lost(sqlite_url, monkeypatch):
+    """Its answer's record held (a slow database) past the time after which a command left
+    sent counts as lost: it is this process's own, so the poll leaves it alone."""
+    monkeypatch.setattr(commands, "LOST_MARGIN_S", 0)
+    timeout = 0.5
+
+    async def scenario():
+        async with central_system(sqlite_url, unknown="accept", command_timeout_s=timeout) as cs:
+            call, held, release = cs.store.call, asyncio.Event(), asyncio.Event()
+            looked: list[float] = []  # when each poll's look for lost commands was sent
+
+            async def holding_the_answer(fn, *args, **kwargs):
+                if fn is storage.mark_command and args[1] == "answered" and not release.is_set():
+                    held.set()
+                    await release.wait()
+                asked = time.time()
+                result = await call(fn, *args, **kwargs)
+                if fn is storage.fail_lost_commands:
+                    looked.append(asked)
+                return result
+
+            cs.store.call = holding_the_answer  # type: ignore[method-assign]
+            ws = await booted(cs)
+            command = await call(storage.enqueue_command, "CP1", "Reset", {"type": "Soft"}, 60)
+            reset = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            sent = time.time()
+            await ws.send(json.dumps([3, reset[1], {"status": "Accepted"}]))
+            await asyncio.wait_for(held.wait(), 5)
+            await wait_for(lambda: looked and looked[-1] > sent + timeout + 0.1)
+            assert (await command_state(cs, command)) == ("sent", None)
+            release.set()
+
+            async def answered():
+                return (await command_state(cs, command))[0] == "answered"
+
+            await wait_for(answered)
+            await ws.close()
 
     run(scenario())
