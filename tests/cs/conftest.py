@@ -6,6 +6,7 @@ import base64
 import contextlib
 import glob
 import itertools
+import json
 import os
 import shutil
 import subprocess
@@ -178,3 +179,29 @@ async def wait_for(condition: Any, timeout: float = 5.0) -> None:
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.02)
+
+
+async def raw(cs, station_id="RAW", subprotocols=("ocpp1.6",), **options):
+    """A bare WebSocket connection (the frames are the test's own)."""
+    return await websockets.connect(
+        f"ws://127.0.0.1:{cs.port}/ocpp/{station_id}",
+        subprotocols=list(subprotocols),  # type: ignore[arg-type]
+        **options,
+    )
+
+
+async def exchange(ws, text):
+    """Send a frame, return the next one received, parsed (within 5 s)."""
+    await ws.send(text)
+    return json.loads(await asyncio.wait_for(ws.recv(), 5))
+
+
+RAW_BOOT = '[2, "b", "BootNotification", {"chargePointVendor": "V", "chargePointModel": "M"}]'
+
+
+async def booted(cs, station_id="CP1", status="Accepted"):
+    """A bare connection whose BootNotification was answered with `status`."""
+    ws = await raw(cs, station_id)
+    answer = await exchange(ws, RAW_BOOT)
+    assert answer[:2] == [3, "b"] and answer[2]["status"] == status, answer
+    return ws

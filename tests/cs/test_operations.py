@@ -5,10 +5,9 @@ import asyncio
 import json
 
 import pytest
-import websockets
 
 from host.cs import schemas, storage
-from tests.cs.conftest import central_system, run, wait_for
+from tests.cs.conftest import RAW_BOOT, booted, central_system, run, wait_for
 
 T = "2026-11-26T10:00:00Z"
 HASH = {"hashAlgorithm": "SHA256", "issuerNameHash": "a", "issuerKeyHash": "b", "serialNumber": "1"}
@@ -93,14 +92,7 @@ def test_the_examples_cover_every_operation_and_are_valid():
 def test_every_operation_is_delivered_and_answered(sqlite_url):
     async def scenario():
         async with central_system(sqlite_url, unknown="accept") as cs:
-            ws = await websockets.connect(
-                f"ws://127.0.0.1:{cs.port}/ocpp/CP1",
-                subprotocols=["ocpp1.6"],  # type: ignore[list-item]
-            )
-            await ws.send(
-                '[2,"b","BootNotification",{"chargePointVendor":"V","chargePointModel":"M"}]'
-            )
-            assert json.loads(await ws.recv())[2]["status"] == "Accepted"
+            ws = await booted(cs)
             ids = {}
             for action, (request, _) in OPERATIONS.items():
                 ids[action] = await cs.store.call(
@@ -130,14 +122,7 @@ def test_every_operation_is_delivered_and_answered(sqlite_url):
 def test_an_invalid_answer_fails_the_command_with_the_reason(sqlite_url):
     async def scenario():
         async with central_system(sqlite_url, unknown="accept") as cs:
-            ws = await websockets.connect(
-                f"ws://127.0.0.1:{cs.port}/ocpp/CP1",
-                subprotocols=["ocpp1.6"],  # type: ignore[list-item]
-            )
-            await ws.send(
-                '[2,"b","BootNotification",{"chargePointVendor":"V","chargePointModel":"M"}]'
-            )
-            await ws.recv()
+            ws = await booted(cs)
             command = await cs.store.call(
                 storage.enqueue_command, "CP1", "Reset", {"type": "Soft"}, 60
             )
@@ -160,13 +145,7 @@ def test_remote_start_and_stop_wait_while_the_station_is_pending(sqlite_url):
     # are not allowed: RemoteStartTransaction.req and RemoteStopTransaction.req"
     async def scenario():
         async with central_system(sqlite_url, unknown="pending") as cs:
-            ws = await websockets.connect(
-                f"ws://127.0.0.1:{cs.port}/ocpp/CP1",
-                subprotocols=["ocpp1.6"],  # type: ignore[list-item]
-            )
-            boot = '[2,"b","BootNotification",{"chargePointVendor":"V","chargePointModel":"M"}]'
-            await ws.send(boot)
-            assert json.loads(await ws.recv())[2]["status"] == "Pending"
+            ws = await booted(cs, status="Pending")
             ids = {}
             for action in ("RemoteStartTransaction", "RemoteStopTransaction", "GetConfiguration"):
                 ids[action] = await cs.store.call(
@@ -181,7 +160,7 @@ def test_remote_start_and_stop_wait_while_the_station_is_pending(sqlite_url):
             for action in ("RemoteStartTransaction", "RemoteStopTransaction"):
                 assert (await cs.store.call(storage.get_command, ids[action]))["state"] == "queued"
             await cs.store.call(storage.set_station, "CP1", approval="accepted")
-            await ws.send(boot)
+            await ws.send(RAW_BOOT)
             assert json.loads(await ws.recv())[2]["status"] == "Accepted"
             for expected in ("RemoteStartTransaction", "RemoteStopTransaction"):
                 _, uid, action, _ = json.loads(await asyncio.wait_for(ws.recv(), 5))
@@ -205,14 +184,7 @@ def test_an_answer_with_a_huge_number_is_checked_not_left_sent(sqlite_url):
 
     async def scenario():
         async with central_system(sqlite_url, unknown="accept") as cs:
-            ws = await websockets.connect(
-                f"ws://127.0.0.1:{cs.port}/ocpp/CP1",
-                subprotocols=["ocpp1.6"],  # type: ignore[list-item]
-            )
-            await ws.send(
-                '[2,"b","BootNotification",{"chargePointVendor":"V","chargePointModel":"M"}]'
-            )
-            await ws.recv()
+            ws = await booted(cs)
             request = {"connectorId": 1, "duration": 3600}
             # as large as they are, multiples of 0.1; 16.55 is not
             answers = {1e30: "answered", 1e300: "answered", 16.55: "failed"}
@@ -245,13 +217,7 @@ def test_remote_start_waits_when_the_station_turns_pending_during_a_delivery(sql
     # with that command must wait now, as OCPP 1.6 4.2 says
     async def scenario():
         async with central_system(sqlite_url, unknown="accept") as cs:
-            ws = await websockets.connect(
-                f"ws://127.0.0.1:{cs.port}/ocpp/CP1",
-                subprotocols=["ocpp1.6"],  # type: ignore[list-item]
-            )
-            boot = '[2,"b","BootNotification",{"chargePointVendor":"V","chargePointModel":"M"}]'
-            await ws.send(boot)
-            assert json.loads(await ws.recv())[2]["status"] == "Accepted"
+            ws = await booted(cs)
             await cs.store.call(storage.set_station, "CP1", approval="pending")
             ids = []
             for action in ("GetConfiguration", "RemoteStartTransaction", "ClearCache"):
@@ -262,7 +228,7 @@ def test_remote_start_waits_when_the_station_turns_pending_during_a_delivery(sql
                 )
             _, uid, action, _ = json.loads(await asyncio.wait_for(ws.recv(), 5))
             assert action == "GetConfiguration"
-            await ws.send(boot)
+            await ws.send(RAW_BOOT)
             assert json.loads(await asyncio.wait_for(ws.recv(), 5))[2]["status"] == "Pending"
             await ws.send(json.dumps([3, uid, OPERATIONS[action][1]]))
             # what a pending station may be sent comes next; the remote start waits

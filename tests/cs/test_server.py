@@ -18,7 +18,7 @@ from host.cs.storage import now_iso
 from host.cs.store import ENDED
 from protocol import websocket
 from protocol.websocket import OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT
-from tests.cs.conftest import central_system, run, station, wait_for
+from tests.cs.conftest import booted, central_system, exchange, raw, run, station, wait_for
 
 BOOT = call.BootNotification(charge_point_model="M1", charge_point_vendor="Acme")
 T0 = "2026-11-26T10:00:00.000Z"
@@ -267,19 +267,6 @@ def test_a_command_the_station_rejects_is_failed_with_its_error(sqlite_url):
                 assert "NotImplemented" in row["error"]
 
     run(scenario())
-
-
-async def raw(cs, station_id="RAW", subprotocols=("ocpp1.6",), **options):
-    return await websockets.connect(
-        f"ws://127.0.0.1:{cs.port}/ocpp/{station_id}",
-        subprotocols=list(subprotocols),  # type: ignore[arg-type]
-        **options,
-    )
-
-
-async def exchange(ws, text):
-    await ws.send(text)
-    return json.loads(await asyncio.wait_for(ws.recv(), 5))
 
 
 def test_bad_input_gets_the_right_callerror_or_close_code(sqlite_url):
@@ -680,15 +667,6 @@ def test_a_close_frame_is_echoed_only_when_valid(sqlite_url):
             await good.close()
 
     run(scenario())
-
-
-RAW_BOOT = '[2, "b", "BootNotification", {"chargePointVendor": "V", "chargePointModel": "M"}]'
-
-
-async def booted(cs, station_id="CP1"):
-    ws = await raw(cs, station_id)
-    assert (await exchange(ws, RAW_BOOT))[0] == 3
-    return ws
 
 
 def drop_table(db, table):

@@ -732,7 +732,7 @@ def test_command_lifecycle_and_expiry(db):
     live = storage.enqueue_command(db, "CP1", "Reset", {"type": "Soft"}, 60)
     storage.enqueue_command(db, "CP1", "ClearCache", {}, -1)
     storage.enqueue_command(db, "CP2", "ClearCache", {}, 60)
-    assert [c["id"] for c in storage.queued_commands(db, ["CP1"])] == [live]
+    assert [c["id"] for c in storage.queued_commands(db, "CP1")] == [live]
     storage.mark_command(db, live, "sent", uid="u1", sent_at=storage.now_iso())
     storage.mark_command(db, live, "answered", response=json.dumps({"status": "Accepted"}))
     states = [c["state"] for c in storage.list_commands(db, "CP1")]
