@@ -88,7 +88,7 @@ class CommandQueue:
         disconnect the stations an operator rejected."""
         while True:
             try:
-                rows = await self.cs.store.call(storage.queued_commands, None)
+                rows = await self.cs.store.call(storage.queued_commands)
                 self._waiting = {row["station"] for row in rows}
                 for station_id in self._waiting:
                     session = self.cs.sessions.get(station_id)
@@ -130,7 +130,7 @@ class CommandQueue:
     async def _deliver(self, session: "Session") -> None:
         try:
             while self._current(session):
-                rows = await self.cs.store.call(storage.queued_commands, [session.station_id])
+                rows = await self.cs.store.call(storage.queued_commands, session.station_id)
                 rows = [row for row in rows if self._allowed(session, row["action"])]
                 if not rows:
                     return

@@ -1140,13 +1140,12 @@ def expire_commands(db: Db) -> None:
     _mark_commands(db, ["state = 'queued'", "expires < ?"], [now_iso()], state="expired")
 
 
-def queued_commands(db: Db, stations: Iterable[str] | None = None) -> list[dict[str, Any]]:
+def queued_commands(db: Db, station: str | None = None) -> list[dict[str, Any]]:
+    """The commands waiting to be sent, a station's (through the commands_state index) or
+    all, oldest first."""
     expire_commands(db)
-    rows = db.all("SELECT * FROM commands WHERE state = 'queued' ORDER BY id")
-    if stations is None:
-        return rows
-    wanted = set(stations)
-    return [row for row in rows if row["station"] in wanted]
+    clauses, params = conditions((("state = 'queued'", True), ("station = ?", station)))
+    return db.all(f"SELECT * FROM commands {where(clauses)} ORDER BY id", params)
 
 
 def take_command(db: Db, command_id: int, uid: str) -> bool:
