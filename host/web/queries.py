@@ -217,7 +217,7 @@ def list_meter_values(db: Db, transaction_id: int, limit: int, offset: int) -> d
         "SELECT connector_id, timestamp, sampled FROM meter_values",
         ["transaction_id = ?"],
         [transaction_id],
-        "timestamp",
+        "timestamp, connector_id, digest",  # unique: offset pages neither skip nor repeat
         limit,
         offset,
     )
