@@ -1,7 +1,8 @@
 """OCPP 1.6 payload validation with the official schemas shipped by the `ocpp` package.
 
 The schemas use a small part of JSON Schema draft 4 (types, properties, required,
-additionalProperties, enum, maxLength, minItems, date-time, multipleOf, local $ref). Each
+additionalProperties, enum, maxLength, minItems, date-time, multipleOf, local $ref), and
+minimum for a rule of the specification they leave out (SPEC_RULES). Each
 schema is compiled once into nested closures that run inline on the event loop: no thread hop
 per message, enums as set lookups, and no work spent on field paths unless a check fails.
 For a MeterValues with 10 sampled values this measured about 2x faster than the code
@@ -227,10 +228,13 @@ def _string(node: dict[str, Any]) -> Check:
 def _scalar(kind: str, node: dict[str, Any]) -> Check:
     types = {"integer": (int,), "number": (int, float), "boolean": (bool,)}[kind]
     step = decimal.Decimal(str(node["multipleOf"])) if "multipleOf" in node else None
+    least = node.get("minimum")
 
     def check(value: Any) -> None:
         if type(value) not in types:
             raise _Invalid("type", f"must be {'an' if kind == 'integer' else 'a'} {kind}")
+        if least is not None and value < least:
+            raise _Invalid("minimum", f"must be at least {least}")
         # orjson gives ints up to 2^64 - 1; the database stores 64-bit signed integers, and a
         # larger value failed there: an InternalError, and its whole batch retried row by row
         if type(value) is int and not -(2**63) <= value < 2**63:
@@ -243,10 +247,22 @@ def _scalar(kind: str, node: dict[str, Any]) -> Check:
     return check
 
 
+# Rules of the OCPP 1.6 specification that its JSON schemas leave out: a transaction is on a
+# connector, "connectorId > 0" (StartTransaction.req), where 0 is the whole station
+SPEC_RULES = {"StartTransaction": {"connectorId": {"minimum": 1}}}
+
+
+def with_spec_rules(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """The official schema `name` with SPEC_RULES added to its properties."""
+    for field, rules in SPEC_RULES.get(name, {}).items():
+        schema["properties"][field].update(rules)
+    return schema
+
+
 @cache
 def _validator(name: str) -> Check:
     with open(os.path.join(SCHEMA_DIR, name + ".json"), encoding="utf-8") as f:
-        schema = json.load(f)
+        schema = with_spec_rules(name, json.load(f))
     return _compile(schema, schema)
 
 

@@ -81,7 +81,9 @@ def test_compiled_validator_agrees_with_jsonschema(name):
     with open(os.path.join(schemas.SCHEMA_DIR, name + ".json"), encoding="utf-8") as f:
         text = f.read()
     schema = json.loads(text)
-    reference = Draft4Validator(json.loads(text, parse_float=decimal.Decimal))
+    reference = Draft4Validator(
+        schemas.with_spec_rules(name, json.loads(text, parse_float=decimal.Decimal))
+    )
     action, response = name.removesuffix("Response"), name.endswith("Response")
 
     @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
@@ -147,6 +149,15 @@ def test_errors_name_the_field_and_the_ocpp_code():
     assert (error.value.code, str(error.value)) == (  # as the firmware answers it
         "PropertyConstraintViolation",
         "StartTransaction: idTag must be at most 20 characters",
+    )
+    with pytest.raises(schemas.SchemaError) as error:  # OCPP 1.6: "connectorId > 0"
+        schemas.check(
+            "StartTransaction",
+            {"connectorId": 0, "idTag": "X", "meterStart": 0, "timestamp": "2026-11-26T10:00:00Z"},
+        )
+    assert (error.value.code, str(error.value)) == (
+        "PropertyConstraintViolation",
+        "StartTransaction: connectorId must be at least 1",
     )
     with pytest.raises(schemas.SchemaError) as error:
         schemas.check("MeterValues", {"connectorId": 1, "meterValue": []})
