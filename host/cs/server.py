@@ -571,6 +571,10 @@ class CentralSystem:
             and message[0] in (2, 3, 4)
             and type(message[1]) is str
         ):
+            if type(message) is list and message and message[0] in (3, 4):
+                # a CALLERROR answers a CALL only (OCPP-J 4.1.3): a broken reply is dropped
+                log.warning("%s: malformed reply dropped: %.200s", station_id, text)
+                return
             uid = message[1] if isinstance(message, list) and len(message) > 1 else "-1"
             self._error(
                 session,
