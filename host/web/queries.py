@@ -254,7 +254,9 @@ def list_messages(
     clauses, params = conditions(
         (
             ("direction = ?", direction),
-            ("text LIKE ?", f'[2,"%","{action}",%' if action else None),
+            # as the station spaced it: JSON allows a space after each comma, and this
+            # firmware (MicroPython's json.dumps) writes one; the `ocpp` package does not
+            ("replace(text, ' ', '') LIKE ?", f'[2,"%","{action}",%' if action else None),
             holding("text", contains),
         )
     )

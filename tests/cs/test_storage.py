@@ -444,6 +444,26 @@ def test_message_log_is_searchable_by_station_time_and_text(db):
     assert [r["station"] for r in storage.search_messages(db, limit=2)] == ["CP2", "CP1"]
 
 
+def test_the_action_filter_finds_calls_however_their_json_is_spaced(db):
+    rows = [  # the station's own spacing: this firmware's json.dumps puts ", " between items
+        ("CP1", "2026-11-26T10:00:00.000Z", "in", '[2, "1", "BootNotification", {}]'),
+        ("CP2", "2026-11-26T10:00:01.000Z", "in", '[2,"2","BootNotification",{}]'),
+        ("CP1", "2026-11-26T10:00:02.000Z", "in", '[2, "3", "StatusNotification", {}]'),
+        (
+            "CP1",
+            "2026-11-26T10:00:03.000Z",
+            "out",
+            '[2,"4","TriggerMessage",{"requestedMessage": "BootNotification"}]',
+        ),
+    ]
+    db.executemany(storage.LOG_SQL, rows)
+    for station, expected in ((None, ["2", "1"]), ("CP1", ["1"])):
+        found = queries.list_messages(
+            db, station, None, "BootNotification", None, None, None, 10, 0
+        )
+        assert [row["uid"] for row in found["items"]] == expected
+
+
 def index_all(db):
     """Run the log indexer's passes until none is due."""
     for _ in range(100):
