@@ -452,10 +452,21 @@ class CentralSystem:
         approval = _UNKNOWN_APPROVAL[self.unknown]
         self.store.submit(storage.station_for_connection, (station_id, approval), checked)
 
-    def _refuse(self, session: Session, status: int, text: str, **headers: str) -> None:
-        # an operator sees who was turned away, and why (a station with a wrong key, say)
+    def _refuse(
+        self,
+        session: Session,
+        status: int,
+        text: str,
+        station_id: str | None = None,
+        **headers: str,
+    ) -> None:
+        # an operator sees who was turned away, and why (a station with a wrong key, say):
+        # the station by its id, as its address may be a NAT's that many stations share
         peer = session.transport.get_extra_info("peername")
-        log.info("refused %s: %d %s", peer and peer[0], status, text.strip())
+        who = peer and peer[0]
+        if station_id is not None:
+            who = f"{station_id} from {who}"
+        log.info("refused %s: %d %s", who, status, text.strip())
         assert session.ws is not None
         response = session.ws.reject(status, text)
         for name, value in headers.items():
@@ -467,13 +478,15 @@ class CentralSystem:
         self, session: Session, request: Request, station_id: str, station: dict | None
     ) -> None:
         if station is None:
-            return self._refuse(session, 404, f"Unknown station {station_id}\n")
+            return self._refuse(session, 404, f"Unknown station {station_id}\n", station_id)
         if station["approval"] == "rejected":
-            return self._refuse(session, 403, f"Station {station_id} is rejected\n")
+            return self._refuse(session, 403, f"Station {station_id} is rejected\n", station_id)
         profile = station["security_profile"]
         transport = session.transport
         if profile >= 2 and transport.get_extra_info("ssl_object") is None:
-            return self._refuse(session, 403, f"Security profile {profile} requires TLS\n")
+            return self._refuse(
+                session, 403, f"Security profile {profile} requires TLS\n", station_id
+            )
         if profile in (1, 2):
             credentials = _basic_auth(request)
             if (
@@ -485,10 +498,13 @@ class CentralSystem:
                     session,
                     401,
                     "Basic authentication failed\n",
+                    station_id,
                     **{"WWW-Authenticate": 'Basic realm="ocpp"'},
                 )
         if profile == 3 and _peer_common_name(transport) != station_id:
-            return self._refuse(session, 401, "Client certificate does not name this station\n")
+            return self._refuse(
+                session, 401, "Client certificate does not name this station\n", station_id
+            )
         ws = session.ws
         assert ws is not None
         response = ws.accept(request)

@@ -339,7 +339,8 @@ def test_basic_auth_keys_are_checked_and_stored_hashed(sqlite_url, caplog):
                     async with station(cs, "SECURE", auth_key=wrong):
                         pass
                 assert refused.value.response.status_code == 401
-            assert "refused 127.0.0.1: 401 Basic authentication failed" in caplog.text
+            # the station is named: its key is what the operator has to fix
+            assert "refused SECURE from 127.0.0.1: 401 Basic authentication failed" in caplog.text
             async with station(cs, "SECURE", auth_key=key) as cp:
                 assert (await cp.call(BOOT)).status == "Accepted"
             token = base64.b64encode(f"SECURE:{key}".encode()).decode()
@@ -354,6 +355,9 @@ def test_basic_auth_keys_are_checked_and_stored_hashed(sqlite_url, caplog):
                 async with station(cs, "SECURE", auth_key=key):
                     pass
             assert plain.value.response.status_code == 403  # profile 2 needs TLS
+            assert (
+                "refused SECURE from 127.0.0.1: 403 Security profile 2 requires TLS" in caplog.text
+            )
 
     run(scenario())
 
