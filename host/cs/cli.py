@@ -19,7 +19,7 @@ from typing import Any
 from host.cli import UserError
 from host.web import cli as web_cli
 
-MAX_SECONDS = 10 * 365 * 86400  # --ttl, --wait: longer is a mistake (1e20 s is past any date)
+MAX_SECONDS = 10 * 365 * 86400  # --wait: longer is a mistake (1e20 s is past any date)
 # What `evse cs tag ID` saves for a new tag, before its options
 NEW_TAG = {"parent": None, "expiry": None, "blocked": False, "max_active": 1}
 LISTINGS = ("stations", "connectors", "transactions", "tags", "commands", "log", "events")
@@ -395,8 +395,10 @@ def send_command(args: argparse.Namespace) -> int:
         commands.validate(args.station, args.action, payload)
     except ValueError as error:
         raise UserError(str(error)) from None
-    if not 0 < args.ttl <= MAX_SECONDS:  # NaN fails too
-        raise UserError(f"--ttl must be more than 0 and at most {MAX_SECONDS} seconds (10 years)")
+    if not 0 < args.ttl <= commands.MAX_TTL_S:  # NaN fails too
+        raise UserError(
+            f"--ttl must be more than 0 and at most {commands.MAX_TTL_S} seconds (30 days)"
+        )
     if not 0 <= args.wait <= MAX_SECONDS:
         raise UserError(f"--wait must be 0 to {MAX_SECONDS} seconds (10 years)")
     db = open_database(args, create=False)

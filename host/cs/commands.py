@@ -39,6 +39,11 @@ NOT_WHILE_PENDING = frozenset({"RemoteStartTransaction", "RemoteStopTransaction"
 LOST_MARGIN_S = 30.0
 
 
+# The longest a command may wait for its station, the same from the CLI and the API: longer
+# is a mistake (a month offline; 1e20 s is past any date)
+MAX_TTL_S = 30 * 86400
+
+
 def validate(station: str, action: str, payload: Any) -> None:
     """Raise ValueError naming the problem when a command cannot be queued."""
     if action not in schemas.ALL_CS_ACTIONS:

@@ -161,7 +161,7 @@ COMMAND_BODY = {
         "ttl_s": {
             "type": "number",
             "exclusiveMinimum": 0,
-            "maximum": 30 * 86400,
+            "maximum": commands.MAX_TTL_S,
             "description": "expire if not delivered within this time (default 3600)",
         },
         "wait_s": {

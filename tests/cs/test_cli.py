@@ -58,7 +58,7 @@ def evse(capsys, *argv):
         ),
         *(
             (["send", "CP1", "ClearCache", "--ttl", ttl], "--ttl must be more than 0 and at most")
-            for ttl in ("0", "nan", "inf", "1e20")
+            for ttl in ("0", "nan", "inf", "1e20", "2592001")  # over 30 days, as the API
         ),
         *(
             (["send", "CP1", "ClearCache", "--wait", wait], "--wait must be 0 to 315360000")
