@@ -455,8 +455,8 @@ def export_command(args: argparse.Namespace) -> int:
             part = f"{target}.part"
         try:
             out = open(part, "w", newline="")
-        except OSError as error:
-            raise UserError(f"--out: {error}") from None
+        except OSError as error:  # named as given: the part file is ours, not the user's
+            raise UserError(f"--out {args.out}: {error.strerror}") from None
         try:
             with out:
                 _write_csv(out, rows, columns)

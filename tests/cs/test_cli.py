@@ -83,7 +83,10 @@ def evse(capsys, *argv):
         ),
         (["export", "meter-values", "--since", "soon"], "--since: 'soon' is not an ISO-8601 time"),
         (["export", "transactions", "--transaction", "3"], "--transaction selects meter values"),
-        (["export", "transactions", "--out", "/nonexistent/t.csv"], "--out: [Errno 2]"),
+        (
+            ["export", "transactions", "--out", "/nonexistent/t.csv"],
+            "--out /nonexistent/t.csv: No such file or directory\n",
+        ),
         (["export", "transactions", "--since", "0999-01-01"], "'0999-01-01' is out of range"),
     ],
 )
