@@ -318,21 +318,16 @@ def station_command(args: argparse.Namespace) -> int:
             raise UserError(f"station id {args.id!r}: use {station_file.ID_RULE}")
         storage.add_station(db, args.id, args.approval or "accepted")
         fields: dict[str, Any] = {}
-        if args.approval:
-            fields["approval"] = args.approval
         if args.profile is not None:
             fields["security_profile"] = args.profile
         if args.auth_key is not None:
             fields["auth_key"] = args.auth_key
         if fields:
             storage.set_station(db, args.id, **fields)
+        if args.approval and storage.set_approval(db, args.id, args.approval):
+            print(f"{args.id}: asked to send BootNotification again (TriggerMessage queued)")
         station = storage.get_station(db, args.id)
         assert station is not None
-        if station["approval"] == "accepted" and station["registration"] == "Pending":
-            # Approved while waiting: ask it to boot again now rather than at its next retry.
-            trigger = {"requestedMessage": "BootNotification"}
-            storage.enqueue_command(db, args.id, "TriggerMessage", trigger, 600)
-            print(f"{args.id}: asked to send BootNotification again (TriggerMessage queued)")
         db.commit()
     finally:
         db.close()

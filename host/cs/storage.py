@@ -494,6 +494,19 @@ def rejected_online(db: Db) -> list[str]:
     return [row[0] for row in rows.fetchall()]
 
 
+def set_approval(db: Db, station: str, approval: str) -> bool:
+    """Set a station's approval. One accepted while it waits (its BootNotification answered
+    Pending) is asked to boot again now, not at its next retry: returns whether that
+    TriggerMessage was queued."""
+    set_station(db, station, approval=approval)
+    row = get_station(db, station)
+    if approval != "accepted" or row is None or row["registration"] != "Pending":
+        return False
+    trigger = {"requestedMessage": "BootNotification"}
+    enqueue_command(db, station, "TriggerMessage", trigger, 600)
+    return True
+
+
 def set_station(db: Db, station_id: str, **fields: Any) -> None:
     if "auth_key" in fields:
         key = fields.pop("auth_key")

@@ -441,7 +441,7 @@ class Api:
     async def set_station(self, r: Request) -> Any:
         station = r.path("station")
         await self._station_exists(station)
-        await self.store.call(storage.set_station, station, approval=r.body["approval"])
+        await self.store.call(storage.set_approval, station, r.body["approval"])
         return await self.read(queries.get_station, station)
 
     async def connectors(self, r: Request) -> Any:

@@ -1,5 +1,6 @@
 """REST API over real HTTP against a running central system with stations on real WebSockets."""
 
+import functools
 import json
 import re
 import urllib.request
@@ -7,6 +8,7 @@ import urllib.request
 import pytest
 from ocpp.v16 import call
 
+from host.cs import storage
 from host.web import api
 from tests.web.conftest import PASSWORD, LiveCS, wait_until
 from tests.web.station import now
@@ -366,6 +368,14 @@ def test_station_approval(live: LiveCS) -> None:
     bad = live.request("PATCH", "/api/stations/API-ST7", {"approval": "maybe"})
     assert bad.status == 400 and bad.json()["field"] == "approval"
     assert live.request("PATCH", "/api/stations/NOSUCH", {"approval": "accepted"}).status == 404
+    # accepted while it waits (its BootNotification answered Pending): asked to boot again
+    live.db(functools.partial(storage.set_station, registration="Pending"), "API-ST7")
+    live.request("PATCH", "/api/stations/API-ST7", {"approval": "accepted"})
+    (trigger,) = live.db(storage.queued_commands, "API-ST7")
+    assert (trigger["action"], json.loads(trigger["payload"])) == (
+        "TriggerMessage",
+        {"requestedMessage": "BootNotification"},
+    )
 
 
 def test_live_events_are_pushed(live: LiveCS) -> None:
