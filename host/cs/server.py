@@ -161,6 +161,7 @@ class Session(asyncio.Protocol):
         "last_heard",
         "seen_due",
         "close_timer",
+        "paused",
     )
 
     def __init__(self, cs: "CentralSystem"):
@@ -180,6 +181,7 @@ class Session(asyncio.Protocol):
         self.last_heard = time.monotonic()
         self.seen_due = 0.0  # when being heard is stored again (CentralSystem.store_last_seen)
         self.close_timer: asyncio.TimerHandle | None = None
+        self.paused = 0  # reasons not to read: its answers wait to be sent, the Store is full
 
     @property
     def open(self) -> bool:
@@ -199,6 +201,9 @@ class Session(asyncio.Protocol):
             if now >= self.seen_due:
                 self.cs.store_last_seen(self, now)
             self._frames(self.buffer + data if self.buffer else data)
+            if self.cs.store.full:  # read on once the database process has caught up
+                self._pause()
+                self.cs.store.when_drained(self._resume)
             return
         self.ws.receive_data(data)
         for event in self.ws.events_received():
@@ -212,11 +217,22 @@ class Session(asyncio.Protocol):
     # A station that does not read its answers is not read either (asyncio calls these when
     # the connection's send buffer passes its high and low marks), so it cannot make the
     # server buffer without bound; silent for long, it is dropped like a vanished one.
+    # Neither is a station read while the database process is behind (Store.full).
     def pause_writing(self) -> None:
-        self.transport.pause_reading()
+        self._pause()
 
     def resume_writing(self) -> None:
-        self.transport.resume_reading()
+        self._resume()
+
+    def _pause(self) -> None:
+        self.paused += 1
+        if self.paused == 1:
+            self.transport.pause_reading()
+
+    def _resume(self) -> None:
+        self.paused -= 1
+        if self.paused == 0 and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.close_timer is not None:

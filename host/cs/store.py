@@ -53,11 +53,22 @@ PRUNE_INTERVAL_S = 60.0
 # A transaction takes the batches waiting, up to this many bytes of them (about forty
 # batches): a backlog is committed in steps rather than all in one transaction.
 GROUP_BYTES = 4 << 20
+# The database process's inbox holds at most this many bytes of batches not yet taken (and a
+# read more), a few groups: beyond, it reads no more, the socket fills and the server's Store
+# is full (BACKLOG_HIGH), so a backlog waits in the stations' sockets, not in either process.
+INBOX_BYTES = 4 * GROUP_BYTES
 # A database process that died is started again at once; while starting fails (the
 # database is unreachable), again after this delay, doubled each time up to the maximum.
 RESTART_DELAY_S = 0.5
 RESTART_MAX_DELAY_S = 10.0
 RESTART_TIMEOUT_S = 30.0  # for it to open the database: what waits meanwhile is held
+# Batches sent and not yet taken by the database process wait in the socket's buffer: from
+# BACKLOG_HIGH bytes the Store is `full` and the server reads no more from the stations that
+# send (Session.data_received) until it is down to BACKLOG_LOW. Stations sending faster than
+# the database stores (a flood of frames, each logged) would otherwise grow the server's
+# memory without bound. Far above a busy server's backlog (a few batches).
+BACKLOG_HIGH = 16 << 20
+BACKLOG_LOW = 4 << 20
 
 Done = Callable[[bool, Any], None]  # called with (True, result) or (False, exception)
 Result = tuple[bool, Any]  # (True, value) or (False, exception)
@@ -129,6 +140,8 @@ class Store:
         self._last_batch = 0.0  # loop time the last batch started
         self._loop: asyncio.AbstractEventLoop | None = None
         self.batches = 0
+        self.full = False  # BACKLOG_HIGH bytes wait for the database process
+        self._when_drained: list[Callable[[], None]] = []
 
     async def open(self) -> None:
         """Start the database process; raises what opening the database raised there."""
@@ -155,6 +168,7 @@ class Store:
             self._transport, _ = await self._loop.create_connection(
                 lambda: _Channel(self), sock=ours
             )
+            self._transport.set_write_buffer_limits(BACKLOG_HIGH, BACKLOG_LOW)
             await asyncio.wait_for(self._opened, timeout)
         except BaseException:
             ours.close()  # the process sees the end of file, if the transport did not start
@@ -218,6 +232,16 @@ class Store:
         """Statements and calls not committed yet: waiting for their batch or in the
         database process's hands (the dashboard's metric)."""
         return len(self._items) + self._items_in_flight
+
+    def when_drained(self, fn: Callable[[], None]) -> None:
+        """Call `fn` once the Store is no longer `full`."""
+        self._when_drained.append(fn)
+
+    def _drained(self) -> None:
+        self.full = False
+        waiting, self._when_drained = self._when_drained, []
+        for fn in waiting:
+            fn()
 
     def _wake(self) -> None:
         """Start a batch when one is due: at once when BATCH_ITEMS are waiting (the loop
@@ -332,6 +356,8 @@ class Store:
         what it held fails (it may or may not be committed) and a new process starts."""
         if transport is not self._transport:
             return  # a process that failed to start: _restarted tries again
+        if self.full:  # what the socket held is gone with it
+            self._drained()
         error = StorageError(ENDED)
         if self._opened is not None and not self._opened.done():
             self._opened.set_exception(error)
@@ -360,6 +386,13 @@ class _Channel(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
+
+    def pause_writing(self) -> None:  # BACKLOG_HIGH bytes wait in the socket's buffer
+        self.store.full = True
+
+    def resume_writing(self) -> None:  # down to BACKLOG_LOW
+        if self.transport is self.store._transport:
+            self.store._drained()
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -505,7 +538,13 @@ class _Inbox(threading.Thread):
 
     def run(self) -> None:
         try:
-            while data := self._channel.recv(1 << 20):
+            while True:
+                with self._arrived:
+                    while len(self._received) >= INBOX_BYTES:  # until the next take
+                        self._arrived.wait()
+                data = self._channel.recv(1 << 20)
+                if not data:
+                    break
                 with self._arrived:
                     self._received += data
                     self._arrived.notify()
@@ -525,6 +564,7 @@ class _Inbox(threading.Thread):
             if self._ended and not self._received:
                 return None
             data, self._received = self._received, bytearray()
+            self._arrived.notify()  # room again, if the reader waits for it
             return data
 
 
@@ -548,10 +588,14 @@ def serve(url: str, channel: socket.socket, log_days: float) -> None:
     next_index = time.monotonic() + INDEX_INTERVAL_S
     next_prune = next_index if log_days else float("inf")
     while True:
-        # Batches left over by the last group (GROUP_BYTES) go next without waiting.
+        # Batches left over by the last group (GROUP_BYTES) go next without waiting; the
+        # inbox is taken only once they are less than a group, or they would pile up here.
         leftover = _whole_message(received)
         upkeep = min(next_index, next_prune)
-        data = inbox.take(0.0 if leftover else max(0.0, upkeep - time.monotonic()))
+        if leftover and len(received) >= GROUP_BYTES:
+            data = b""
+        else:
+            data = inbox.take(0.0 if leftover else max(0.0, upkeep - time.monotonic()))
         if data is None and not leftover:
             break
         received += data or b""

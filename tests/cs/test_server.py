@@ -6,6 +6,7 @@ import base64
 import json
 import logging
 import os
+import signal
 import time
 
 import pytest
@@ -14,11 +15,21 @@ from ocpp.v16 import call
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from host.cs import commands, server, storage
+from host.cs import store as store_module
 from host.cs.storage import now_iso
 from host.cs.store import ENDED
 from protocol import websocket
 from protocol.websocket import OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT
-from tests.cs.conftest import booted, central_system, exchange, raw, run, station, wait_for
+from tests.cs.conftest import (
+    RAW_BOOT,
+    booted,
+    central_system,
+    exchange,
+    raw,
+    run,
+    station,
+    wait_for,
+)
 
 BOOT = call.BootNotification(charge_point_model="M1", charge_point_vendor="Acme")
 T0 = "2026-11-26T10:00:00.000Z"
@@ -618,6 +629,50 @@ def test_a_message_in_thousands_of_fragments_costs_no_more_than_its_bytes(sqlite
             writer.close()
 
     run(scenario())
+
+
+def test_a_station_sending_faster_than_the_database_stores_is_not_read_meanwhile(
+    sqlite_url, monkeypatch
+):
+    """Every frame is logged, and the server read on whatever the database process's
+    backlog: one station (any, with --unknown pending) sending 100 kB frames while reading
+    the CALLERRORs grew the server by about 25 MB a second. It is read on once the
+    database process has caught up."""
+    monkeypatch.setattr(store_module, "BACKLOG_HIGH", 1 << 20, raising=False)
+    monkeypatch.setattr(store_module, "BACKLOG_LOW", 256 << 10, raising=False)
+
+    async def scenario():
+        async with central_system(sqlite_url, unknown="accept") as cs:
+            reader, writer = await raw_tcp(cs, "FLOOD")
+            writer.write(client_frame(OP_TEXT, RAW_BOOT))
+            ((_, answer),) = await server_frames(reader, 1)
+            assert json.loads(answer)[2]["status"] == "Accepted"
+            answers: list[str] = []
+
+            async def read_answers():
+                frames = websocket.FrameReader(1 << 20)
+                while data := await reader.read(65536):
+                    answers.extend(value for _, value in frames.feed(data))
+
+            reading = asyncio.create_task(read_answers())
+            database = cs.store._process
+            database.send_signal(signal.SIGSTOP)  # a database process far behind
+            try:
+                writer.write(client_frame(OP_TEXT, b"x" * 100_000) * 480)  # 48 MB, not JSON
+                backlog = cs.store._transport.get_write_buffer_size
+                await wait_for(lambda: backlog() >= 1 << 20)
+                await asyncio.sleep(0.5)
+                assert backlog() < 4 << 20  # not 30+ MB
+            finally:
+                database.send_signal(signal.SIGCONT)
+            await asyncio.wait_for(writer.drain(), 30)  # read on
+            writer.write(client_frame(OP_TEXT, '[2, "h", "Heartbeat", {}]'))
+            await wait_for(lambda: any(a.startswith('[3,"h"') for a in answers), 30)
+            assert sum(a.startswith('[4,"-1"') for a in answers) == 480
+            writer.close()
+            reading.cancel()
+
+    run(scenario(), 90)
 
 
 def test_a_ping_between_fragments_is_no_part_of_the_message(sqlite_url):

@@ -5,6 +5,7 @@ import contextlib
 import datetime
 import functools
 import json
+import socket
 import sqlite3
 import threading
 import time
@@ -1023,6 +1024,56 @@ def test_the_database_process_takes_batches_while_it_works(sqlite_url, monkeypat
             assert store.queued == 0
 
     run(scenario())
+
+
+def test_the_database_process_holds_a_bounded_backlog(monkeypatch):
+    """Its inbox read whatever came: with a server sending faster than it commits (a station
+    flooding frames, each logged), the database process grew by gigabytes. It stops reading
+    at INBOX_BYTES, so the socket fills (and the server stops reading its stations), and
+    reads on at the next take."""
+    monkeypatch.setattr(store_module, "INBOX_BYTES", 1 << 20, raising=False)
+    ours, theirs = socket.socketpair()
+    inbox = store_module._Inbox(theirs)
+    inbox.start()
+    ours.settimeout(1.0)
+    chunk, sent = b"x" * (256 << 10), 0
+    with contextlib.suppress(TimeoutError):
+        while sent < 64 << 20:
+            sent += ours.send(chunk)
+    assert sent < 16 << 20  # what the inbox and the socket hold, not all 64 MB
+    assert len(inbox._received) <= 2 << 20
+    taken = len(inbox.take(1.0) or b"")
+    ours.sendall(chunk)  # read on
+    ours.close()
+    while (data := inbox.take(1.0)) is not None:
+        taken += len(data)
+    assert taken == sent + len(chunk)
+    inbox.join(5)
+    theirs.close()
+
+
+def peak_memory(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) << 10 for line in f if line.startswith("VmHWM:"))
+
+
+def test_the_database_process_takes_no_more_than_it_can_commit(sqlite_url, monkeypatch):
+    """It took everything its inbox held at each group, GROUP_BYTES committed and the rest
+    kept: sent faster than it commits, the batches piled up in its memory (gigabytes with a
+    station flooding frames)."""
+    monkeypatch.setattr(store_module, "BATCH_ITEMS", 20)  # batches of 2 MB
+
+    async def scenario():
+        async with opened(sqlite_url) as store:
+            assert store._process is not None
+            big = "x" * 100_000
+            for i in range(2000):  # 200 MB, sent at once
+                store.write(storage.LOG_SQL, ("CP1", T0, "in", f"{i} {big}"))
+                store.after_commit(lambda ok, value: None)
+            await store.flush()
+            assert peak_memory(store._process.pid) < 200 << 20  # not all 200 MB and more
+
+    run(scenario(), 120)
 
 
 def test_take_cuts_whole_messages_up_to_a_limit():
