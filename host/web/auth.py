@@ -74,6 +74,9 @@ def new_token(db: Db, name: str) -> str:
 
 
 def revoke_tokens(db: Db, name: str) -> int:
+    """Delete the user's tokens and end its dashboard sessions, which a token may have
+    opened (a login takes one as the password); returns how many tokens were deleted."""
+    db.execute("DELETE FROM web_sessions WHERE name = ?", (name,))
     return db.execute("DELETE FROM web_tokens WHERE name = ?", (name,)).rowcount
 
 

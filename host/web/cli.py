@@ -82,7 +82,8 @@ def user_command(args: argparse.Namespace) -> int:
             hint = "send it as 'Authorization: Bearer <token>' or log in with it"
             print(f"(API token for {name}: {hint})", file=sys.stderr)
         elif args.user_command == "revoke":
-            print(f"revoked {auth.revoke_tokens(db, name)} token(s) of {name}")
+            revoked = auth.revoke_tokens(db, name)
+            print(f"revoked {revoked} token(s) of {name}, and ended its dashboard sessions")
         else:
             auth.remove_user(db, name)
             print(f"removed {name}")

@@ -9,7 +9,7 @@ import pytest
 from ocpp.v16 import call
 
 from host.cs import storage
-from host.web import api
+from host.web import api, auth
 from tests.web.conftest import PASSWORD, LiveCS, wait_until
 from tests.web.station import now
 
@@ -82,6 +82,20 @@ def test_login_session_cookie_csrf_and_logout(live: LiveCS) -> None:
     assert by_token.json()["role"] == "read-only"
     other = live.request("POST", "/api/login", {"name": "op", "password": token}, role=None)
     assert other.status == 401
+
+
+def test_revoking_tokens_ends_the_sessions_they_opened(live: LiveCS) -> None:
+    """A token also logs in to the dashboard: its session outlived the token's revocation
+    (`evse cs user revoke`) by up to 12 hours."""
+    live.db(auth.add_user, "leaked", "operator")
+    token = live.db(auth.new_token, "leaked")
+    login = live.request("POST", "/api/login", {"name": "leaked", "password": token}, role=None)
+    cookie = {"Cookie": login.headers["Set-Cookie"].split(";")[0]}
+    assert live.request("GET", "/api/me", role=None, headers=cookie).status == 200
+    assert live.db(auth.revoke_tokens, "leaked") == 1
+    assert live.request("GET", "/api/me", role=None, headers=cookie).status == 401
+    refused = live.request("DELETE", "/api/id-tags/NONE", {}, role=None, headers=cookie)
+    assert refused.status == 401
 
 
 def test_stations_connectors_and_live_status(live: LiveCS) -> None:

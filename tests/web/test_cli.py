@@ -36,7 +36,8 @@ def test_user_add_token_revoke_remove(tmp_path, capsys, monkeypatch) -> None:
     users = {u["name"]: u for u in json.loads(out)}
     assert users["alice"]["tokens"] == 2 and users["alice"]["role"] == "operator"
     assert users["bob"]["has_password"] is True and users["bob"]["role"] == "read-only"
-    assert "revoked 2 token(s)" in evse(capsys, "cs", "user", "revoke", "alice", *data)[1]
+    revoked = evse(capsys, "cs", "user", "revoke", "alice", *data)[1]
+    assert "revoked 2 token(s) of alice, and ended its dashboard sessions" in revoked
     assert evse(capsys, "cs", "user", "remove", "bob", *data)[0] == 0
     db = storage.Db(storage.database_url(str(tmp_path), None))
     try:
