@@ -383,6 +383,10 @@ class Api:
     # ---- auth ---------------------------------------------------------------------------
 
     async def login(self, r: Request) -> web.Response:
+        # JSON only, as for the changes a cookie authenticates: a cross-site form (text/plain
+        # can spell a JSON body) would log the operator's browser in as another user
+        if r.http.content_type != "application/json":
+            raise ApiError(400, "Content-Type: must be application/json", "Content-Type")
         name, secret = r.body["name"], r.body["password"]
         user = await self.read(auth.get_user, name)
         ok = False

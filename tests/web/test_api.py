@@ -82,6 +82,12 @@ def test_login_session_cookie_csrf_and_logout(live: LiveCS) -> None:
     assert by_token.json()["role"] == "read-only"
     other = live.request("POST", "/api/login", {"name": "op", "password": token}, role=None)
     assert other.status == 401
+    # Nor can a cross-site form log the browser in as another user: a text/plain body can
+    # spell JSON, {"name": "viewer", "password": "...="} from <input name='{"name": ...'>.
+    plain = {"Content-Type": "text/plain"}
+    body = json.dumps({"name": "viewer", "password": token}).encode()
+    forged = live.request("POST", "/api/login", raw=body, role=None, headers=plain)
+    assert forged.status == 400 and "Set-Cookie" not in forged.headers
 
 
 def test_revoking_tokens_ends_the_sessions_they_opened(live: LiveCS) -> None:
