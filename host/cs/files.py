@@ -7,8 +7,9 @@ PUT|POST /diagnostics/<name>  stores the body as DATA/diagnostics/<name> (GetDia
 The port has no authentication (stations fetch and upload with plain URLs), so what one
 client can hold is bounded: a request's head must come within TIMEOUT_S, a transfer that
 moves less than PACE bytes in a TIMEOUT_S is dropped, at most TRANSFERS run at once (others
-get 503), files are copied a chunk at a time, never held whole, and uploads stop at
-DIAGNOSTICS_QUOTA bytes in the directory (507), before they can fill the database's disk.
+get 503), at most CONNECTIONS are open (others are closed at once), files are copied a
+chunk at a time, never held whole, and uploads stop at DIAGNOSTICS_QUOTA bytes in the
+directory (507), before they can fill the database's disk.
 """
 
 import contextlib
@@ -31,6 +32,7 @@ TIMEOUT_S = 30
 # a client trickling a byte now and then would otherwise hold its slot for ever
 PACE = 16 * 1024
 TRANSFERS = 16
+CONNECTIONS = 64  # open at once, waiting for their heads or transferring (_FileServer)
 # A chunk's send to a client must end within the socket's timeout, TIMEOUT_S: the same pace
 CHUNK = PACE
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
@@ -217,10 +219,39 @@ def _copy(source: Any, target: Any, size: int) -> int:
     return copied
 
 
+class _FileServer(http.server.ThreadingHTTPServer):
+    """A thread per connection (and a timer thread while its head comes), at most
+    CONNECTIONS of them: a client opening thousands of idle connections would otherwise
+    exhaust the process's threads, which the central system's other parts need too. Those
+    over the bound are closed at once."""
+
+    daemon_threads = True
+    request_queue_size = 128  # connections a burst of stations may have waiting for accept
+
+    def __init__(self, address: tuple[str, int], handler: type) -> None:
+        super().__init__(address, handler)
+        self.connections = threading.BoundedSemaphore(CONNECTIONS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.connections.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread took it
+            self.connections.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.connections.release()
+
+
 def start_file_server(data_dir: str, host: str, port: int) -> http.server.ThreadingHTTPServer:
     """Serve in a daemon thread; call `.shutdown()` to stop. Port 0 picks a free port."""
     os.makedirs(os.path.join(data_dir, "firmware"), exist_ok=True)
-    server = http.server.ThreadingHTTPServer((host, port), _handler_class(data_dir))
-    server.daemon_threads = True
+    server = _FileServer((host, port), _handler_class(data_dir))
     threading.Thread(target=server.serve_forever, name="cs-files", daemon=True).start()
     return server

@@ -576,6 +576,27 @@ def test_a_stalled_client_is_dropped_and_the_port_has_bounded_room(file_port):
     assert answer(fourth).startswith(b"HTTP/1.0 404")  # room again
 
 
+def test_the_port_holds_a_bounded_number_of_connections(tmp_path, monkeypatch):
+    # each open connection is a thread (two while its head comes): thousands of idle ones
+    # would exhaust the process's threads
+    monkeypatch.setattr(files, "CONNECTIONS", 3)
+    server = files.start_file_server(str(tmp_path), "127.0.0.1", 0)
+    port = server.server_address[1]
+    try:
+        idle = [raw_request(port, "") for _ in range(3)]
+        assert answer(raw_request(port, "")) == b""  # the fourth: closed at once
+        for sock in idle:
+            sock.close()
+        get = "GET /firmware/none.bin HTTP/1.0\r\n\r\n"
+        deadline = time.monotonic() + 10
+        while not (reply := answer(raw_request(port, get))):  # once the idle ones are gone
+            assert time.monotonic() < deadline, "the closed connections kept their places"
+        assert reply.startswith(b"HTTP/1.0 404")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_a_trickling_upload_is_dropped_and_leaves_nothing(file_port):
     data_dir, port = file_port  # a transfer has to move PACE bytes each second here
     sock = raw_request(port, "PUT /diagnostics/slow.log HTTP/1.0\r\nContent-Length: 1000\r\n\r\n")
