@@ -383,10 +383,7 @@ class Api:
     # ---- auth ---------------------------------------------------------------------------
 
     async def login(self, r: Request) -> web.Response:
-        # JSON only, as for the changes a cookie authenticates: a cross-site form (text/plain
-        # can spell a JSON body) would log the operator's browser in as another user
-        if r.http.content_type != "application/json":
-            raise ApiError(400, "Content-Type: must be application/json", "Content-Type")
+        _json_only(r.http)  # else a cross-site form logs the browser in as another user
         name, secret = r.body["name"], r.body["password"]
         user = await self.read(auth.get_user, name)
         ok = False
@@ -720,9 +717,17 @@ async def _authenticate(api: Api, http: web.Request) -> dict[str, Any]:
     user = await api.read(auth.user_by_session, session)
     if user is None:
         raise ApiError(401, "session expired: log in again")
-    if http.method not in ("GET", "HEAD") and http.content_type != "application/json":
-        raise ApiError(400, "Content-Type: must be application/json", "Content-Type")
+    if http.method not in ("GET", "HEAD"):
+        _json_only(http)
     return user
+
+
+def _json_only(http: web.Request) -> None:
+    """Refuse a body that is not JSON: a cross-site form cannot send application/json (its
+    text/plain can spell a JSON body), so what a cookie authenticates, and the login that
+    sets one, take JSON only."""
+    if http.content_type != "application/json":
+        raise ApiError(400, "Content-Type: must be application/json", "Content-Type")
 
 
 async def _index(http: web.Request) -> web.FileResponse:
