@@ -608,35 +608,49 @@ def list_id_tags(db: Db) -> list[dict[str, Any]]:
     return db.all("SELECT * FROM id_tags ORDER BY id_tag")
 
 
-def id_tag_info(db: Db, id_tag: str, active_allowed: int = 0) -> dict[str, Any]:
-    """OCPP idTagInfo for a tag. `active_allowed` transactions of the tag are not counted
-    against its concurrent-transaction limit (the one being stopped, for instance)."""
-    return _tag_info(db, find_id_tag(db, id_tag), active_allowed)
+# A tag with what decides its status: its parent's blocked flag and its active transactions.
+# One query (for every StartTransaction and Authorize), looked up as find_id_tag does.
+_TAG_STATE_SQL = (
+    "SELECT t.id_tag, t.parent, t.expiry, t.blocked, t.max_active,"
+    " COALESCE((SELECT blocked FROM id_tags WHERE id_tag = t.parent),"
+    " (SELECT blocked FROM id_tags WHERE lower(id_tag) = lower(t.parent) LIMIT 1))"
+    " AS parent_blocked,"
+    " (SELECT COUNT(*) FROM transactions WHERE id_tag = t.id_tag AND stop_time IS NULL)"
+    " AS active"
+    " FROM id_tags t WHERE "
+)
 
 
-def _tag_info(db: Db, tag: dict[str, Any] | None, active_allowed: int = 0) -> dict[str, Any]:
+def _tag_state(db: Db, id_tag: str) -> dict[str, Any] | None:
+    return db.one(_TAG_STATE_SQL + "t.id_tag = ?", (id_tag,)) or db.one(
+        _TAG_STATE_SQL + "lower(t.id_tag) = lower(?) LIMIT 1", (id_tag,)
+    )
+
+
+def id_tag_info(db: Db, id_tag: str) -> dict[str, Any]:
+    """OCPP idTagInfo for a tag."""
+    return _tag_info(_tag_state(db, id_tag))
+
+
+def _tag_info(tag: dict[str, Any] | None) -> dict[str, Any]:
     if tag is None:
         return {"status": "Invalid"}
     info: dict[str, Any] = {}
     if tag["parent"]:
         info["parentIdTag"] = tag["parent"]
-    # Normalized (a tag saved by an earlier version holds its expiry as typed): compared as
-    # a time, and sent as the date-time OCPP requires.
-    expiry = tag["expiry"] and normalize_time(tag["expiry"])
+    expiry = tag["expiry"]
+    # A tag saved by an earlier version may hold its expiry as typed: compared as a time,
+    # and sent as the date-time OCPP requires, once normalized (set_id_tag's are already).
+    if expiry and not (len(expiry) == 24 and expiry[19] == "." and expiry[-1] == "Z"):
+        expiry = normalize_time(expiry)
     if expiry:
         info["expiryDate"] = expiry
-    parent = tag["parent"] and find_id_tag(db, tag["parent"])
-    if tag["blocked"] or (parent and parent["blocked"]):
+    if tag["blocked"] or tag["parent_blocked"]:
         status = "Blocked"
     elif expiry and expiry < now_iso():
         status = "Expired"
     else:
-        row = db.one(
-            "SELECT COUNT(*) AS n FROM transactions WHERE id_tag = ? AND stop_time IS NULL",
-            (tag["id_tag"],),
-        )
-        active = (row or {"n": 0})["n"] - active_allowed
-        status = "ConcurrentTx" if active >= tag["max_active"] else "Accepted"
+        status = "ConcurrentTx" if tag["active"] >= tag["max_active"] else "Accepted"
     info["status"] = status
     return info
 
@@ -644,15 +658,28 @@ def _tag_info(db: Db, tag: dict[str, Any] | None, active_allowed: int = 0) -> di
 # ---- transactions and meter values --------------------------------------------------------
 
 
+_INSERT_TRANSACTION_SQL = (
+    "INSERT INTO transactions (station, connector_id, id_tag, start_time, meter_start,"
+    " reservation_id, auth_status) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
+
 def start_transaction(db: Db, station: str, p: dict[str, Any]) -> dict[str, Any]:
     """Record a StartTransaction once: a retransmission returns the first answer. A known
     tag is recorded as the operator spelled it, so that its transactions count against its
     limit whatever case the station sends."""
-    tag = find_id_tag(db, p["idTag"])
+    tag = _tag_state(db, p["idTag"])
     id_tag = tag["id_tag"] if tag else p["idTag"]
+    info = _tag_info(tag)
     key = (station, p["connectorId"], id_tag, p["timestamp"], p["meterStart"])
-    # either spelling: the tag may have been added since the first one (IN of one value
-    # costs what = does; of two, more)
+    values = key + (p.get("reservationId"), info["status"])
+    if id_tag == p["idTag"]:  # a retransmission is the same row: the insert does nothing
+        row = db.execute(
+            _INSERT_TRANSACTION_SQL + " ON CONFLICT DO NOTHING RETURNING id", values
+        ).fetchone()
+        if row:
+            return {"transactionId": row[0], "idTagInfo": info}
+    # Either spelling: the tag may have been added since the first one
     spellings = {id_tag, p["idTag"]}
     existing = db.one(
         "SELECT id, auth_status FROM transactions WHERE station = ? AND connector_id = ?"
@@ -661,15 +688,9 @@ def start_transaction(db: Db, station: str, p: dict[str, Any]) -> dict[str, Any]
         (station, p["connectorId"], *spellings, p["timestamp"], p["meterStart"]),
     )
     if existing:
-        info = _tag_info(db, tag, active_allowed=1)
         info["status"] = existing["auth_status"]
         return {"transactionId": existing["id"], "idTagInfo": info}
-    info = _tag_info(db, tag)
-    row = db.execute(
-        "INSERT INTO transactions (station, connector_id, id_tag, start_time, meter_start,"
-        " reservation_id, auth_status) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
-        key + (p.get("reservationId"), info["status"]),
-    ).fetchone()
+    row = db.execute(_INSERT_TRANSACTION_SQL + " RETURNING id", values).fetchone()
     return {"transactionId": row[0], "idTagInfo": info}
 
 
@@ -689,12 +710,14 @@ def stop_transaction(db: Db, station: str, p: dict[str, Any]) -> dict[str, Any]:
     )
     # Its transactionData belongs to the transaction only if it is this station's; else
     # (an id from another central system, say) the values are kept, linked to none.
-    row = db.one(
-        "SELECT connector_id FROM transactions WHERE id = ? AND station = ?",
-        (p["transactionId"], station),
-    )
-    connector, transaction = (row["connector_id"], p["transactionId"]) if row else (0, None)
-    store_meter_values(db, station, connector, transaction, p.get("transactionData", []))
+    data = p.get("transactionData")
+    if data:
+        row = db.one(
+            "SELECT connector_id FROM transactions WHERE id = ? AND station = ?",
+            (p["transactionId"], station),
+        )
+        connector, transaction = (row["connector_id"], p["transactionId"]) if row else (0, None)
+        store_meter_values(db, station, connector, transaction, data)
     if "idTag" in p:
         info = id_tag_info(db, p["idTag"])
         # ConcurrentTx is "Only relevant for a StartTransaction.req" (OCPP 1.6): the tag
