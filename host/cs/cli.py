@@ -22,7 +22,6 @@ from host.web import cli as web_cli
 MAX_SECONDS = 10 * 365 * 86400  # --wait: longer is a mistake (1e20 s is past any date)
 # What `evse cs tag ID` saves for a new tag, before its options
 NEW_TAG = {"parent": None, "expiry": None, "blocked": False, "max_active": 1}
-LISTINGS = ("stations", "connectors", "transactions", "tags", "commands", "log", "events")
 
 
 def add_parser(subparsers: Any) -> None:
