@@ -146,7 +146,9 @@ def add_parser(subparsers: Any) -> None:
     messages.set_defaults(func=list_command, listing="log")
 
     events = commands.add_parser(
-        "events", parents=[listing], help="status/security notifications, data transfers, CSRs"
+        "events",
+        parents=[listing],
+        help="firmware/diagnostics/log status, security events, data transfers, CSRs",
     )
     events.add_argument("--station")
     events.set_defaults(func=list_command, listing="events")
