@@ -314,7 +314,7 @@ def station_command(args: argparse.Namespace) -> int:
     db = open_database(args, create=True)
     try:
         # The rule of station files and `evse provision`; a station the server let in
-        # (an id of 1 to 48 characters, no '/') keeps its id.
+        # (1 to 48 printable ASCII characters, no '/' or ':') keeps its id.
         if not station_file.ID_PATTERN.fullmatch(args.id) and not storage.get_station(db, args.id):
             raise UserError(f"station id {args.id!r}: use {station_file.ID_RULE}")
         storage.add_station(db, args.id, args.approval or "accepted")
