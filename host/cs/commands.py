@@ -1,9 +1,10 @@
 """Central-system-initiated operations: a durable per-station command queue.
 
-Anyone (the CLI, later the REST API) queues a command in the database with an expiry
+The CLI or the REST API queues a command in the database with an expiry
 (`storage.enqueue_command`). The server polls the queue, sends each command to its station
 when the station is connected (one CALL at a time, as OCPP-J requires), and records the
-command's state (queued -> sent -> answered | failed; queued -> expired) with the answer.
+command's state (queued -> sent -> answered | failed; queued -> expired; sent -> queued
+when its connection closed before it went out) with the answer.
 A command left sent by a server that stopped before the answer is failed at the next start:
 the station may have carried it out. So is, at a poll, one left sent that no delivery waits
 for (its answer's record lost with the database process, say), once it is older than the
