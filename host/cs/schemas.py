@@ -1,8 +1,8 @@
 """OCPP 1.6 payload validation with the official schemas shipped by the `ocpp` package.
 
 The schemas use a small part of JSON Schema draft 4 (types, properties, required,
-additionalProperties, enum, maxLength, minItems, date-time, multipleOf, local $ref), and
-minimum for a rule of the specification they leave out (SPEC_RULES). Each
+additionalProperties, enum, maxLength, minItems, formats date-time and uri, multipleOf, local
+$ref), and minimum for a rule of the specification they leave out (SPEC_RULES). Each
 schema is compiled once into nested closures that run inline on the event loop: no thread hop
 per message, enums as set lookups, and no work spent on field paths unless a check fails.
 For a MeterValues with 10 sampled values this measured about 2x faster than the code
