@@ -62,11 +62,12 @@ INBOX_BYTES = 4 * GROUP_BYTES
 RESTART_DELAY_S = 0.5
 RESTART_MAX_DELAY_S = 10.0
 RESTART_TIMEOUT_S = 30.0  # for it to open the database: what waits meanwhile is held
-# Batches sent and not yet taken by the database process wait in the socket's buffer: from
-# BACKLOG_HIGH bytes the Store is `full` and the server reads no more from the stations that
-# send (Session.data_received) until it is down to BACKLOG_LOW. Stations sending faster than
-# the database stores (a flood of frames, each logged) would otherwise grow the server's
-# memory without bound. Far above a busy server's backlog (a few batches).
+# Batches sent and not yet taken by the database process wait in the transport's buffer once
+# the socket's is full: from BACKLOG_HIGH bytes there the Store is `full` and the server
+# reads no more from the stations that send (Session.data_received) until it is down to
+# BACKLOG_LOW. Stations sending faster than the database stores (a flood of frames, each
+# logged) would otherwise grow the server's memory without bound. Far above a busy server's
+# backlog (a few batches).
 BACKLOG_HIGH = 16 << 20
 BACKLOG_LOW = 4 << 20
 
