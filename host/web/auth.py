@@ -12,7 +12,6 @@ from typing import Any
 
 from host.cs.storage import Db, now_iso
 
-ROLES = ("read-only", "operator")
 SESSION_TTL_S = 12 * 3600
 TOKEN_PREFIX = "evse_"
 
