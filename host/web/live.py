@@ -63,7 +63,6 @@ class Live:
         self.messages: dict[tuple[str, str, str], int] = defaultdict(int)
         self.callerrors: dict[tuple[str, str], int] = defaultdict(int)
         self.latency: dict[str, Histogram] = defaultdict(Histogram)
-        self.dropped_subscribers = 0
 
     # ---- listener -----------------------------------------------------------------------
 
@@ -139,7 +138,6 @@ class Live:
             except asyncio.QueueFull:
                 # A client that cannot keep up is cut off; it reconnects and reloads.
                 self.subscribers.discard(queue)
-                self.dropped_subscribers += 1
                 queue.get_nowait()
                 queue.put_nowait(None)  # end of stream, in place of the oldest event
 
