@@ -275,7 +275,8 @@ def test_operations_show_state_and_the_station_answer(live: LiveCS) -> None:
 
 
 def test_command_for_an_offline_station_waits_in_the_queue(live: LiveCS) -> None:
-    live.request("POST", "/api/stations/API-ST4/commands", {"action": "Reset"})  # unknown: 404
+    unknown = live.request("POST", "/api/stations/API-ST4/commands", {"action": "Reset"})
+    assert unknown.status == 404 and "API-ST4" in unknown.json()["error"]
     with live.station("API-ST4"):
         pass  # known now, offline again
     wait_until(lambda: not online(live, "API-ST4"), what="offline")
