@@ -905,12 +905,15 @@ def test_commands_keep_their_order_when_the_station_reconnects_while_one_goes_ou
         async with central_system(sqlite_url, unknown="accept") as cs:
             held, release = asyncio.Event(), asyncio.Event()
             call = cs.store.call
+            polls = [0]  # the command queue's polls done (rejected_online is each one's last)
 
             async def hold_the_first_take(fn, *args, **kwargs):
                 result = await call(fn, *args, **kwargs)
                 if fn is storage.take_command and not held.is_set():
                     held.set()
                     await release.wait()
+                if fn is storage.rejected_online:
+                    polls[0] += 1
                 return result
 
             cs.store.call = hold_the_first_take  # type: ignore[method-assign]
@@ -921,7 +924,8 @@ def test_commands_keep_their_order_when_the_station_reconnects_while_one_goes_ou
             await asyncio.wait_for(held.wait(), 5)
             new = await raw(cs, "CP1")  # replaces the old connection
             await wait_for(lambda: cs.sessions["CP1"] is not first and not first.open)
-            await asyncio.sleep(0.2)  # a few polls
+            since = polls[0]
+            await wait_for(lambda: polls[0] >= since + 2)  # a whole poll with the new one
             release.set()
             for expected in ("Soft", "Hard"):
                 reset = json.loads(await asyncio.wait_for(new.recv(), 5))
