@@ -19,7 +19,7 @@ import websockets
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint, call_result
 
-from host.cs import server
+from host.cs import server, storage
 from host.cs.store import Store
 from tests.ports import free_port
 
@@ -179,6 +179,18 @@ async def wait_for(condition: Any, timeout: float = 5.0) -> None:
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.02)
+
+
+async def command_reaches(cs, command, state, timeout=5.0):
+    """Wait until the queued command is in `state` (fail after `timeout` seconds); its row."""
+    rows = []
+
+    async def reached():
+        rows.append(await cs.store.call(storage.get_command, command))
+        return rows[-1]["state"] == state
+
+    await wait_for(reached, timeout)
+    return rows[-1]
 
 
 async def raw(cs, station_id="RAW", subprotocols=("ocpp1.6",), **options):

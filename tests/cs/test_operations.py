@@ -7,7 +7,7 @@ import json
 import pytest
 
 from host.cs import schemas, storage
-from tests.cs.conftest import RAW_BOOT, booted, central_system, run, wait_for
+from tests.cs.conftest import RAW_BOOT, booted, central_system, command_reaches, run, wait_for
 
 T = "2026-11-26T10:00:00Z"
 HASH = {"hashAlgorithm": "SHA256", "issuerNameHash": "a", "issuerKeyHash": "b", "serialNumber": "1"}
@@ -129,11 +129,7 @@ def test_an_invalid_answer_fails_the_command_with_the_reason(sqlite_url):
             _, uid, _, _ = json.loads(await asyncio.wait_for(ws.recv(), 5))
             await ws.send(json.dumps([3, uid, {"status": "Maybe"}]))
 
-            async def failed():
-                return (await cs.store.call(storage.get_command, command))["state"] == "failed"
-
-            await wait_for(failed)
-            row = await cs.store.call(storage.get_command, command)
+            row = await command_reaches(cs, command, "failed")
             assert row["error"].startswith("invalid answer: Reset: status must be one of")
             await ws.close()
 

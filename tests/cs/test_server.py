@@ -24,6 +24,7 @@ from tests.cs.conftest import (
     RAW_BOOT,
     booted,
     central_system,
+    command_reaches,
     exchange,
     raw,
     run,
@@ -64,22 +65,24 @@ def read(url, fn, *args):
         db.close()
 
 
+async def refusal(cs, station_id, auth_key=None):
+    """The HTTP status with which the central system refuses the station's connection."""
+    with pytest.raises(InvalidStatus) as refused:
+        async with station(cs, station_id, auth_key):
+            pass
+    return refused.value.response.status_code
+
+
 def test_boot_policies(sqlite_url):
     async def scenario():
         async with central_system(sqlite_url, unknown="reject", heartbeat_s=123) as cs:
-            with pytest.raises(InvalidStatus) as refused:
-                async with station(cs, "STRANGER"):
-                    pass
-            assert refused.value.response.status_code == 404
+            assert await refusal(cs, "STRANGER") == 404
             await setup(cs, storage.add_station, "KNOWN", "accepted")
             async with station(cs, "KNOWN") as cp:
                 answer = await cp.call(BOOT)
                 assert (answer.status, answer.interval) == ("Accepted", 123)
             await setup(cs, storage.add_station, "BANNED", "rejected")
-            with pytest.raises(InvalidStatus) as banned:
-                async with station(cs, "BANNED"):
-                    pass
-            assert banned.value.response.status_code == 403
+            assert await refusal(cs, "BANNED") == 403
 
         async with central_system(sqlite_url, unknown="pending", boot_retry_s=7) as cs:
             async with station(cs, "NEWBIE") as cp:
@@ -346,10 +349,7 @@ def test_basic_auth_keys_are_checked_and_stored_hashed(sqlite_url, caplog):
             row = await setup(cs, storage.get_station, "SECURE")
             assert key not in json.dumps(row)
             for wrong in (None, "not-the-key-at-all"):
-                with pytest.raises(InvalidStatus) as refused:
-                    async with station(cs, "SECURE", auth_key=wrong):
-                        pass
-                assert refused.value.response.status_code == 401
+                assert await refusal(cs, "SECURE", auth_key=wrong) == 401
             # the station is named: its key is what the operator has to fix
             assert "refused SECURE from 127.0.0.1: 401 Basic authentication failed" in caplog.text
             async with station(cs, "SECURE", auth_key=key) as cp:
@@ -362,10 +362,7 @@ def test_basic_auth_keys_are_checked_and_stored_hashed(sqlite_url, caplog):
             ) as ws:
                 assert ws.subprotocol == "ocpp1.6"
             await setup(cs, storage.set_station, "SECURE", security_profile=2)
-            with pytest.raises(InvalidStatus) as plain:
-                async with station(cs, "SECURE", auth_key=key):
-                    pass
-            assert plain.value.response.status_code == 403  # profile 2 needs TLS
+            assert await refusal(cs, "SECURE", auth_key=key) == 403  # profile 2 needs TLS
             assert (
                 "refused SECURE from 127.0.0.1: 403 Security profile 2 requires TLS" in caplog.text
             )
@@ -396,15 +393,9 @@ def test_a_new_authorization_key_is_taken_and_never_shown(sqlite_url):
                 )
                 assert new not in json.dumps(await setup(cs, storage.get_command, command))
 
-                async def answered():
-                    return (await setup(cs, storage.get_command, command))["state"] == "answered"
-
-                await wait_for(answered)
+                await command_reaches(cs, command, "answered")
                 assert cp.received[-1] == ("ChangeConfiguration", change)
-            with pytest.raises(InvalidStatus) as refused:
-                async with station(cs, "SECURE", auth_key=old):
-                    pass
-            assert refused.value.response.status_code == 401
+            assert await refusal(cs, "SECURE", auth_key=old) == 401
             async with station(cs, "SECURE", auth_key=new) as cp:
                 assert (await cp.call(BOOT)).status == "Accepted"
             await cs.store.flush()
@@ -429,15 +420,9 @@ def test_a_security_profile_the_station_takes_is_taken(sqlite_url):
                     cs, storage.enqueue_command, "UPGRADE", "ChangeConfiguration", change, 60
                 )
 
-                async def answered():
-                    return (await setup(cs, storage.get_command, command))["state"] == "answered"
-
-                await wait_for(answered)
+                await command_reaches(cs, command, "answered")
             assert (await setup(cs, storage.get_station, "UPGRADE"))["security_profile"] == 1
-            with pytest.raises(InvalidStatus) as refused:
-                async with station(cs, "UPGRADE"):
-                    pass
-            assert refused.value.response.status_code == 401
+            assert await refusal(cs, "UPGRADE") == 401
             async with station(cs, "UPGRADE", auth_key=key) as cp:
                 assert (await cp.call(BOOT)).status == "Accepted"
 
@@ -546,10 +531,7 @@ def test_a_station_the_operator_rejects_is_disconnected_at_once(sqlite_url):
                 await wait_for(lambda: cp._connection.close_code is not None)
                 assert cp._connection.close_code == 1008
                 await wait_for(lambda: "ROGUE" not in cs.sessions)
-            with pytest.raises(InvalidStatus) as refused:
-                async with station(cs, "ROGUE"):
-                    pass
-            assert refused.value.response.status_code == 403
+            assert await refusal(cs, "ROGUE") == 403
 
     run(scenario())
 
@@ -800,10 +782,7 @@ def test_a_command_its_connection_lost_before_sending_waits_for_the_next(sqlite_
             assert reset[:3] == [2, reset[1], "Reset"]
             await new.send(json.dumps([3, reset[1], {"status": "Accepted"}]))
 
-            async def answered():
-                return (await call(storage.get_command, command))["state"] == "answered"
-
-            await wait_for(answered)
+            await command_reaches(cs, command, "answered")
             await new.close()
 
     run(scenario())
@@ -879,16 +858,10 @@ def test_a_command_that_expires_while_another_is_in_flight_is_not_sent(db_url):
             reset = json.loads(await asyncio.wait_for(ws.recv(), 5))
             assert reset[2:] == ["Reset", {"type": "Soft"}]
 
-            async def expired():
-                return (await setup(cs, storage.get_command, later))["state"] == "expired"
-
-            await wait_for(expired)
+            await command_reaches(cs, later, "expired")
             await ws.send(json.dumps([3, reset[1], {"status": "Accepted"}]))
 
-            async def answered():
-                return (await setup(cs, storage.get_command, first))["state"] == "answered"
-
-            await wait_for(answered)
+            await command_reaches(cs, first, "answered")
             with pytest.raises(TimeoutError):  # nothing more comes
                 await asyncio.wait_for(ws.recv(), 0.5)
             assert (await setup(cs, storage.get_command, later))["state"] == "expired"
@@ -1099,11 +1072,8 @@ def test_a_command_whose_answer_was_lost_is_failed_not_left_sent(sqlite_url, mon
             await ws.send(json.dumps([3, reset[1], {"status": "Accepted"}]))
             await asyncio.wait_for(lost.wait(), 5)
 
-            async def failed():
-                return (await command_state(cs, command))[0] == "failed"
-
-            await wait_for(failed)
-            assert (await command_state(cs, command))[1] == storage.ANSWER_LOST
+            row = await command_reaches(cs, command, "failed")
+            assert row["error"] == storage.ANSWER_LOST
             await ws.close()
 
     run(scenario())
@@ -1119,11 +1089,8 @@ def test_a_command_left_sent_after_the_restart_cleanup_is_failed_not_left_sent(d
             command = await setup(cs, storage.enqueue_command, "CP9", "Reset", {"type": "Soft"}, 60)
             await setup(cs, storage.mark_command, command, "sent", uid="u", sent_at=now_iso())
 
-            async def failed():
-                return (await command_state(cs, command))[0] == "failed"
-
-            await wait_for(failed)
-            assert (await command_state(cs, command))[1] == storage.ANSWER_LOST
+            row = await command_reaches(cs, command, "failed")
+            assert row["error"] == storage.ANSWER_LOST
 
     run(scenario())
 
@@ -1160,10 +1127,7 @@ def test_a_command_waiting_for_its_answer_is_never_failed_as_lost(sqlite_url, mo
             assert (await command_state(cs, command)) == ("sent", None)
             release.set()
 
-            async def answered():
-                return (await command_state(cs, command))[0] == "answered"
-
-            await wait_for(answered)
+            await command_reaches(cs, command, "answered")
             await ws.close()
 
     run(scenario())
