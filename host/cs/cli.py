@@ -381,11 +381,15 @@ def _given(option: Any, current: Any) -> Any:
 
 
 def send_command(args: argparse.Namespace) -> int:
+    import orjson
+
     from host.cs import commands, storage
 
+    # orjson, as the REST API and the server parse: Python's json takes NaN, Infinity and
+    # 1e400 (inf), which JSON has not (and an infinite limit crashed the schema check)
     try:
-        payload = json.loads(args.payload)
-    except json.JSONDecodeError as error:
+        payload = orjson.loads(args.payload)
+    except orjson.JSONDecodeError as error:
         raise UserError(f"payload is not JSON: {error}") from None
     try:
         commands.validate(args.station, args.action, payload)

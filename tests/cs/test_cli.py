@@ -26,6 +26,12 @@ from tests.cs.conftest import run, station, wait_for
 from tests.ports import free_port
 
 T0 = "2026-11-26T10:00:00Z"
+SET_LIMIT = (  # a SetChargingProfile, its limit to fill in
+    '{"connectorId": 1, "csChargingProfiles": {"chargingProfileId": 1, "stackLevel": 0,'
+    ' "chargingProfilePurpose": "TxDefaultProfile", "chargingProfileKind": "Relative",'
+    ' "chargingSchedule": {"chargingRateUnit": "A",'
+    ' "chargingSchedulePeriod": [{"startPeriod": 0, "limit": %s}]}}}'
+)
 
 
 def evse(capsys, *argv):
@@ -48,6 +54,10 @@ def evse(capsys, *argv):
             "invalid payload: Reset: type must be one of",
         ),
         (["send", "CP1", "Reset", "{}"], "invalid payload: Reset: payload must contain ['type']"),
+        *(  # Python's json takes these; JSON has no such numbers (and they crashed the check)
+            (["send", "CP1", "SetChargingProfile", SET_LIMIT % limit], "payload is not JSON")
+            for limit in ("Infinity", "-Infinity", "NaN", "1e400")
+        ),
         (["send", "CP1", "Reset", '{"type": "Soft"}'], "unknown station 'CP1'"),
         (
             ["send", "CP1", "ChangeConfiguration", '{"key": "authorizationKEY", "value": "x"}'],
