@@ -58,6 +58,9 @@ def validate(station: str, action: str, payload: Any) -> None:
         schemas.check(action, payload)
     except schemas.SchemaError as error:
         raise ValueError(f"invalid payload: {error}") from None
+    problem = _spec_problem(action, payload)
+    if problem:
+        raise ValueError(f"invalid payload: {action}: {problem}")
     if storage.sets_authorization_key(action, payload) and not auth_key_ok(payload["value"]):
         raise ValueError(f"invalid payload: the new AuthorizationKey {AUTH_KEY_RULE}")
     if (
@@ -65,6 +68,42 @@ def validate(station: str, action: str, payload: Any) -> None:
         and payload["value"] not in storage.SECURITY_PROFILES
     ):
         raise ValueError("invalid payload: the new SecurityProfile is 0, 1, 2 or 3")
+
+
+# Where a request carries a charging profile (OCPP 1.6 7.7 ChargingProfile)
+_PROFILE_FIELDS = {
+    "SetChargingProfile": "csChargingProfiles",
+    "RemoteStartTransaction": "chargingProfile",
+}
+
+
+def _spec_problem(action: str, payload: dict[str, Any]) -> str | None:
+    """What a payload valid for its schema breaks of the specification's rules across
+    fields (a station would reject it), or None. OCPP 1.6, sections as cited."""
+    if action == "SendLocalList" and payload["updateType"] == "Full":
+        for index, entry in enumerate(payload.get("localAuthorizationList", ())):
+            if "idTagInfo" not in entry:  # 7.1: idTagInfo "(Required when UpdateType is Full)"
+                return f"localAuthorizationList.{index} must contain idTagInfo in a Full update"
+    field = _PROFILE_FIELDS.get(action)
+    profile = payload.get(field) if field else None
+    if profile is None:
+        return None
+    purpose = profile["chargingProfilePurpose"]
+    if profile["stackLevel"] < 0:  # 7.7: "Lowest level is 0"
+        return f"{field}.stackLevel must be at least 0"
+    if "transactionId" in profile and purpose != "TxProfile":
+        # 7.7: "Only valid if ChargingProfilePurpose is set to TxProfile"
+        return f"{field}.transactionId is only for a TxProfile"
+    if action == "RemoteStartTransaction":
+        if purpose != "TxProfile":  # 5.11: "The purpose ... SHALL be set to TxProfile"
+            return f"{field}.chargingProfilePurpose must be TxProfile"
+    elif purpose == "ChargePointMaxProfile" and payload["connectorId"] != 0:
+        # 3.13.1: "ChargePointMaxProfile can only be set at Charge Point ConnectorId 0"
+        return "a ChargePointMaxProfile is set on connectorId 0"
+    elif purpose == "TxProfile" and payload["connectorId"] == 0:
+        # 3.13.1: a TxProfile is for the transaction on its connector, discarded without one
+        return "a TxProfile is set on a connector (connectorId > 0)"
+    return None
 
 
 class CommandQueue:

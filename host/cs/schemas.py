@@ -248,8 +248,24 @@ def _scalar(kind: str, node: dict[str, Any]) -> Check:
 
 
 # Rules of the OCPP 1.6 specification that its JSON schemas leave out: a transaction is on a
-# connector, "connectorId > 0" (StartTransaction.req), where 0 is the whole station
-SPEC_RULES = {"StartTransaction": {"connectorId": {"minimum": 1}}}
+# connector, "connectorId > 0" (StartTransaction.req), where 0 is the whole station. So say
+# the field tables of the requests below that name one connector (the security whitepaper's
+# ExtendedTriggerMessage.req as TriggerMessage.req); where 0 is allowed, as the whole
+# station, no connector id is negative. (Rules across fields: commands.validate.)
+_CONNECTOR = {"connectorId": {"minimum": 1}}
+_CONNECTOR_OR_STATION = {"connectorId": {"minimum": 0}}
+SPEC_RULES = {
+    "StartTransaction": _CONNECTOR,
+    "ExtendedTriggerMessage": _CONNECTOR,
+    "RemoteStartTransaction": _CONNECTOR,
+    "TriggerMessage": _CONNECTOR,
+    "UnlockConnector": _CONNECTOR,
+    "ChangeAvailability": _CONNECTOR_OR_STATION,
+    "ClearChargingProfile": _CONNECTOR_OR_STATION,
+    "GetCompositeSchedule": _CONNECTOR_OR_STATION,
+    "ReserveNow": _CONNECTOR_OR_STATION,
+    "SetChargingProfile": _CONNECTOR_OR_STATION,
+}
 
 
 def with_spec_rules(name: str, schema: dict[str, Any]) -> dict[str, Any]:

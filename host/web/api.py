@@ -633,7 +633,7 @@ async def _started_transaction(
 
 def _load_schema(action: str) -> dict[str, Any]:
     with open(os.path.join(schemas.SCHEMA_DIR, action + ".json"), encoding="utf-8") as f:
-        schema = orjson.loads(f.read())
+        schema = schemas.with_spec_rules(action, orjson.loads(f.read()))  # what is checked
     schema.pop("$schema", None)
     return schema
 

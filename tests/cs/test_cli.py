@@ -58,6 +58,10 @@ def evse(capsys, *argv):
             (["send", "CP1", "SetChargingProfile", SET_LIMIT % limit], "payload is not JSON")
             for limit in ("Infinity", "-Infinity", "NaN", "1e400")
         ),
+        (
+            ["send", "CP1", "UnlockConnector", '{"connectorId": 0}'],
+            "invalid payload: UnlockConnector: connectorId must be at least 1",
+        ),
         (["send", "CP1", "Reset", '{"type": "Soft"}'], "unknown station 'CP1'"),
         (
             ["send", "CP1", "ChangeConfiguration", '{"key": "authorizationKEY", "value": "x"}'],

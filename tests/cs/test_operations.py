@@ -3,10 +3,13 @@ station and comes back answered."""
 
 import asyncio
 import json
+import os
+import re
 
 import pytest
+from jsonschema import Draft4Validator
 
-from host.cs import schemas, storage
+from host.cs import commands, schemas, storage
 from tests.cs.conftest import RAW_BOOT, booted, central_system, command_reaches, run, wait_for
 
 T = "2026-11-26T10:00:00Z"
@@ -57,7 +60,11 @@ OPERATIONS = {
     ),
     "Reset": ({"type": "Hard"}, ACCEPTED),
     "SendLocalList": (
-        {"listVersion": 4, "updateType": "Full", "localAuthorizationList": [{"idTag": "TAG1"}]},
+        {
+            "listVersion": 4,
+            "updateType": "Full",
+            "localAuthorizationList": [{"idTag": "TAG1", "idTagInfo": {"status": "Accepted"}}],
+        },
         ACCEPTED,
     ),
     "SetChargingProfile": ({"connectorId": 1, "csChargingProfiles": PROFILE}, ACCEPTED),
@@ -235,3 +242,119 @@ def test_remote_start_waits_when_the_station_turns_pending_during_a_delivery(sql
             await ws.close()
 
     run(scenario())
+
+
+def _profile(**changes):
+    return {**PROFILE, **changes}
+
+
+@pytest.mark.parametrize(
+    "action, payload, message",
+    [
+        # Field tables: "connectorId > 0" (UnlockConnector.req, RemoteStartTransaction.req,
+        # TriggerMessage.req; ExtendedTriggerMessage.req of the security whitepaper), and 0
+        # is the whole station elsewhere: no connector id is negative
+        ("UnlockConnector", {"connectorId": 0}, "UnlockConnector: connectorId must be at least 1"),
+        (
+            "RemoteStartTransaction",
+            {"idTag": "TAG1", "connectorId": 0},
+            "RemoteStartTransaction: connectorId must be at least 1",
+        ),
+        (
+            "TriggerMessage",
+            {"requestedMessage": "MeterValues", "connectorId": 0},
+            "TriggerMessage: connectorId must be at least 1",
+        ),
+        (
+            "ExtendedTriggerMessage",
+            {"requestedMessage": "StatusNotification", "connectorId": 0},
+            "ExtendedTriggerMessage: connectorId must be at least 1",
+        ),
+        *(
+            (action, {**OPERATIONS[action][0], "connectorId": -1}, "connectorId must be at least 0")
+            for action in (
+                "ChangeAvailability",
+                "ClearChargingProfile",
+                "GetCompositeSchedule",
+                "ReserveNow",
+                "SetChargingProfile",
+            )
+        ),
+        # 7.7 ChargingProfile: stackLevel "Lowest level is 0"
+        (
+            "SetChargingProfile",
+            {"connectorId": 1, "csChargingProfiles": _profile(stackLevel=-1)},
+            "csChargingProfiles.stackLevel must be at least 0",
+        ),
+        # 3.13.1: "ChargePointMaxProfile can only be set at Charge Point ConnectorId 0"
+        (
+            "SetChargingProfile",
+            {
+                "connectorId": 1,
+                "csChargingProfiles": _profile(chargingProfilePurpose="ChargePointMaxProfile"),
+            },
+            "a ChargePointMaxProfile is set on connectorId 0",
+        ),
+        # 3.13.1: a TxProfile applies to the transaction on its connector ("If there is no
+        # transaction active on the connector specified ... the Charge Point SHALL discard it")
+        (
+            "SetChargingProfile",
+            {"connectorId": 0, "csChargingProfiles": _profile(chargingProfilePurpose="TxProfile")},
+            "a TxProfile is set on a connector (connectorId > 0)",
+        ),
+        # 7.7: transactionId "Only valid if ChargingProfilePurpose is set to TxProfile"
+        (
+            "SetChargingProfile",
+            {"connectorId": 1, "csChargingProfiles": _profile(transactionId=5)},
+            "csChargingProfiles.transactionId is only for a TxProfile",
+        ),
+        # 5.11: "The purpose of this ChargingProfile SHALL be set to TxProfile"
+        (
+            "RemoteStartTransaction",
+            {"idTag": "TAG1", "connectorId": 1, "chargingProfile": PROFILE},
+            "chargingProfile.chargingProfilePurpose must be TxProfile",
+        ),
+        # 7.1 AuthorizationData: idTagInfo "(Required when UpdateType is Full)"
+        (
+            "SendLocalList",
+            {"listVersion": 4, "updateType": "Full", "localAuthorizationList": [{"idTag": "T"}]},
+            "localAuthorizationList.0 must contain idTagInfo in a Full update",
+        ),
+    ],
+)
+def test_rules_of_the_specification_the_schemas_leave_out_are_checked(action, payload, message):
+    with open(os.path.join(schemas.SCHEMA_DIR, action + ".json"), encoding="utf-8") as f:
+        assert Draft4Validator(json.load(f)).is_valid(payload)  # the official schema does not
+    with pytest.raises(ValueError, match=re.escape(message)):
+        commands.validate("CP1", action, payload)
+
+
+def test_what_the_specification_allows_passes_its_rules():
+    tx_profile = _profile(chargingProfilePurpose="TxProfile", transactionId=5)
+    for action, payload in [
+        ("SetChargingProfile", {"connectorId": 1, "csChargingProfiles": tx_profile}),
+        (
+            "SetChargingProfile",
+            {
+                "connectorId": 0,
+                "csChargingProfiles": _profile(chargingProfilePurpose="ChargePointMaxProfile"),
+            },
+        ),
+        ("SetChargingProfile", {"connectorId": 0, "csChargingProfiles": PROFILE}),
+        (
+            "RemoteStartTransaction",
+            {"idTag": "T", "chargingProfile": _profile(chargingProfilePurpose="TxProfile")},
+        ),
+        ("SendLocalList", {"listVersion": 5, "updateType": "Differential"}),
+        (
+            "SendLocalList",
+            {
+                "listVersion": 5,
+                "updateType": "Differential",
+                "localAuthorizationList": [{"idTag": "T"}],  # removes it
+            },
+        ),
+        ("UnlockConnector", {"connectorId": 1}),
+        ("ReserveNow", {**OPERATIONS["ReserveNow"][0], "connectorId": 0}),
+    ]:
+        commands.validate("CP1", action, payload)

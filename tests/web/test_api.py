@@ -272,6 +272,8 @@ def test_operations_show_state_and_the_station_answer(live: LiveCS) -> None:
     assert len(answered["items"]) == len(OPERATIONS)
     operations = live.request("GET", "/api/operations", role="read-only").json()
     assert {"Reset", "UpdateFirmware", "SetChargingProfile"} <= {o["action"] for o in operations}
+    unlock = next(o for o in operations if o["action"] == "UnlockConnector")
+    assert unlock["schema"]["properties"]["connectorId"]["minimum"] == 1  # as it is checked
 
 
 def test_command_for_an_offline_station_waits_in_the_queue(live: LiveCS) -> None:
@@ -303,6 +305,7 @@ def test_command_for_an_offline_station_waits_in_the_queue(live: LiveCS) -> None
         ({"action": "Reset", "payload": {"type": "Soft"}, "ttl_s": -1}, "ttl_s", 400),
         ({"action": "Reset", "payload": {"type": "Soft"}, "wait_s": 1000}, "wait_s", 400),
         ({"action": "Reset", "colour": "red"}, "colour", 400),
+        ({"action": "UnlockConnector", "payload": {"connectorId": 0}}, "payload", 400),
     ],
 )
 def test_bad_commands_name_the_field(live: LiveCS, body: dict, field: str, status: int) -> None:
@@ -316,6 +319,8 @@ def test_bad_commands_name_the_field(live: LiveCS, body: dict, field: str, statu
         assert "type" in error["error"]  # the OCPP field inside the payload
     if body.get("payload") == {}:
         assert "type" in error["error"]
+    if body.get("action") == "UnlockConnector":  # a rule of the specification, not the schema's
+        assert "connectorId must be at least 1" in error["error"]
 
 
 def test_command_body_must_be_json_and_station_known(live: LiveCS) -> None:
