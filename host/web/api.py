@@ -519,7 +519,10 @@ class Api:
             while command["state"] in ("queued", "sent") and time.monotonic() < deadline:
                 await asyncio.sleep(POLL_S)
                 command = await self.read(queries.get_command, command_id)
-            if events is not None and (command.get("response") or {}).get("status") == "Accepted":
+            # Only an answer that passed its schema is an object with a status: a failed
+            # command's response is whatever the station sent (a list, say)
+            answered = command["state"] == "answered"
+            if events is not None and answered and command["response"]["status"] == "Accepted":
                 command["transaction_id"] = await _started_transaction(
                     events, station, payload, deadline
                 )

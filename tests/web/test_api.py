@@ -3,9 +3,11 @@
 import functools
 import json
 import re
+import threading
 import urllib.request
 
 import pytest
+import websockets.sync.client
 from ocpp.v16 import call
 
 from host.cs import storage
@@ -455,3 +457,41 @@ def test_dashboard_files_hold_no_data(live: LiveCS) -> None:
     script = live.request("GET", "/static/app.js", role=None)
     assert script.status == 200 and b"EventSource" in script.body
     assert live.request("GET", "/static/../api.py", role=None).status in (403, 404)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        '[3, "%s", ["Accepted"]]',  # a CALLRESULT's payload is an object
+        '[4, "%s", "GenericError", "no", ["details"]]',  # so are a CALLERROR's details
+    ],
+)
+def test_a_remote_start_answered_with_no_object_is_shown_failed(live: LiveCS, answer: str) -> None:
+    """The API looked for the answer's status to wait for the transaction: with a list
+    stored as the answer, it failed with a 500 instead of showing the failed command."""
+
+    done = threading.Event()
+
+    def station() -> None:
+        url = f"ws://127.0.0.1:{live.ocpp_port}/ocpp/API-RAW1"
+        with websockets.sync.client.connect(url, subprotocols=["ocpp1.6"]) as ws:
+            ws.send(
+                '[2, "b", "BootNotification", {"chargePointVendor": "V", "chargePointModel": "M"}]'
+            )
+            assert json.loads(ws.recv(10))[2]["status"] == "Accepted"
+            _, uid, action, _ = json.loads(ws.recv(10))
+            assert action == "RemoteStartTransaction"
+            ws.send(answer % uid)
+            done.wait(10)  # connected until the test has its answer
+
+    thread = threading.Thread(target=station, daemon=True)
+    thread.start()
+    wait_until(lambda: online(live, "API-RAW1"), what="online")
+    body = {"action": "RemoteStartTransaction", "payload": {"idTag": "RFID1"}, "wait_s": 5}
+    response = live.request("POST", "/api/stations/API-RAW1/commands", body)
+    done.set()
+    thread.join(10)
+    assert response.status == 200, response.body
+    command = response.json()
+    assert command["state"] == "failed" and command["error"]
+    assert command.get("transaction_id") is None
