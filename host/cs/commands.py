@@ -235,11 +235,11 @@ class CommandQueue:
             state, fields = "failed", {"error": f"no answer within {self.timeout_s:g} s"}
         else:
             state, fields = self._outcome(action, reply)
-            if state == "answered" and reply[2].get("status") == "Accepted":
-                changes = storage.station_changes(action, payload)
+            if state == "answered":
+                changes = storage.station_changes(action, payload, reply[2].get("status"))
         finally:
             session.pending.pop(uid, None)
-        if changes:  # the station uses them from its next connection: so do we
+        if changes:  # the station uses them from its next connection or reboot: so do we
             await store.call(storage.set_station, session.station_id, **changes)
         await store.call(storage.mark_command, row["id"], state, answered_at=now_iso(), **fields)
 

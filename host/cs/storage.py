@@ -270,6 +270,13 @@ MIGRATIONS: list[list[str | tuple[str, str]]] = [
             for table in ("connectors", "status_history")
         ),
     ],
+    # A new key or security profile the station answered RebootRequired: pending until it
+    # connects with it (pending_settings). The key salted and hashed as the current one.
+    [
+        "ALTER TABLE stations ADD COLUMN pending_security_profile INTEGER",
+        "ALTER TABLE stations ADD COLUMN pending_auth_salt TEXT",
+        "ALTER TABLE stations ADD COLUMN pending_auth_hash TEXT",
+    ],
 ]
 
 
@@ -480,6 +487,39 @@ def add_station(db: Db, station_id: str, approval: str = "accepted") -> dict[str
     return station
 
 
+def pending_settings(station: dict[str, Any]) -> dict[str, Any] | None:
+    """The security settings of the station's row once its pending changes are made (those
+    the connection checks read: its profile, its key's salt and hash), or None when no
+    change is pending."""
+    profile, key_hash = station["pending_security_profile"], station["pending_auth_hash"]
+    if profile is None and key_hash is None:
+        return None
+    settings = {name: station[name] for name in ("security_profile", "auth_salt", "auth_hash")}
+    if profile is not None:
+        settings["security_profile"] = profile
+    if key_hash is not None:
+        settings["auth_salt"], settings["auth_hash"] = station["pending_auth_salt"], key_hash
+    return settings
+
+
+# The pending settings a connection passed with become the station's current ones, only if
+# still pending: another change may have been made pending since its row was read.
+# (COALESCE, not IS NOT DISTINCT FROM: SQLite has that only since 3.39.)
+PROMOTE_SQL = (
+    "UPDATE stations SET security_profile = COALESCE(pending_security_profile, security_profile),"
+    " auth_salt = COALESCE(pending_auth_salt, auth_salt),"
+    " auth_hash = COALESCE(pending_auth_hash, auth_hash), pending_security_profile = NULL,"
+    " pending_auth_salt = NULL, pending_auth_hash = NULL WHERE id = ?"
+    " AND COALESCE(pending_security_profile, -1) = ? AND COALESCE(pending_auth_hash, '') = ?"
+)
+
+
+def promotion(station: dict[str, Any]) -> tuple:
+    """PROMOTE_SQL's parameters for the station's row as read."""
+    profile, key_hash = station["pending_security_profile"], station["pending_auth_hash"]
+    return (station["id"], -1 if profile is None else profile, key_hash or "")
+
+
 def station_for_connection(db: Db, station_id: str, unknown: str | None) -> dict[str, Any] | None:
     """The station's row; an unknown station is added with approval `unknown` unless None."""
     station = get_station(db, station_id)
@@ -508,11 +548,14 @@ def set_approval(db: Db, station: str, approval: str) -> bool:
 
 
 def set_station(db: Db, station_id: str, **fields: Any) -> None:
-    if "auth_key" in fields:
-        key = fields.pop("auth_key")
-        salt = secrets.token_hex(8) if key is not None else None
-        fields["auth_salt"] = salt
-        fields["auth_hash"] = hash_key(key, salt) if key is not None and salt else None
+    """Set a station's columns; `auth_key` and `pending_auth_key` are stored as their
+    salt and hash (None: no key)."""
+    for prefix in ("", "pending_"):
+        if prefix + "auth_key" in fields:
+            key = fields.pop(prefix + "auth_key")
+            salt = secrets.token_hex(8) if key is not None else None
+            fields[prefix + "auth_salt"] = salt
+            fields[prefix + "auth_hash"] = hash_key(key, salt) if key is not None and salt else None
     names = sorted(fields)
     assignments = ", ".join(f"{name} = ?" for name in names)
     db.execute(
@@ -549,11 +592,19 @@ def record_boot(db: Db, station_id: str, fields: dict[str, Any]) -> str:
     return row[0] if row else "Rejected"
 
 
+# What an operator sees of a station's pending changes: the profile, and whether a key is
+# pending (never the key, nor its hash).
+PENDING_COLUMNS = "pending_security_profile, pending_auth_hash IS NOT NULL AS auth_key_pending"
+
+
 def list_stations(db: Db) -> list[dict[str, Any]]:
-    return db.all(
+    rows = db.all(
         "SELECT id, approval, registration, online, security_profile, vendor, model, firmware,"
-        " boot_at, last_seen FROM stations ORDER BY id"
+        f" boot_at, last_seen, {PENDING_COLUMNS} FROM stations ORDER BY id"
     )
+    for row in rows:  # SQLite's is 0 or 1
+        row["auth_key_pending"] = bool(row["auth_key_pending"])
+    return rows
 
 
 def list_connectors(db: Db, station_id: str | None = None) -> list[dict[str, Any]]:
@@ -1097,14 +1148,22 @@ def sets_authorization_key(action: str, payload: dict[str, Any]) -> bool:
 SECURITY_PROFILES = ("0", "1", "2", "3")
 
 
-def station_changes(action: str, payload: dict[str, Any]) -> dict[str, Any]:
-    """The station's fields (set_station) a command changes once the station accepts it:
-    the whitepaper's new AuthorizationKey or SecurityProfile, which the station uses from
-    its next connection (so must we)."""
+def station_changes(action: str, payload: dict[str, Any], status: str | None) -> dict[str, Any]:
+    """The station's fields (set_station) a command changes by the station's answer
+    `status`: the whitepaper's new AuthorizationKey or SecurityProfile. Accepted, the station
+    uses it from its next connection (so must we); RebootRequired, after its next reboot, so
+    it is pending until the station connects with it (pending_settings). Either replaces a
+    pending change of the same kind."""
     if sets_authorization_key(action, payload):
-        return {"auth_key": payload["value"]}
-    if configures(action, payload, "SecurityProfile") and payload["value"] in SECURITY_PROFILES:
-        return {"security_profile": int(payload["value"])}
+        field, value = "auth_key", payload["value"]
+    elif configures(action, payload, "SecurityProfile") and payload["value"] in SECURITY_PROFILES:
+        field, value = "security_profile", int(payload["value"])
+    else:
+        return {}
+    if status == "Accepted":
+        return {field: value, f"pending_{field}": None}
+    if status == "RebootRequired":
+        return {f"pending_{field}": value}
     return {}
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from host.cs.storage import (
+    PENDING_COLUMNS,
     Db,
     conditions,
     find_id_tag,
@@ -23,7 +24,7 @@ from host.cs.storage import (
 
 STATION_COLUMNS = (
     "id, approval, registration, online, security_profile, vendor, model, serial, firmware,"
-    " meter_type, meter_serial, boot_at, last_seen, created"
+    f" meter_type, meter_serial, boot_at, last_seen, created, {PENDING_COLUMNS}"
 )
 # A connector has a fault when it says so or reports any error code.
 FAULTED = "(c.status = 'Faulted' OR (c.error_code IS NOT NULL AND c.error_code <> 'NoError'))"
@@ -95,11 +96,11 @@ def list_stations(
             (problem, True if problems else None),
         )
     )
-    columns = ", ".join("s." + c.strip() for c in STATION_COLUMNS.split(","))
-    page = _page(db, f"SELECT {columns} FROM stations s", clauses, params, "s.id", limit, offset)
+    select = f"SELECT {STATION_COLUMNS} FROM stations s"
+    page = _page(db, select, clauses, params, "s.id", limit, offset)
     connectors = _connectors(db, [row["id"] for row in page["items"]])
     for row in page["items"]:
-        _bools(row, "online")
+        _bools(row, "online", "auth_key_pending")
         row["connectors"] = connectors[row["id"]]
     return page
 
@@ -108,7 +109,7 @@ def get_station(db: Db, station_id: str) -> dict[str, Any] | None:
     row = db.one(f"SELECT {STATION_COLUMNS} FROM stations WHERE id = ?", (station_id,))
     if row is None:
         return None
-    _bools(row, "online")
+    _bools(row, "online", "auth_key_pending")
     row["connectors"] = _connectors(db, [station_id])[station_id]
     return row
 

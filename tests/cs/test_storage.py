@@ -769,6 +769,78 @@ def test_station_keys_are_salted_hashes(db):
     assert not storage.key_matches(station, "secret-key-0002")
 
 
+def test_stations_before_pending_changes_keep_their_settings(db_url, monkeypatch):
+    monkeypatch.setattr(storage, "MIGRATIONS", storage.MIGRATIONS[:-1])
+    old = storage.Db(db_url)
+    storage.add_station(old, "CP1")
+    storage.set_station(old, "CP1", security_profile=1, auth_key="secret-key-0001")
+    old.commit()
+    old.close()
+    monkeypatch.undo()
+    db = storage.Db(db_url)
+    station = storage.get_station(db, "CP1")
+    assert storage.pending_settings(station) is None
+    assert station["security_profile"] == 1 and storage.key_matches(station, "secret-key-0001")
+    db.close()
+
+
+def changed(db, station_id, key, value, status):
+    """What the station's answer `status` to a ChangeConfiguration does to its record."""
+    change = {"key": key, "value": value}
+    storage.set_station(
+        db, station_id, **storage.station_changes("ChangeConfiguration", change, status)
+    )
+    return storage.get_station(db, station_id)
+
+
+def test_changes_answered_reboot_required_are_pending_until_promoted(db):
+    storage.add_station(db, "CP1")
+    storage.set_station(db, "CP1", security_profile=1, auth_key="secret-key-0001")
+    station = changed(db, "CP1", "AuthorizationKey", "secret-key-0002", "RebootRequired")
+    assert "secret-key-0002" not in json.dumps(station)
+    station = changed(db, "CP1", "AuthorizationKey", "secret-key-0003", "RebootRequired")
+    assert storage.key_matches(station, "secret-key-0001")  # current until used
+    pending = storage.pending_settings(station)
+    assert pending["security_profile"] == 1  # the current one: no profile pending
+    assert storage.key_matches(pending, "secret-key-0003")  # replaced the earlier pending key
+    assert not storage.key_matches(pending, "secret-key-0002")
+    assert [
+        (r["auth_key_pending"], r["pending_security_profile"]) for r in storage.list_stations(db)
+    ] == [(True, None)]
+
+    station = changed(db, "CP1", "SecurityProfile", "2", "RebootRequired")
+    pending = storage.pending_settings(station)
+    assert pending["security_profile"] == 2 and storage.key_matches(pending, "secret-key-0003")
+    stale = storage.promotion(station)
+    changed(db, "CP1", "SecurityProfile", "3", "RebootRequired")
+    db.execute(storage.PROMOTE_SQL, stale)  # checked against profile 2: no longer pending
+    assert storage.get_station(db, "CP1")["pending_security_profile"] == 3
+    station = changed(db, "CP1", "SecurityProfile", "2", "RebootRequired")
+    db.execute(storage.PROMOTE_SQL, storage.promotion(station))
+    station = storage.get_station(db, "CP1")
+    assert storage.pending_settings(station) is None
+    assert station["security_profile"] == 2 and storage.key_matches(station, "secret-key-0003")
+    shown = queries.get_station(db, "CP1")
+    assert (shown["auth_key_pending"], shown["pending_security_profile"]) == (False, None)
+
+
+def test_an_accepted_change_replaces_a_pending_one(db):
+    storage.add_station(db, "CP1")
+    storage.set_station(db, "CP1", security_profile=1, auth_key="secret-key-0001")
+    changed(db, "CP1", "AuthorizationKey", "secret-key-0002", "RebootRequired")
+    changed(db, "CP1", "SecurityProfile", "2", "RebootRequired")
+    station = changed(db, "CP1", "AuthorizationKey", "secret-key-0003", "Accepted")
+    assert storage.key_matches(station, "secret-key-0003")  # taken at once
+    pending = storage.pending_settings(station)
+    assert pending["security_profile"] == 2 and storage.key_matches(pending, "secret-key-0003")
+    shown = queries.get_station(db, "CP1")
+    assert (shown["auth_key_pending"], shown["pending_security_profile"]) == (False, 2)
+    station = changed(db, "CP1", "SecurityProfile", "3", "Accepted")
+    assert station["security_profile"] == 3 and storage.pending_settings(station) is None
+    rejected = {"key": "SecurityProfile", "value": "1"}
+    assert storage.station_changes("ChangeConfiguration", rejected, "Rejected") == {}
+
+
 def broken(db):
     db.execute("INSERT INTO no_such_table VALUES (1)")
 
