@@ -133,6 +133,27 @@ def _basic_auth(request: Request) -> tuple[str, str] | None:
     return user, password
 
 
+def _refusal(
+    transport: asyncio.BaseTransport, request: Request, station_id: str, settings: dict
+) -> tuple[int, str, dict[str, str]] | None:
+    """Why a connection does not pass the checks of the security settings (a station's row,
+    or storage.pending_settings): HTTP status, text and headers; None if it passes."""
+    profile = settings["security_profile"]
+    if profile >= 2 and transport.get_extra_info("ssl_object") is None:
+        return 403, f"Security profile {profile} requires TLS\n", {}
+    if profile in (1, 2):
+        credentials = _basic_auth(request)
+        if (
+            credentials is None
+            or credentials[0] != station_id
+            or not storage.key_matches(settings, credentials[1])
+        ):
+            return 401, "Basic authentication failed\n", {"WWW-Authenticate": 'Basic realm="ocpp"'}
+    if profile == 3 and _peer_common_name(transport) != station_id:
+        return 401, "Client certificate does not name this station\n", {}
+    return None
+
+
 def _select_subprotocol(protocol: ServerProtocol, offered: Any) -> Subprotocol | None:
     # OCPP-J: without ocpp1.6 the handshake completes without a subprotocol, then we close.
     return SUBPROTOCOL if SUBPROTOCOL in offered else None
@@ -497,30 +518,26 @@ class CentralSystem:
             return self._refuse(session, 404, f"Unknown station {station_id}\n", station_id)
         if station["approval"] == "rejected":
             return self._refuse(session, 403, f"Station {station_id} is rejected\n", station_id)
-        profile = station["security_profile"]
+        # A new key or profile the station answered RebootRequired is pending: it uses its
+        # current settings until its reboot, the pending ones after. So a connection passes
+        # with either: the current (profile, key), or each pending one in place of its current
+        # one (a key and a profile pending are taken together, as the station does at its
+        # reboot). The pending settings are tried first and a connection that passes them
+        # makes them current, ending the old ones: profile 0 lets every connection in, and a
+        # raise to 1 would never be taken if the current settings were tried first.
+        pending = storage.pending_settings(station)
         transport = session.transport
-        if profile >= 2 and transport.get_extra_info("ssl_object") is None:
-            return self._refuse(
-                session, 403, f"Security profile {profile} requires TLS\n", station_id
+        if pending is not None and _refusal(transport, request, station_id, pending) is None:
+            log.info(
+                "%s: connected with its pending security settings, now its own (profile %d%s)",
+                station_id,
+                pending["security_profile"],
+                ", new key" if station["pending_auth_hash"] else "",
             )
-        if profile in (1, 2):
-            credentials = _basic_auth(request)
-            if (
-                credentials is None
-                or credentials[0] != station_id
-                or not storage.key_matches(station, credentials[1])
-            ):
-                return self._refuse(
-                    session,
-                    401,
-                    "Basic authentication failed\n",
-                    station_id,
-                    **{"WWW-Authenticate": 'Basic realm="ocpp"'},
-                )
-        if profile == 3 and _peer_common_name(transport) != station_id:
-            return self._refuse(
-                session, 401, "Client certificate does not name this station\n", station_id
-            )
+            self.store.write(storage.PROMOTE_SQL, storage.promotion(station))
+        elif refusal := _refusal(transport, request, station_id, station):
+            status, text, headers = refusal
+            return self._refuse(session, status, text, station_id, **headers)
         ws = session.ws
         assert ws is not None
         response = ws.accept(request)

@@ -118,6 +118,7 @@ class Station(ChargePoint):
     """A charge point on the `ocpp` package that answers the central system's calls."""
 
     received: list[tuple[str, dict]]
+    configuration_status = "Accepted"  # its answer to ChangeConfiguration
 
     @on("Reset")
     def on_reset(self, type: str) -> call_result.Reset:  # noqa: A002 - the OCPP field name
@@ -132,7 +133,7 @@ class Station(ChargePoint):
     @on("ChangeConfiguration")
     def on_change_configuration(self, key: str, value: str) -> call_result.ChangeConfiguration:
         self.received.append(("ChangeConfiguration", {"key": key, "value": value}))
-        return call_result.ChangeConfiguration(status="Accepted")
+        return call_result.ChangeConfiguration(status=self.configuration_status)
 
     @on("GetConfiguration")
     def on_get_configuration(self, **rest: Any) -> call_result.GetConfiguration:

@@ -14,6 +14,7 @@ import websockets
 from ocpp.v16 import call
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from host.cli import main
 from host.cs import commands, server, storage
 from host.cs import store as store_module
 from host.cs.storage import now_iso
@@ -425,6 +426,101 @@ def test_a_security_profile_the_station_takes_is_taken(sqlite_url):
             assert await refusal(cs, "UPGRADE") == 401
             async with station(cs, "UPGRADE", auth_key=key) as cp:
                 assert (await cp.call(BOOT)).status == "Accepted"
+
+    run(scenario())
+
+
+async def changed_at_reboot(cs, station_id, change, auth_key=None):
+    """The station connects and answers ChangeConfiguration `change` RebootRequired."""
+    async with station(cs, station_id, auth_key=auth_key) as cp:
+        assert (await cp.call(BOOT)).status == "Accepted"
+        cp.configuration_status = "RebootRequired"
+        command = await setup(
+            cs, storage.enqueue_command, station_id, "ChangeConfiguration", change, 60
+        )
+        await command_reaches(cs, command, "answered")
+
+
+async def connects(cs, station_id, auth_key=None):
+    async with station(cs, station_id, auth_key=auth_key) as cp:
+        return (await cp.call(BOOT)).status == "Accepted"
+
+
+def listed(url, capsys):
+    """`evse cs stations --json`: the operator's view of the stations."""
+    assert main(["cs", "stations", "--json", "--db", url]) == 0
+    return {row["id"]: row for row in json.loads(capsys.readouterr().out)}
+
+
+def test_a_key_the_station_takes_at_its_reboot_is_pending_until_it_connects_with_it(
+    sqlite_url, caplog, capsys
+):
+    """A station that answers RebootRequired to a new AuthorizationKey uses its old key until
+    its reboot, the new one after: both let it in until the new one does, then only that."""
+    caplog.set_level(logging.INFO, "evse.cs")
+
+    async def scenario():
+        async with central_system(sqlite_url) as cs:
+            old, new = "0123456789abcdef0123", "fedcba9876543210fedc"
+            await setup(cs, storage.add_station, "SECURE")
+            await setup(cs, storage.set_station, "SECURE", security_profile=1, auth_key=old)
+            await changed_at_reboot(cs, "SECURE", {"key": "AuthorizationKey", "value": new}, old)
+            await cs.store.flush()
+            shown = listed(sqlite_url, capsys)["SECURE"]
+            assert shown["auth_key_pending"] is True and shown["pending_security_profile"] is None
+            assert new not in json.dumps([shown, read(sqlite_url, stored_rows)])
+            assert await connects(cs, "SECURE", old)  # not rebooted yet
+            assert await connects(cs, "SECURE", new)  # rebooted: the new key is its own
+            assert await refusal(cs, "SECURE", auth_key=old) == 401
+            assert await connects(cs, "SECURE", new)
+            assert "SECURE: connected with its pending security settings" in caplog.text
+            assert new not in caplog.text
+            await cs.store.flush()
+            assert listed(sqlite_url, capsys)["SECURE"]["auth_key_pending"] is False
+
+    run(scenario())
+
+
+def test_a_security_profile_the_station_takes_at_its_reboot_is_pending(sqlite_url, capsys):
+    """Raised from 0 to 1 with RebootRequired: the station connects without its key until
+    its reboot, with it after; then it must."""
+
+    async def scenario():
+        async with central_system(sqlite_url) as cs:
+            key = "0123456789abcdef0123"
+            await setup(cs, storage.add_station, "UPGRADE")
+            await setup(cs, storage.set_station, "UPGRADE", auth_key=key)  # profile 0 still
+            await changed_at_reboot(cs, "UPGRADE", {"key": "SecurityProfile", "value": "1"})
+            await cs.store.flush()
+            shown = listed(sqlite_url, capsys)["UPGRADE"]
+            assert (shown["security_profile"], shown["pending_security_profile"]) == (0, 1)
+            assert await connects(cs, "UPGRADE")  # not rebooted yet
+            assert await connects(cs, "UPGRADE", key)  # rebooted: profile 1
+            assert await refusal(cs, "UPGRADE") == 401
+            await cs.store.flush()
+            shown = listed(sqlite_url, capsys)["UPGRADE"]
+            assert (shown["security_profile"], shown["pending_security_profile"]) == (1, None)
+
+    run(scenario())
+
+
+def test_a_key_and_a_profile_pending_together_are_taken_together(sqlite_url):
+    """The whitepaper's upgrade with a station that takes both at its reboot: the new key
+    and profile 1, neither alone (the old key with profile 1, or the new one with none)."""
+
+    async def scenario():
+        async with central_system(sqlite_url) as cs:
+            old, new = "0123456789abcdef0123", "fedcba9876543210fedc"
+            await setup(cs, storage.add_station, "BOTH")
+            await setup(cs, storage.set_station, "BOTH", auth_key=old)  # profile 0 still
+            await setup(cs, storage.set_station, "BOTH", pending_security_profile=1)
+            await setup(cs, storage.set_station, "BOTH", pending_auth_key=new)
+            assert await connects(cs, "BOTH", old)  # profile 0: let in, nothing taken
+            row = await setup(cs, storage.get_station, "BOTH")
+            assert row["pending_security_profile"] == 1 and row["pending_auth_hash"]
+            assert await connects(cs, "BOTH", new)
+            assert await refusal(cs, "BOTH", auth_key=old) == 401
+            assert await refusal(cs, "BOTH") == 401
 
     run(scenario())
 

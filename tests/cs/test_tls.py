@@ -2,6 +2,7 @@
 
 import asyncio
 import base64
+import json
 import ssl
 
 import pytest
@@ -9,10 +10,11 @@ import websockets
 from websockets.exceptions import InvalidStatus
 
 from host.cs import server, storage
-from tests.cs.conftest import central_system, run
+from tests.cs.conftest import central_system, command_reaches, run
 from tests.pki import Pki
 
 KEY = "0123456789abcdef0123"
+BOOT = '[2,"1","BootNotification",{"chargePointVendor":"V","chargePointModel":"M"}]'
 
 
 @pytest.fixture
@@ -57,8 +59,7 @@ def test_profiles_2_and_3(pki, sqlite_url):
             await cs.store.call(storage.set_station, "CP3", security_profile=3)
 
             ws = await connect(cs, "CP2", client_context(pki), KEY)
-            boot = '[2,"1","BootNotification",{"chargePointVendor":"V","chargePointModel":"M"}]'
-            await ws.send(boot)
+            await ws.send(BOOT)
             assert '"Accepted"' in await ws.recv()
             await ws.close()
             with pytest.raises(InvalidStatus) as wrong_key:
@@ -66,13 +67,44 @@ def test_profiles_2_and_3(pki, sqlite_url):
             assert wrong_key.value.response.status_code == 401
 
             ws = await connect(cs, "CP3", client_context(pki, "CP3"))
-            await ws.send(boot)
+            await ws.send(BOOT)
             assert '"Accepted"' in await ws.recv()
             await ws.close()
             for cert in (None, "OTHER"):  # no certificate, or one naming another station
                 with pytest.raises(InvalidStatus) as refused:
                     await connect(cs, "CP3", client_context(pki, cert))
                 assert refused.value.response.status_code == 401
+
+    run(scenario())
+
+
+def test_profile_3_pending_until_the_station_connects_with_its_certificate(pki, sqlite_url):
+    """Raised from 2 to 3 with RebootRequired: the station connects with its key until its
+    reboot, with its client certificate after; then it must."""
+    tls = server.tls_context(*map(str, pki["127.0.0.1"]), str(pki["ca"]))
+
+    async def scenario():
+        async with central_system(sqlite_url, ssl_context=tls) as cs:
+            await cs.store.call(storage.add_station, "CP3")
+            await cs.store.call(storage.set_station, "CP3", security_profile=2, auth_key=KEY)
+            ws = await connect(cs, "CP3", client_context(pki), KEY)
+            await ws.send(BOOT)
+            assert '"Accepted"' in await ws.recv()
+            change = {"key": "SecurityProfile", "value": "3"}
+            command = await cs.store.call(
+                storage.enqueue_command, "CP3", "ChangeConfiguration", change, 60
+            )
+            uid = json.loads(await ws.recv())[1]
+            await ws.send(json.dumps([3, uid, {"status": "RebootRequired"}]))
+            await command_reaches(cs, command, "answered")
+            await ws.close()
+
+            await (await connect(cs, "CP3", client_context(pki), KEY)).close()  # not rebooted
+            await (await connect(cs, "CP3", client_context(pki, "CP3"))).close()  # rebooted
+            with pytest.raises(InvalidStatus) as refused:
+                await connect(cs, "CP3", client_context(pki), KEY)
+            assert refused.value.response.status_code == 401
+            assert (await cs.store.call(storage.get_station, "CP3"))["security_profile"] == 3
 
     run(scenario())
 
