@@ -112,7 +112,8 @@ def test_stations_connectors_and_live_status(live: LiveCS) -> None:
         detail = live.request("GET", "/api/stations/API-ST1").json()
         assert detail["vendor"] == "H8" and detail["registration"] == "Accepted"
         assert [c["connector_id"] for c in detail["connectors"]] == [0, 1, 2]
-        assert "auth_hash" not in detail
+        assert "auth_hash" not in detail and "pending_auth_hash" not in detail
+        assert (detail["auth_key_pending"], detail["pending_security_profile"]) == (False, None)
         live.run(station.status(2, "Faulted", "GroundFailure"))
         connectors = live.request("GET", "/api/stations/API-ST1/connectors").json()
         assert connectors[2]["status"] == "Faulted" and connectors[2]["faulted"]

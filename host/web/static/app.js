@@ -338,10 +338,14 @@ VIEWS.station = async (main, id) => {
   const showHead = () => {
     $('#st-dot').className = `dot ${station.online ? 'online' : ''}`;
     $('#st-state').textContent = station.online ? 'online' : 'offline';
+    // a change the station takes at its reboot (RebootRequired); its key is never shown
+    const pending = [station.pending_security_profile != null && `profile ${station.pending_security_profile}`,
+      station.auth_key_pending && 'a new key'].filter(Boolean).join(' and ');
     const rows = [['Approval', station.approval], ['Registration', station.registration],
       ['Vendor / model', [station.vendor, station.model].filter(Boolean).join(' ')],
       ['Serial', station.serial], ['Firmware', station.firmware], ['Meter', station.meter_type],
-      ['Security profile', station.security_profile], ['Last boot', time(station.boot_at)],
+      ['Security profile', pending ? `${station.security_profile} (pending: ${pending})` : station.security_profile],
+      ['Last boot', time(station.boot_at)],
       ['Last seen', time(station.last_seen)]];
     $('#st-details').innerHTML = rows.map(([k, v]) => `<dt>${k}</dt><dd>${esc(v)}</dd>`).join('');
     if (operator() && station.approval !== 'accepted') {
