@@ -549,7 +549,11 @@ def set_approval(db: Db, station: str, approval: str) -> bool:
 
 def set_station(db: Db, station_id: str, **fields: Any) -> None:
     """Set a station's columns; `auth_key` and `pending_auth_key` are stored as their
-    salt and hash (None: no key)."""
+    salt and hash (None: no key). A key or profile set ends a pending one of its kind, unless
+    that is set too: the operator's word, or the station's Accepted, is the last."""
+    for field in ("auth_key", "security_profile"):
+        if field in fields:
+            fields.setdefault(f"pending_{field}", None)
     for prefix in ("", "pending_"):
         if prefix + "auth_key" in fields:
             key = fields.pop(prefix + "auth_key")
@@ -1161,7 +1165,7 @@ def station_changes(action: str, payload: dict[str, Any], status: str | None) ->
     else:
         return {}
     if status == "Accepted":
-        return {field: value, f"pending_{field}": None}
+        return {field: value}
     if status == "RebootRequired":
         return {f"pending_{field}": value}
     return {}

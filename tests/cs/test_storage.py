@@ -773,7 +773,11 @@ def test_stations_before_pending_changes_keep_their_settings(db_url, monkeypatch
     monkeypatch.setattr(storage, "MIGRATIONS", storage.MIGRATIONS[:-1])
     old = storage.Db(db_url)
     storage.add_station(old, "CP1")
-    storage.set_station(old, "CP1", security_profile=1, auth_key="secret-key-0001")
+    salt = "0123456789abcdef"  # as the version before stored a key (no pending columns)
+    old.execute(
+        "UPDATE stations SET security_profile = 1, auth_salt = ?, auth_hash = ?",
+        (salt, storage.hash_key("secret-key-0001", salt)),
+    )
     old.commit()
     old.close()
     monkeypatch.undo()
@@ -839,6 +843,21 @@ def test_an_accepted_change_replaces_a_pending_one(db):
     assert station["security_profile"] == 3 and storage.pending_settings(station) is None
     rejected = {"key": "SecurityProfile", "value": "1"}
     assert storage.station_changes("ChangeConfiguration", rejected, "Rejected") == {}
+
+
+def test_a_key_or_profile_the_operator_sets_ends_a_pending_one(db):
+    # `evse cs station ID --auth-key` after a leak: the key pending from before must not
+    # stay valid, nor a profile pending be taken over the operator's
+    storage.add_station(db, "CP1")
+    storage.set_station(db, "CP1", security_profile=1, auth_key="secret-key-0001")
+    changed(db, "CP1", "AuthorizationKey", "secret-key-0002", "RebootRequired")
+    storage.set_station(db, "CP1", auth_key="secret-key-0003")
+    station = storage.get_station(db, "CP1")
+    assert storage.key_matches(station, "secret-key-0003")
+    assert storage.pending_settings(station) is None
+    changed(db, "CP1", "SecurityProfile", "2", "RebootRequired")
+    storage.set_station(db, "CP1", security_profile=1)
+    assert storage.pending_settings(storage.get_station(db, "CP1")) is None
 
 
 def broken(db):
