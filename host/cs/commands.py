@@ -245,6 +245,8 @@ class CommandQueue:
 
     @staticmethod
     def _outcome(action: str, reply: list) -> tuple[str, dict[str, Any]]:
+        if len(reply) < 3:  # [3, id] or [4, id]: the server passes on what it cannot parse
+            return "failed", {"error": "malformed answer", "response": json.dumps(reply)}
         if reply[0] == 4:
             code = reply[2] if len(reply) > 2 else "GenericError"
             description = reply[3] if len(reply) > 3 else ""

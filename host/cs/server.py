@@ -621,8 +621,11 @@ class CentralSystem:
             and type(message[1]) is str
         ):
             if type(message) is list and message and message[0] in (3, 4):
-                # a CALLERROR answers a CALL only (OCPP-J 4.1.3): a broken reply is dropped
-                log.warning("%s: malformed reply dropped: %.200s", station_id, text)
+                # A CALLERROR answers a CALL only (OCPP-J 4.1.3): a broken reply gets none.
+                # The command it answers fails now, not at its timeout.
+                log.warning("%s: malformed reply: %.200s", station_id, text)
+                if len(message) > 1 and type(message[1]) is str:
+                    self.commands.on_reply(session, message)
                 return
             uid = message[1] if isinstance(message, list) and len(message) > 1 else "-1"
             self._error(

@@ -126,18 +126,27 @@ def test_every_operation_is_delivered_and_answered(sqlite_url):
     run(scenario())
 
 
-def test_an_invalid_answer_fails_the_command_with_the_reason(sqlite_url):
+@pytest.mark.parametrize(
+    "answer, error",
+    [
+        ([3, "{uid}", {"status": "Maybe"}], "invalid answer: Reset: status must be one of"),
+        # no payload: failed at once, not at the command timeout (60 s here)
+        ([3, "{uid}"], "malformed answer"),
+        ([4, "{uid}"], "malformed answer"),
+    ],
+)
+def test_an_invalid_answer_fails_the_command_with_the_reason(sqlite_url, answer, error):
     async def scenario():
-        async with central_system(sqlite_url, unknown="accept") as cs:
+        async with central_system(sqlite_url, unknown="accept", command_timeout_s=60) as cs:
             ws = await booted(cs)
             command = await cs.store.call(
                 storage.enqueue_command, "CP1", "Reset", {"type": "Soft"}, 60
             )
             _, uid, _, _ = json.loads(await asyncio.wait_for(ws.recv(), 5))
-            await ws.send(json.dumps([3, uid, {"status": "Maybe"}]))
+            await ws.send(json.dumps(answer).replace("{uid}", uid))
 
             row = await command_reaches(cs, command, "failed")
-            assert row["error"].startswith("invalid answer: Reset: status must be one of")
+            assert row["error"].startswith(error)
             await ws.close()
 
     run(scenario())
