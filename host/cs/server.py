@@ -86,6 +86,9 @@ _PING = bytes(encode_frame(OP_PING, b""))  # the same empty ping every time
 CONNECTING, OPEN, CLOSING, CLOSED = range(4)
 
 
+_NOT_JSON = object()  # what orjson.loads gave for a frame that is not JSON (null is None)
+
+
 def _wall(monotonic: float) -> str:
     """A time.monotonic() instant as stored time text."""
     return now_iso(time.time() - (time.monotonic() - monotonic))
@@ -606,12 +609,19 @@ class CentralSystem:
             session.close(CLOSE_INVALID_DATA, "text frames are UTF-8")
             return
         station_id = session.station_id
-        self.store.write(LOG_SQL, (station_id, now_iso(), "in", text))
-        if self.listeners:
-            self._notify("in", station_id, text)
         try:
             message = orjson.loads(data)
         except orjson.JSONDecodeError:
+            message = _NOT_JSON
+        if type(message) is list and len(message) > 2 and message[0] == 3:
+            hidden = storage.answer_without_secret(message[2])
+            if hidden is not message[2]:  # kept, logged and shown without it
+                message[2] = hidden
+                text = orjson.dumps(message).decode()
+        self.store.write(LOG_SQL, (station_id, now_iso(), "in", text))
+        if self.listeners:
+            self._notify("in", station_id, text)
+        if message is _NOT_JSON:
             self._error(session, "-1", "FormationViolation", "message is not valid JSON")
             return
         if not (

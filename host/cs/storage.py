@@ -1178,6 +1178,24 @@ def without_secret(action: str, payload: dict[str, Any]) -> dict[str, Any]:
     return payload
 
 
+def _lists_authorization_key(entry: Any) -> bool:
+    return (
+        type(entry) is dict
+        and "value" in entry
+        and str(entry.get("key")).lower() == "authorizationkey"  # a CiString
+    )
+
+
+def answer_without_secret(payload: Any) -> Any:
+    """A station's answer as it may be kept and shown. The whitepaper makes AuthorizationKey
+    write-only, but a GetConfiguration answer that lists it anyway has its value hidden."""
+    keys = payload.get("configurationKey") if type(payload) is dict else None
+    if type(keys) is not list or not any(_lists_authorization_key(entry) for entry in keys):
+        return payload
+    hidden = [{**e, "value": SECRET} if _lists_authorization_key(e) else e for e in keys]
+    return {**payload, "configurationKey": hidden}
+
+
 ENDED_STATES = ("answered", "expired", "failed")
 
 

@@ -126,6 +126,33 @@ def test_every_operation_is_delivered_and_answered(sqlite_url):
     run(scenario())
 
 
+def test_an_authorization_key_a_station_lists_is_kept_nowhere(sqlite_url):
+    # the whitepaper makes AuthorizationKey write-only; a station that lists it anyway in a
+    # GetConfiguration answer must not put it in the command's answer or the frame log
+    async def scenario():
+        async with central_system(sqlite_url, unknown="accept") as cs:
+            ws = await booted(cs)
+            command = await cs.store.call(
+                storage.enqueue_command, "CP1", "GetConfiguration", {}, 60
+            )
+            _, uid, _, _ = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            keys = [
+                {"key": "HeartbeatInterval", "readonly": False, "value": "300"},
+                {"key": "authorizationKey", "readonly": False, "value": "the-stations-secret"},
+            ]
+            await ws.send(json.dumps([3, uid, {"configurationKey": keys}]))
+
+            row = await command_reaches(cs, command, "answered")
+            kept = json.loads(row["response"])["configurationKey"]
+            assert [k["value"] for k in kept] == ["300", storage.SECRET]
+            frames = await cs.store.call(storage.search_messages, "CP1", contains=uid)
+            assert len(frames) == 2 and storage.SECRET in frames[-1]["text"]
+            assert not [f for f in frames if "the-stations-secret" in f["text"]]
+            await ws.close()
+
+    run(scenario())
+
+
 @pytest.mark.parametrize(
     "answer, error",
     [
