@@ -527,10 +527,16 @@ class CentralSystem:
         # one (a key and a profile pending are taken together, as the station does at its
         # reboot). The pending settings are tried first and a connection that passes them
         # makes them current, ending the old ones: profile 0 lets every connection in, and a
-        # raise to 1 would never be taken if the current settings were tried first.
+        # raise to 1 would never be taken if the current settings were tried first. At
+        # profile 0 a connection shows no key: it takes no pending key (the station's may be
+        # its old one still, at its profile 1 to come).
         pending = storage.pending_settings(station)
         transport = session.transport
-        if pending is not None and _refusal(transport, request, station_id, pending) is None:
+        if (
+            pending is not None
+            and pending["security_profile"] > 0
+            and _refusal(transport, request, station_id, pending) is None
+        ):
             log.info(
                 "%s: connected with its pending security settings, now its own (profile %d%s)",
                 station_id,

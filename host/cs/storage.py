@@ -495,7 +495,9 @@ def pending_settings(station: dict[str, Any]) -> dict[str, Any] | None:
     if profile is None and key_hash is None:
         return None
     settings = {name: station[name] for name in ("security_profile", "auth_salt", "auth_hash")}
-    if profile is not None:
+    # Never a lower profile: the whitepaper has the station reject one, and a connection
+    # passing it (profile 0: anyone's) would lower the station's for good (PROMOTE_SQL too)
+    if profile is not None and profile > settings["security_profile"]:
         settings["security_profile"] = profile
     if key_hash is not None:
         settings["auth_salt"], settings["auth_hash"] = station["pending_auth_salt"], key_hash
@@ -506,7 +508,8 @@ def pending_settings(station: dict[str, Any]) -> dict[str, Any] | None:
 # still pending: another change may have been made pending since its row was read.
 # (COALESCE, not IS NOT DISTINCT FROM: SQLite has that only since 3.39.)
 PROMOTE_SQL = (
-    "UPDATE stations SET security_profile = COALESCE(pending_security_profile, security_profile),"
+    "UPDATE stations SET security_profile = CASE WHEN pending_security_profile > security_profile"
+    " THEN pending_security_profile ELSE security_profile END,"
     " auth_salt = COALESCE(pending_auth_salt, auth_salt),"
     " auth_hash = COALESCE(pending_auth_hash, auth_hash), pending_security_profile = NULL,"
     " pending_auth_salt = NULL, pending_auth_hash = NULL WHERE id = ?"

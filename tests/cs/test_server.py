@@ -525,6 +525,52 @@ def test_a_key_and_a_profile_pending_together_are_taken_together(sqlite_url):
     run(scenario())
 
 
+def test_a_lower_profile_pending_is_never_taken_from_a_connection(sqlite_url):
+    """The whitepaper: a station rejects a lower SecurityProfile. One that answers
+    RebootRequired to 0 anyway must not let anyone connect as it without its key (and so
+    lower its profile for good), nor have a lower profile made current with a pending key."""
+
+    async def scenario():
+        async with central_system(sqlite_url) as cs:
+            old, new = "0123456789abcdef0123", "fedcba9876543210fedc"
+            await setup(cs, storage.add_station, "DOWN")
+            await setup(cs, storage.set_station, "DOWN", security_profile=1, auth_key=old)
+            await changed_at_reboot(cs, "DOWN", {"key": "SecurityProfile", "value": "0"}, old)
+            assert await refusal(cs, "DOWN") == 401  # no key: an attacker
+            await setup(cs, storage.set_station, "DOWN", pending_auth_key=new)
+            assert await connects(cs, "DOWN", new)  # the new key is taken, not profile 0
+            assert await refusal(cs, "DOWN") == 401
+            await cs.store.flush()
+            assert (await setup(cs, storage.get_station, "DOWN"))["security_profile"] == 1
+
+    run(scenario())
+
+
+def test_a_key_pending_at_profile_0_is_not_taken_by_a_connection_that_shows_no_key(sqlite_url):
+    """At profile 0 a connection shows no key, so it does not make a pending key current:
+    the station that has not rebooted still has its old key when raised to profile 1."""
+
+    async def scenario():
+        async with central_system(sqlite_url) as cs:
+            old, new = "0123456789abcdef0123", "fedcba9876543210fedc"
+            await setup(cs, storage.add_station, "ZERO")
+            await setup(cs, storage.set_station, "ZERO", auth_key=old)  # profile 0 still
+            await changed_at_reboot(cs, "ZERO", {"key": "AuthorizationKey", "value": new})
+            assert await connects(cs, "ZERO")  # not rebooted: profile 0, its old key
+            change = {"key": "SecurityProfile", "value": "1"}
+            async with station(cs, "ZERO") as cp:
+                assert (await cp.call(BOOT)).status == "Accepted"
+                command = await setup(
+                    cs, storage.enqueue_command, "ZERO", "ChangeConfiguration", change, 60
+                )
+                await command_reaches(cs, command, "answered")
+            assert await connects(cs, "ZERO", old)  # profile 1, still not rebooted
+            assert await connects(cs, "ZERO", new)  # rebooted: the new key is its own
+            assert await refusal(cs, "ZERO", auth_key=old) == 401
+
+    run(scenario())
+
+
 def test_a_vanished_station_shows_offline_within_two_ping_intervals(sqlite_url):
     async def scenario():
         async with central_system(sqlite_url, unknown="accept", ping_interval_s=0.5) as cs:

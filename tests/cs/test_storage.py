@@ -1225,3 +1225,18 @@ def test_searches_for_a_part_find_the_same_on_both_databases(db):
     assert texts("0%") == [percent]
     found = queries.list_messages(db, None, None, None, None, None, '"HI\\"', 10, 0)
     assert [row["text"] for row in found["items"]] == [quoted]
+
+
+def test_a_lower_profile_pending_is_neither_checked_nor_made_current(db):
+    # The whitepaper has a station reject a lower SecurityProfile: one answered
+    # RebootRequired anyway must not lower the station's with the key pending beside it
+    storage.add_station(db, "CP1")
+    storage.set_station(db, "CP1", security_profile=2, auth_key="secret-key-0001")
+    changed(db, "CP1", "SecurityProfile", "0", "RebootRequired")
+    station = changed(db, "CP1", "AuthorizationKey", "secret-key-0002", "RebootRequired")
+    pending = storage.pending_settings(station)
+    assert pending["security_profile"] == 2 and storage.key_matches(pending, "secret-key-0002")
+    db.execute(storage.PROMOTE_SQL, storage.promotion(station))
+    station = storage.get_station(db, "CP1")
+    assert station["security_profile"] == 2 and storage.key_matches(station, "secret-key-0002")
+    assert storage.pending_settings(station) is None
