@@ -248,7 +248,7 @@ class CommandQueue:
         if len(reply) < 3:  # [3, id] or [4, id]: the server passes on what it cannot parse
             return "failed", {"error": "malformed answer", "response": json.dumps(reply)}
         if reply[0] == 4:
-            code = reply[2] if len(reply) > 2 else "GenericError"
+            code = reply[2]
             description = reply[3] if len(reply) > 3 else ""
             details = reply[4] if len(reply) > 4 else {}
             return "failed", {
