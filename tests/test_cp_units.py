@@ -61,10 +61,12 @@ value_text = st.one_of(
 @settings(max_examples=300, deadline=None)
 @given(
     key=st.sampled_from(BOOL_KEYS + list(INT_KEYS) + LIST_KEYS + READ_ONLY + ["NoSuchKey"]),
+    spelling=st.sampled_from([str, str.lower, str.upper]),  # keys are CiStrings
     value=value_text,
 )
-def test_change_configuration_validates_each_value(driver, key, value):
-    assert driver.ask(op="change", key=key, value=value) == expected_config_status(key, value)
+def test_change_configuration_validates_each_value(driver, key, spelling, value):
+    status = driver.ask(op="change", key=spelling(key), value=value)
+    assert status == expected_config_status(key, value)
 
 
 def test_configuration_persists_and_reports_unknown_keys(driver):
@@ -77,6 +79,13 @@ def test_configuration_persists_and_reports_unknown_keys(driver):
     values = {k["key"]: (k["value"], k["readonly"]) for k in report["configurationKey"]}
     assert values == {"HeartbeatInterval": ("42", False), "WebSocketPingInterval": ("30", False)}
     assert report["unknownKey"] == ["Nope"]
+    # Keys are CiStrings: any spelling names the key, reported as the specification spells it
+    report = driver.ask(op="report", keys=["heartbeatinterval", "LOCALPREAUTHORIZE"])
+    assert [k["key"] for k in report["configurationKey"]] == [
+        "HeartbeatInterval",
+        "LocalPreAuthorize",
+    ]
+    assert "unknownKey" not in report
     everything = driver.ask(op="report", keys=[])
     validate("GetConfigurationResponse", everything)
     keys = {k["key"]: k for k in everything["configurationKey"]}

@@ -61,6 +61,7 @@ async def _connect(cp, sc):
         _log("station.json:", repr(e))  # the station charges on without a central system
         return
     cp.link = link
+    cp.station_config = sc
     link.ping_interval_s = cp.config.get("WebSocketPingInterval")
     rpc = Rpc(link, board)
     cp.register(rpc)

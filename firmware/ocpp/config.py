@@ -54,6 +54,17 @@ KEYS = {
 }
 
 
+def known(name):
+    """The key `name` names in any case (keys are CiStrings), or None."""
+    if name in KEYS:
+        return name
+    low = name.lower()
+    for key in KEYS:
+        if key.lower() == low:
+            return key
+    return None
+
+
 def _spec(name):
     """(type, writable, default value, maximum) of the known key `name`."""
     text = KEYS[name]
@@ -135,7 +146,8 @@ class Config:
     def change(self, name, text):
         """ChangeConfiguration: 'Accepted' | 'Rejected' | 'NotSupported'. Every key takes effect
         at once, so 'RebootRequired' is never needed."""
-        if name not in KEYS:
+        name = known(name)
+        if name is None:
             return "NotSupported"
         kind, writable, _, maximum = _spec(name)
         if not writable:
@@ -154,18 +166,25 @@ class Config:
                 stored[name] = self.values[name]
         save_json(self.path, stored)
 
-    def report(self, names):
-        """GetConfiguration payload for `names` (all keys when empty)."""
-        known = []
+    def report(self, names, extra=()):
+        """GetConfiguration payload for `names` (all keys when empty); `extra`: KeyValue
+        entries of keys kept elsewhere (the security keys), reported like the others."""
+        found = []
         unknown = []
-        for name in names or KEYS:
-            text = KEYS.get(name)
-            if text is None:
-                unknown.append(name)
+        for name in names or list(KEYS) + [e["key"] for e in extra]:
+            key = known(name)
+            if key is not None:
+                text = KEYS[key]
+                value = _text(text[0], self.values[key])
+                found.append({"key": key, "readonly": text[1] == "r", "value": value})
+                continue
+            for entry in extra:
+                if entry["key"].lower() == name.lower():
+                    found.append(entry)
+                    break
             else:
-                value = _text(text[0], self.values[name])
-                known.append({"key": name, "readonly": text[1] == "r", "value": value})
-        payload = {"configurationKey": known}
+                unknown.append(name)
+        payload = {"configurationKey": found}
         if unknown:
             payload["unknownKey"] = unknown
         return payload

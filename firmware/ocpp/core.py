@@ -9,7 +9,8 @@
 import net
 from ocpp import inbound, isotime
 from ocpp.auth import Cache
-from ocpp.config import Config
+from ocpp.config import Config, save_json
+from ocpp.link import check_profile
 from ocpp.rpc import CallError, Offline
 from protocol.ocppj import RpcError
 
@@ -21,6 +22,7 @@ METER_WAIT_S = 10  # a StopTransaction waits this long at most for a reading aft
 ENERGY_SAVE_S = 10  # a running transaction's meter register reaches flash this often
 CLOCK_SLACK_S = 2  # the board clock follows the central system's when further off than this
 ALIGNED_KEPT = 8  # StopTxnAlignedData: the latest clock-aligned samples a StopTransaction carries
+KEY_LENGTHS = (16, 40)  # AuthorizationKey: the security whitepaper's 16 bytes at least, 40 at most
 
 # Station fault code -> OCPP ChargePointErrorCode. 'derating' is a warning, not a fault. Pilot
 # trouble is EVCommunicationError, which per OCPP 1.6 is not a fault: SuspendedEVSE, not Faulted.
@@ -105,7 +107,9 @@ class ChargePoint:
         for s in self.sessions:
             s.slots = [f for f in station.all_faults() if f.connector == s.id]
             s.marks = [f.since_ms for f in s.slots]
-        self.link = None  # the Link, once there is one (for WebSocketPingInterval)
+        self.link = None  # the Link, once there is one (WebSocketPingInterval, security keys)
+        self.station_config = {}  # station.json's settings, with the link
+        self.relink = False  # security settings changed: connect again with them
         self.rpc = None
         self.accepted = False  # BootNotification accepted since power-up
         self.online = False
@@ -432,6 +436,9 @@ class ChargePoint:
                 # HeartbeatInterval later. Return to the connect loop at once instead.
                 if not rpc.link.connected:
                     raise Offline("link closed")
+                if self.relink:  # the security whitepaper: reconnect with the new settings
+                    self.relink = False
+                    raise Offline("security settings changed")
                 now = self.now()
                 s = self._status_due(now)
                 if self.auth_requests:  # someone waits at the station
@@ -564,13 +571,50 @@ class ChargePoint:
         return {"status": "Scheduled" if busy and p["type"] == "Inoperative" else "Accepted"}
 
     def on_ChangeConfiguration(self, p):
-        status = self.config.change(p["key"], p["value"])
-        if self.link is not None:
-            self.link.ping_interval_s = self.config.get("WebSocketPingInterval")
+        key = p["key"].lower()  # a CiString
+        link = self.link
+        if link is None:
+            status = self.config.change(p["key"], p["value"])
+        elif key in ("securityprofile", "authorizationkey"):
+            status = self._change_security(link, key == "securityprofile", p["value"])
+        else:
+            status = self.config.change(p["key"], p["value"])
+            link.ping_interval_s = self.config.get("WebSocketPingInterval")
         return {"status": status}
 
+    def _change_security(self, link, profile, text):
+        """The security whitepaper's SecurityProfile (only ever raised) or AuthorizationKey,
+        kept in station.json: Rejected unless valid and the link's settings then make its
+        profile; accepted, the link connects again with them (the key at profiles 1, 2)."""
+        if profile:
+            if len(text) != 1 or not text.isdigit() or int(text) < link.profile:
+                return "Rejected"
+            field, name, value = "security_profile", "profile", int(text)
+        else:
+            low, high = KEY_LENGTHS
+            if not low <= len(text) <= high or any(not " " <= c <= "~" for c in text):
+                return "Rejected"
+            field, name, value = "auth_key", "auth_key", text
+        old = getattr(link, name)
+        setattr(link, name, value)
+        try:
+            check_profile(link)
+        except ValueError:
+            setattr(link, name, old)
+            return "Rejected"
+        if value != old:
+            self.station_config[field] = value
+            save_json(self.board.data_dir.rstrip("/") + "/station.json", self.station_config)
+            self.relink = profile or link.profile in (1, 2)
+        return "Accepted"
+
     def on_GetConfiguration(self, p):
-        return self.config.report(p.get("key"))
+        extra = ()
+        link = self.link
+        if link is not None:  # AuthorizationKey is write-only: listed, its value never shown
+            profile = {"key": "SecurityProfile", "readonly": False, "value": str(link.profile)}
+            extra = (profile, {"key": "AuthorizationKey", "readonly": False})
+        return self.config.report(p.get("key"), extra)
 
     def on_ClearCache(self, p):
         self.cache.clear()

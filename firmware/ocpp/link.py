@@ -80,7 +80,7 @@ class Link:
         self.backoff_base_ms = BACKOFF_BASE_MS
         self.handshake_timeout_ms = HANDSHAKE_TIMEOUT_MS
         self.attempt = 0  # failed connects since the last success
-        _check_profile(self)
+        check_profile(self)
         self._conn = None
         self._ready = asyncio.Event()
         self._write_lock = asyncio.Lock()
@@ -259,7 +259,9 @@ class Link:
                 return
 
 
-def _check_profile(link):
+def check_profile(link):
+    """Raise ValueError unless the link's settings make its security profile (at start, and
+    for the central system's change of SecurityProfile or AuthorizationKey)."""
     profile = link.profile
     if profile not in (0, 1, 2, 3):
         raise ValueError("security profile must be 0..3")

@@ -1,0 +1,90 @@
+"""The security whitepaper's key and profile changes, end to end: the firmware under micropython
+against our own central system (host/cs, SQLite), as `evse run` pairs them. The operator's
+ChangeConfiguration of AuthorizationKey or SecurityProfile goes through the command queue; the
+station accepts, keeps it in station.json and connects again with it, which the central system
+(having taken the change from the Accepted answer) must let in."""
+
+import asyncio
+import json
+
+from host.cs import storage
+from tests.cp_station import Firmware
+from tests.cs.conftest import central_system, command_reaches, wait_for
+
+KEY = "0123456789abcdef0123"
+NEW_KEY = "rotated-key-456789"
+
+
+def run(coro, timeout: float = 90):
+    asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+async def answer(cs, action: str, payload: dict) -> dict:
+    """Queue a command for the station as `evse cs send` does; the station's answer."""
+    command = await cs.store.call(storage.enqueue_command, "SEC", action, payload, 60)
+    row = await command_reaches(cs, command, "answered", timeout=20)
+    return json.loads(row["response"])
+
+
+def test_a_key_then_a_profile_raised_by_the_central_system_are_used_at_once(tmp_path):
+    async def scenario():
+        async with central_system(f"sqlite:///{tmp_path}/cs.sqlite3") as cs:
+            await cs.store.call(storage.add_station, "SEC", "accepted")
+            connected = []
+            cs.listeners.append(
+                lambda kind, station_id, text: kind == "connected" and connected.append(station_id)
+            )
+            fw = Firmware(tmp_path / "flash", f"ws://127.0.0.1:{cs.port}/ocpp", cp_id="SEC")
+            try:
+                await fw.start()
+                await wait_for(lambda: cs.sessions.get("SEC") is not None, 20)
+
+                async def change(key: str, value: str) -> str:
+                    reply = await answer(cs, "ChangeConfiguration", {"key": key, "value": value})
+                    return reply["status"]
+
+                async def reconnects(key: str, value: str) -> None:
+                    before = len(connected)
+                    assert await change(key, value) == "Accepted"
+                    await wait_for(lambda: len(connected) > before, 20)
+
+                # Both keys are known; the key is write-only: listed without its value
+                reply = await answer(
+                    cs, "GetConfiguration", {"key": ["securityprofile", "AuthorizationKey"]}
+                )
+                assert reply == {
+                    "configurationKey": [
+                        {"key": "SecurityProfile", "readonly": False, "value": "0"},
+                        {"key": "AuthorizationKey", "readonly": False},
+                    ]
+                }
+                assert await change("SecurityProfile", "1") == "Rejected"  # no key yet
+                assert await change("AuthorizationKey", "too-short") == "Rejected"
+                assert await change("AuthorizationKey", KEY) == "Accepted"
+                # Raised to 1: the station connects again at once, with Basic auth and the key
+                # (the central system, which took profile 1, lets nothing else in)
+                await reconnects("SecurityProfile", "1")
+                station = await cs.store.call(storage.get_station, "SEC")
+                assert station["security_profile"] == 1
+                # A new key at profile 1: used at once too
+                await reconnects("AuthorizationKey", NEW_KEY)
+                # Never lowered; profile 2 needs TLS, which a ws:// url has not
+                assert await change("SecurityProfile", "0") == "Rejected"
+                assert await change("SecurityProfile", "2") == "Rejected"
+                reply = await answer(cs, "GetConfiguration", {"key": ["SecurityProfile"]})
+                assert reply["configurationKey"][0]["value"] == "1"
+                everything = await answer(cs, "GetConfiguration", {})
+                assert NEW_KEY not in json.dumps(everything)
+
+                # Kept across a power cut: the station comes back with profile 1 and the new key
+                saved = json.loads((tmp_path / "flash" / "station.json").read_text())
+                assert (saved["security_profile"], saved["auth_key"]) == (1, NEW_KEY)
+                await fw.kill()
+                before = len(connected)
+                await fw.start()
+                await wait_for(lambda: len(connected) > before, 20)
+                assert NEW_KEY not in fw.output()
+            finally:
+                await fw.kill()
+
+    run(scenario())
