@@ -12,7 +12,7 @@ from ocpp.auth import Cache
 from ocpp.config import Config, save_json
 from ocpp.link import check_profile
 from ocpp.rpc import CallError, Offline
-from protocol.ocppj import RpcError
+from protocol.ocppj import SECURITY_ERROR, RpcError
 
 CALL_TIMEOUT_S = 30
 RESET_DRAIN_S = 10  # how long a Reset waits for the queue to reach the central system
@@ -455,6 +455,13 @@ class ChargePoint:
                     beat = now + self.set_clock(reply.get("currentTime"))
                 else:
                     await self.board.sleep_ms(100)
+        except CallError as e:
+            # The central system takes nothing before an accepted BootNotification: its record
+            # of this station lost it (a database restored, say) while the station ran on.
+            # Boot again, or every CALL would be refused for as long as the station runs.
+            if e.code == SECURITY_ERROR:
+                self.accepted = False
+            raise
         finally:
             self.online = False
 
@@ -495,14 +502,17 @@ class ChargePoint:
             real = reply["transactionId"] if action == "StartTransaction" else None
             if real is not None and type(real) is not int:
                 raise CallError("FormationViolation")
-        except (CallError, KeyError, TypeError):
+        except (CallError, KeyError, TypeError) as e:
+            refused = isinstance(e, CallError) and e.code == SECURITY_ERROR
             self.attempts += 1
             if self.attempts >= self.config.get("TransactionMessageAttempts"):
                 self.attempts = 0
                 self.queue.done(None)  # given up, per TransactionMessageAttempts
-            else:
+            elif not refused:
                 interval = self.config.get("TransactionMessageRetryInterval")
                 self.retry_at = self.now() + interval * self.attempts
+            if refused:
+                raise  # serve() boots again, then this one is retried
             return
         self.attempts = 0
         info = reply.get("idTagInfo")

@@ -1,8 +1,6 @@
-"""The security whitepaper's key and profile changes, end to end: the firmware under micropython
-against our own central system (host/cs, SQLite), as `evse run` pairs them. The operator's
-ChangeConfiguration of AuthorizationKey or SecurityProfile goes through the command queue; the
-station accepts, keeps it in station.json and connects again with it, which the central system
-(having taken the change from the Accepted answer) must let in."""
+"""The firmware under micropython against our own central system (host/cs, SQLite), as `evse
+run` pairs them: what only the two together show. Commands go through the central system's
+command queue, as `evse cs send` queues them."""
 
 import asyncio
 import json
@@ -20,13 +18,26 @@ def run(coro, timeout: float = 90):
 
 
 async def answer(cs, action: str, payload: dict) -> dict:
-    """Queue a command for the station as `evse cs send` does; the station's answer."""
+    """Queue a command for the station; the station's answer."""
     command = await cs.store.call(storage.enqueue_command, "SEC", action, payload, 60)
     row = await command_reaches(cs, command, "answered", timeout=20)
     return json.loads(row["response"])
 
 
+def read(url: str, fn, *args) -> list:
+    """What `fn` yields, read on the test's own connection (an answer means committed)."""
+    db = storage.Db(url)
+    try:
+        return list(fn(db, *args))
+    finally:
+        db.close()
+
+
 def test_a_key_then_a_profile_raised_by_the_central_system_are_used_at_once(tmp_path):
+    """The security whitepaper's changes: the station accepts, keeps the new key or profile in
+    station.json and connects again with it, which the central system (having taken it from
+    the Accepted answer) must let in."""
+
     async def scenario():
         async with central_system(f"sqlite:///{tmp_path}/cs.sqlite3") as cs:
             await cs.store.call(storage.add_station, "SEC", "accepted")
@@ -84,6 +95,53 @@ def test_a_key_then_a_profile_raised_by_the_central_system_are_used_at_once(tmp_
                 await fw.start()
                 await wait_for(lambda: len(connected) > before, 20)
                 assert NEW_KEY not in fw.output()
+            finally:
+                await fw.kill()
+
+    run(scenario())
+
+
+def test_a_station_the_central_system_no_longer_knows_as_booted_boots_again(tmp_path):
+    """The central system's record of a running station loses its accepted boot (a database
+    restored from a backup, say): it answers every CALL SecurityError. The station boots again
+    and delivers its transaction, nothing dropped; before, it reconnected for ever."""
+    url = f"sqlite:///{tmp_path}/cs.sqlite3"
+
+    async def scenario():
+        async with central_system(url) as cs:
+            await cs.store.call(storage.add_station, "SEC", "accepted")
+            await cs.store.call(storage.set_id_tag, "TAG1")
+            boots = []
+            cs.listeners.append(
+                lambda kind, station_id, text: (
+                    kind == "in" and '"BootNotification"' in (text or "") and boots.append(text)
+                )
+            )
+            fw = Firmware(tmp_path / "flash", f"ws://127.0.0.1:{cs.port}/ocpp", cp_id="SEC")
+            try:
+                await fw.start()
+                await wait_for(lambda: cs.sessions.get("SEC") is not None, 20)
+                change = {"key": "MeterValueSampleInterval", "value": "1"}
+                assert (await answer(cs, "ChangeConfiguration", change))["status"] == "Accepted"
+                await fw.command("power 1 7400")
+                await fw.command("ev 1 C")
+                start = {"connectorId": 1, "idTag": "TAG1"}
+                assert (await answer(cs, "RemoteStartTransaction", start))["status"] == "Accepted"
+                await fw.wait_contactor(1, True)
+                await wait_for(lambda: read(url, storage.transactions), 20)
+
+                await cs.store.call(storage.set_station, "SEC", registration=None)
+                cs.sessions["SEC"].close(1001, "going away")
+                await wait_for(lambda: len(boots) == 2, 20)
+                station = await cs.store.call(storage.get_station, "SEC")
+                assert station["registration"] == "Accepted"
+
+                (tx,) = read(url, storage.transactions)
+                stop = {"transactionId": tx["id"]}
+                assert (await answer(cs, "RemoteStopTransaction", stop))["status"] == "Accepted"
+                await wait_for(lambda: read(url, storage.transactions)[0]["stop_time"], 20)
+                (tx,) = read(url, storage.transactions)
+                assert tx["stop_reason"] == "Remote" and tx["meter_stop"] > tx["meter_start"]
             finally:
                 await fw.kill()
 
