@@ -119,9 +119,9 @@ def add_parser(subparsers: Any) -> None:
     send.add_argument(
         "--ttl",
         type=float,
-        default=3600,
         metavar="S",
-        help="expire if not delivered within S seconds (default 3600)",
+        help="expire if not delivered within S seconds (default 3600; 300 for"
+        " RemoteStartTransaction, UnlockConnector and Reset, which act on the session at hand)",
     )
     send.add_argument(
         "--wait",
@@ -395,7 +395,8 @@ def send_command(args: argparse.Namespace) -> int:
         commands.validate(args.station, args.action, payload)
     except ValueError as error:
         raise UserError(str(error)) from None
-    if not 0 < args.ttl <= commands.MAX_TTL_S:  # NaN fails too
+    ttl = commands.default_ttl(args.action) if args.ttl is None else args.ttl
+    if not 0 < ttl <= commands.MAX_TTL_S:  # NaN fails too
         raise UserError(
             f"--ttl must be more than 0 and at most {commands.MAX_TTL_S} seconds (30 days)"
         )
@@ -405,7 +406,7 @@ def send_command(args: argparse.Namespace) -> int:
     try:
         if storage.get_station(db, args.station) is None:
             raise UserError(f"unknown station {args.station!r} (see `evse cs stations`)")
-        command_id = storage.enqueue_command(db, args.station, args.action, payload, args.ttl)
+        command_id = storage.enqueue_command(db, args.station, args.action, payload, ttl)
         db.commit()
         deadline = time.monotonic() + args.wait
         command = storage.get_command(db, command_id)

@@ -43,6 +43,17 @@ LOST_MARGIN_S = 30.0
 # The longest a command may wait for its station, the same from the CLI and the API: longer
 # is a mistake (a month offline; 1e20 s is past any date)
 MAX_TTL_S = 30 * 86400
+# How long a command waits for its station unless the operator says: an hour, but five
+# minutes for what acts on the charging session at hand. Delivered an hour late, a remote
+# start charges whichever car is plugged in then on the tag it names, and an unlock or a
+# reset stops a later driver's transaction.
+DEFAULT_TTL_S = 3600
+PROMPT_TTL_S = 300
+PROMPT_ACTIONS = frozenset({"RemoteStartTransaction", "UnlockConnector", "Reset"})
+
+
+def default_ttl(action: str) -> float:
+    return PROMPT_TTL_S if action in PROMPT_ACTIONS else DEFAULT_TTL_S
 
 
 def validate(station: str, action: str, payload: Any) -> None:

@@ -162,7 +162,8 @@ COMMAND_BODY = {
             "type": "number",
             "exclusiveMinimum": 0,
             "maximum": commands.MAX_TTL_S,
-            "description": "expire if not delivered within this time (default 3600)",
+            "description": "expire if not delivered within this time (default 3600; 300 for"
+            " RemoteStartTransaction, UnlockConnector and Reset)",
         },
         "wait_s": {
             "type": "number",
@@ -510,7 +511,11 @@ class Api:
         events = self.live.subscribe() if action == "RemoteStartTransaction" and wait_s else None
         try:
             command_id = await self.store.call(
-                storage.enqueue_command, station, action, payload, r.body.get("ttl_s", 3600)
+                storage.enqueue_command,
+                station,
+                action,
+                payload,
+                r.body.get("ttl_s", commands.default_ttl(action)),
             )
             session = self.cs.sessions.get(station)
             if session is not None:

@@ -4,6 +4,7 @@ export, file service, and clear errors for bad input."""
 import asyncio
 import contextlib
 import csv
+import datetime
 import http.client
 import io
 import json
@@ -497,13 +498,29 @@ def test_an_upload_with_a_bad_content_length_is_answered(tmp_path, length, statu
     assert not (tmp_path / "diagnostics" / "b.txt").exists()
 
 
-def test_send_to_an_offline_station_waits_then_reports_queued(tmp_path, capsys):
+@pytest.mark.parametrize(
+    ("action", "payload", "options", "ttl_s"),
+    [
+        ("ClearCache", "{}", [], 3600),
+        ("Reset", '{"type": "Soft"}', [], 300),  # acts on the session at hand: not late
+        ("Reset", '{"type": "Soft"}', ["--ttl", "7200"], 7200),
+    ],
+)
+def test_send_to_an_offline_station_waits_then_reports_queued(
+    tmp_path, capsys, action, payload, options, ttl_s
+):
     data = str(tmp_path)
     evse(capsys, "station", "CP1", "--data", data)
-    code, out, _ = evse(capsys, "send", "CP1", "ClearCache", "--wait", "0", "--data", data)
-    assert code == 0 and "ClearCache -> CP1: queued" in out
+    code, out, _ = evse(
+        capsys, "send", "CP1", action, payload, "--wait", "0", *options, "--data", data
+    )
+    assert code == 0 and f"{action} -> CP1: queued" in out
     (command,) = json.loads(evse(capsys, "commands", "--json", "--data", data)[1])
-    assert (command["action"], command["state"]) == ("ClearCache", "queued")
+    assert (command["action"], command["state"]) == (action, "queued")
+    created, expires = (
+        datetime.datetime.fromisoformat(command[name]) for name in ("created", "expires")
+    )
+    assert abs((expires - created).total_seconds() - ttl_s) < 1
 
 
 @pytest.mark.parametrize("station_id", ["NEW", "CP #1"])  # "CP #1": the server lets it in

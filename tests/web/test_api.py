@@ -1,5 +1,6 @@
 """REST API over real HTTP against a running central system with stations on real WebSockets."""
 
+import datetime
 import functools
 import json
 import re
@@ -288,6 +289,11 @@ def test_command_for_an_offline_station_waits_in_the_queue(live: LiveCS) -> None
     body = {"action": "Reset", "payload": {"type": "Hard"}, "wait_s": 0.3}
     response = live.request("POST", "/api/stations/API-ST4/commands", body)
     assert response.status == 202 and response.json()["state"] == "queued"
+    # a Reset acts on the session at hand: it waits 5 minutes by default, not an hour
+    created, expires = (
+        datetime.datetime.fromisoformat(response.json()[name]) for name in ("created", "expires")
+    )
+    assert abs((expires - created).total_seconds() - 300) < 1
     command_id = response.json()["id"]
     with live.station("API-ST4"):
         wait_until(
