@@ -51,7 +51,9 @@ def add_parser(subparsers: Any) -> None:
     )
     serve.add_argument("--heartbeat", type=int, default=300, metavar="S")
     serve.add_argument("--ping-interval", type=float, default=30, metavar="S")
-    serve.add_argument("--tls-cert", metavar="PEM")
+    serve.add_argument(
+        "--tls-cert", metavar="PEM", help="TLS (wss://, profiles 2 and 3; the dashboard's https://)"
+    )
     serve.add_argument("--tls-key", metavar="PEM")
     serve.add_argument("--tls-client-ca", metavar="PEM", help="CA for profile-3 client certs")
     serve.add_argument(
@@ -513,6 +515,9 @@ def serve_command(args: argparse.Namespace) -> int:
             if args.tls_cert
             else None
         )
+        # The dashboard's passwords and cookies go over TLS too, with the same certificate
+        # (no client certificates: a browser would ask its user for one)
+        web_context = server.tls_context(args.tls_cert, args.tls_key) if args.tls_cert else None
     except (OSError, ValueError) as error:
         raise UserError(f"cannot load TLS files: {error}") from None
 
@@ -542,11 +547,12 @@ def serve_command(args: argparse.Namespace) -> int:
             flush=True,
         )
         try:
-            web = await web_api.start(cs, url, args.host, args.web_port)
+            web = await web_api.start(cs, url, args.host, args.web_port, web_context)
         except OSError as error:
             raise UserError(f"cannot listen on port {args.web_port}: {error}") from None
         web_port = web.addresses[0][1]
-        print(f"dashboard and REST API: http://{args.host}:{web_port}/", flush=True)
+        web_scheme = "https" if web_context else "http"
+        print(f"dashboard and REST API: {web_scheme}://{args.host}:{web_port}/", flush=True)
         try:
             # Until Ctrl-C, or the SIGTERM of a supervisor (systemd, docker): either way the
             # stations get a close frame and are marked offline.

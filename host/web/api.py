@@ -11,6 +11,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import os
+import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -404,7 +405,7 @@ class Api:
             max_age=auth.SESSION_TTL_S,
             httponly=True,
             samesite="Strict",
-            secure=r.http.secure,
+            secure=_over_https(r.http),
             path="/",
         )
         return response
@@ -738,6 +739,14 @@ def _json_only(http: web.Request) -> None:
         raise ApiError(400, "Content-Type: must be application/json", "Content-Type")
 
 
+def _over_https(http: web.Request) -> bool:
+    """Whether the browser reached us over HTTPS: directly, or through a proxy that ends TLS
+    and says so (X-Forwarded-Proto). Anyone can send the header, but it only makes the
+    sender's own cookie Secure."""
+    forwarded = http.headers.get("X-Forwarded-Proto", "").split(",")[0]
+    return http.secure or forwarded.strip().lower() == "https"
+
+
 async def _index(http: web.Request) -> web.FileResponse:
     return web.FileResponse(os.path.join(STATIC_DIR, "index.html"))
 
@@ -763,9 +772,16 @@ def create_app(cs: "CentralSystem", live: Live, reader: Reader) -> web.Applicati
     return app
 
 
-async def start(cs: "CentralSystem", db_url: str, host: str, port: int) -> web.AppRunner:
+async def start(
+    cs: "CentralSystem",
+    db_url: str,
+    host: str,
+    port: int,
+    ssl_context: ssl.SSLContext | None = None,
+) -> web.AppRunner:
     """Serve the API and dashboard for `cs` (whose database is `db_url`) on host:port (0 picks
-    a free port): the bound port is `runner.addresses[0][1]`; `runner.cleanup()` stops."""
+    a free port), over HTTPS with `ssl_context`: the bound port is `runner.addresses[0][1]`;
+    `runner.cleanup()` stops."""
     reader = Reader(db_url)
     await reader.call(schema.migrate)
     live = Live()
@@ -779,6 +795,6 @@ async def start(cs: "CentralSystem", db_url: str, host: str, port: int) -> web.A
     app.on_cleanup.append(close_reader)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=1024)
+    site = web.TCPSite(runner, host, port, backlog=1024, ssl_context=ssl_context)
     await site.start()
     return runner

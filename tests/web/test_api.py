@@ -71,6 +71,16 @@ def test_login_session_cookie_csrf_and_logout(live: LiveCS) -> None:
     assert good.status == 200 and good.json() == {"name": "op", "role": "operator"}
     cookie_header = good.headers["Set-Cookie"]
     assert "HttpOnly" in cookie_header and "SameSite=Strict" in cookie_header
+    assert "Secure" not in cookie_header  # plain HTTP: a Secure cookie would not come back
+    # Behind a proxy that ends TLS and says so, the browser is on HTTPS: the cookie is Secure.
+    proxied = live.request(
+        "POST",
+        "/api/login",
+        {"name": "op", "password": PASSWORD},
+        role=None,
+        headers={"X-Forwarded-Proto": "https"},
+    )
+    assert "Secure" in proxied.headers["Set-Cookie"]
     cookie = {"Cookie": cookie_header.split(";")[0]}
     assert live.request("GET", "/api/me", role=None, headers=cookie).json()["name"] == "op"
     # A cookie-authenticated change must be JSON: a cross-site form cannot send that.

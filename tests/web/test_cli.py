@@ -63,14 +63,25 @@ def test_user_bad_input_is_a_clear_error(tmp_path, capsys, monkeypatch) -> None:
         cli.main(["cs", "user", "add", "carol", "--role", "admin", *data])
 
 
-def test_serve_runs_the_dashboard_beside_the_ocpp_server(tmp_path) -> None:
+@pytest.mark.parametrize("tls", [False, True])
+def test_serve_runs_the_dashboard_beside_the_ocpp_server(tmp_path, tls) -> None:
+    """With TLS set up, the dashboard is https:// too (its passwords and cookies with it)."""
     import re
+    import ssl
     import subprocess
     import sys
     import urllib.error
     import urllib.request
 
+    from tests.pki import Pki
+
     data = ["--data", str(tmp_path)]
+    options, context, scheme = [], None, "http"
+    if tls:
+        ca = Pki(tmp_path, "evse-test-ca")
+        cert, key = ca.issue("127.0.0.1", ips=["127.0.0.1"])[0]
+        options = ["--tls-cert", str(cert), "--tls-key", str(key)]
+        context, scheme = ssl.create_default_context(cafile=ca.pem[0]), "https"
     token = subprocess.run(
         [sys.executable, "-m", "host", "cs", "user", "add", "ops", "--role", "read-only", *data],
         capture_output=True,
@@ -79,7 +90,7 @@ def test_serve_runs_the_dashboard_beside_the_ocpp_server(tmp_path) -> None:
     ).stdout.strip()
     ports = ["--ocpp-port", "0", "--http-port", "0", "--web-port", "0"]
     server = subprocess.Popen(
-        [sys.executable, "-m", "host", "cs", "serve", *data, *ports],
+        [sys.executable, "-m", "host", "cs", "serve", *data, *ports, *options],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -89,17 +100,25 @@ def test_serve_runs_the_dashboard_beside_the_ocpp_server(tmp_path) -> None:
         address = None
         for _ in range(3):
             line = server.stdout.readline()
-            found = re.search(r"dashboard and REST API: (http://\S+/)", line)
+            found = re.search(rf"dashboard and REST API: ({scheme}://\S+/)", line)
             address = found.group(1) if found else address
         assert address, "serve did not print the dashboard address"
         with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(address + "api/summary", timeout=10)
+            urllib.request.urlopen(address + "api/summary", timeout=10, context=context)
         assert refused.value.code == 401
         request = urllib.request.Request(
             address + "api/summary", headers={"Authorization": f"Bearer {token}"}
         )
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10, context=context) as response:
             assert json.loads(response.read())["stations"] == 0
+        login = urllib.request.Request(
+            address + "api/login",
+            json.dumps({"name": "ops", "password": token}).encode(),
+            {"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(login, timeout=10, context=context) as response:
+            assert ("Secure" in response.headers["Set-Cookie"]) == tls
     finally:
         server.terminate()
         server.wait(10)
