@@ -295,4 +295,6 @@ def check(action: str, payload: Any, response: bool = False) -> None:
     except _Invalid as error:
         field = ".".join(reversed(error.path)) or "payload"
         code = _ERROR_CODES.get(error.rule, "PropertyConstraintViolation")
+        if error.rule == "type" and not error.path:  # not even an object: not the PDU's
+            code = "FormationViolation"  # structure (OCPP-J 4.2.3), as the firmware answers
         raise SchemaError(code, f"{action}: {field} {error.message}") from None

@@ -162,6 +162,13 @@ def test_errors_name_the_field_and_the_ocpp_code():
     with pytest.raises(schemas.SchemaError) as error:
         schemas.check("MeterValues", {"connectorId": 1, "meterValue": []})
     assert error.value.code == "OccurenceConstraintViolation"  # too few items
+    for not_an_object in (None, [], "{}", 1):  # not the PDU's structure, as the firmware says
+        with pytest.raises(schemas.SchemaError) as error:
+            schemas.check("Heartbeat", not_an_object)
+        assert (error.value.code, str(error.value)) == (
+            "FormationViolation",
+            "Heartbeat: payload must be an object",
+        )
     with pytest.raises(schemas.SchemaError) as error:
         schemas.check("Heartbeat", {}, response=True)
     assert error.value.code == "OccurenceConstraintViolation"
