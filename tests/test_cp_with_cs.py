@@ -5,7 +5,7 @@ command queue, as `evse cs send` queues them."""
 import asyncio
 import json
 
-from host.cs import storage
+from host.cs import commands, storage
 from tests.cp_station import Firmware
 from tests.cs.conftest import central_system, command_reaches, wait_for
 
@@ -33,7 +33,16 @@ def read(url: str, fn, *args) -> list:
         db.close()
 
 
-def test_a_key_then_a_profile_raised_by_the_central_system_are_used_at_once(tmp_path):
+async def not_sent(cs, key: str, value: str) -> str:
+    """Queue a ChangeConfiguration the central system must refuse to send; its error."""
+    change = {"key": key, "value": value}
+    command = await cs.store.call(storage.enqueue_command, "SEC", "ChangeConfiguration", change, 60)
+    row = await command_reaches(cs, command, "failed", timeout=20)
+    assert row["error"].startswith("not sent: ")
+    return row["error"]
+
+
+def test_a_key_then_a_profile_raised_by_the_central_system_are_used_at_once(tmp_path, monkeypatch):
     """The security whitepaper's changes: the station accepts, keeps the new key or profile in
     station.json and connects again with it, which the central system (having taken it from
     the Accepted answer) must let in."""
@@ -69,7 +78,12 @@ def test_a_key_then_a_profile_raised_by_the_central_system_are_used_at_once(tmp_
                         {"key": "AuthorizationKey", "readonly": False},
                     ]
                 }
-                assert await change("SecurityProfile", "1") == "Rejected"  # no key yet
+                # No key yet: this central system does not send profile 1, and the station
+                # refuses it from one that would
+                assert "none is set here" in await not_sent(cs, "SecurityProfile", "1")
+                with monkeypatch.context() as unguarded:
+                    unguarded.setattr(commands, "lockout", lambda *args: None)
+                    assert await change("SecurityProfile", "1") == "Rejected"
                 assert await change("AuthorizationKey", "too-short") == "Rejected"
                 assert await change("AuthorizationKey", KEY) == "Accepted"
                 # Raised to 1: the station connects again at once, with Basic auth and the key
@@ -79,9 +93,13 @@ def test_a_key_then_a_profile_raised_by_the_central_system_are_used_at_once(tmp_
                 assert station["security_profile"] == 1
                 # A new key at profile 1: used at once too
                 await reconnects("AuthorizationKey", NEW_KEY)
-                # Never lowered; profile 2 needs TLS, which a ws:// url has not
+                # Never lowered; profile 2 needs TLS, which neither this central system nor
+                # the station's ws:// url has
                 assert await change("SecurityProfile", "0") == "Rejected"
-                assert await change("SecurityProfile", "2") == "Rejected"
+                assert "with TLS" in await not_sent(cs, "SecurityProfile", "2")
+                with monkeypatch.context() as unguarded:
+                    unguarded.setattr(commands, "lockout", lambda *args: None)
+                    assert await change("SecurityProfile", "2") == "Rejected"
                 reply = await answer(cs, "GetConfiguration", {"key": ["SecurityProfile"]})
                 assert reply["configurationKey"][0]["value"] == "1"
                 everything = await answer(cs, "GetConfiguration", {})

@@ -14,6 +14,7 @@ command timeout and LOST_MARGIN_S.
 import asyncio
 import json
 import logging
+import ssl
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -114,6 +115,31 @@ def _spec_problem(action: str, payload: dict[str, Any]) -> str | None:
     elif purpose == "TxProfile" and payload["connectorId"] == 0:
         # 3.13.1: a TxProfile is for the transaction on its connector, discarded without one
         return "a TxProfile is set on a connector (connectorId > 0)"
+    return None
+
+
+def lockout(value: str, station: dict[str, Any] | None, tls: ssl.SSLContext | None) -> str | None:
+    """Why a station that takes SecurityProfile `value` could no longer connect to this
+    server, or None: it would stay out until someone reconfigures it on site (a station
+    takes a new profile from its next connection or reboot, and keeps no way back)."""
+    profile = int(value) if value in storage.SECURITY_PROFILES else 0
+    if profile >= 2 and tls is None:
+        return (
+            f"at profile {profile} the station connects with TLS, and this server has none"
+            " (--tls-cert)"
+        )
+    if profile == 3 and tls is not None and tls.verify_mode == ssl.CERT_NONE:
+        return (
+            "at profile 3 the station shows a client certificate, and this server checks"
+            " none (--tls-client-ca)"
+        )
+    if profile in (1, 2) and not (
+        station and (station["auth_hash"] or station["pending_auth_hash"])
+    ):
+        return (
+            f"at profile {profile} the station shows its AuthorizationKey, and none is set here"
+            " (ChangeConfiguration AuthorizationKey first, or evse cs station --auth-key)"
+        )
     return None
 
 
@@ -228,6 +254,21 @@ class CommandQueue:
         if not await store.call(storage.take_command, row["id"], uid):
             return  # expired (or ended) while the commands ahead of it were in flight
         action, payload = row["action"], json.loads(row["payload"])
+        if storage.configures(action, payload, "SecurityProfile"):
+            station = await store.call(storage.get_station, session.station_id)
+            problem = lockout(payload["value"], station, self.cs.ssl_context)
+            if problem:
+                log.warning(
+                    "%s: SecurityProfile %s not sent: %s",
+                    session.station_id,
+                    payload["value"],
+                    problem,
+                )
+                error = f"not sent: {problem}"
+                await store.call(
+                    storage.mark_command, row["id"], "failed", sent_at=None, error=error
+                )
+                return
         shown = json.dumps(storage.without_secret(action, payload))
         head = f'[2,"{uid}",{orjson.dumps(action).decode()},'
         try:

@@ -430,6 +430,39 @@ def test_a_security_profile_the_station_takes_is_taken(sqlite_url):
     run(scenario())
 
 
+@pytest.mark.parametrize(
+    ("profile", "key", "problem"),
+    [
+        ("2", "0123456789abcdef0123", "at profile 2 the station connects with TLS, and this"),
+        ("3", "0123456789abcdef0123", "at profile 3 the station connects with TLS, and this"),
+        ("1", None, "at profile 1 the station shows its AuthorizationKey, and none is set here"),
+    ],
+)
+def test_a_security_profile_that_would_lock_the_station_out_is_not_sent(
+    sqlite_url, profile, key, problem
+):
+    """A station takes a new SecurityProfile for good: one this server could not let in (no
+    TLS here, no key here) would stay out until someone reconfigured it on site."""
+
+    async def scenario():
+        async with central_system(sqlite_url) as cs:
+            await setup(cs, storage.add_station, "KEEP")
+            await setup(cs, storage.set_station, "KEEP", auth_key=key)  # profile 0 still
+            async with station(cs, "KEEP") as cp:
+                assert (await cp.call(BOOT)).status == "Accepted"
+                change = {"key": "SecurityProfile", "value": profile}
+                command = await setup(
+                    cs, storage.enqueue_command, "KEEP", "ChangeConfiguration", change, 60
+                )
+                failed = await command_reaches(cs, command, "failed")
+                assert failed["error"].startswith(f"not sent: {problem}")
+                assert failed["sent_at"] is None and cp.received == []
+            assert (await setup(cs, storage.get_station, "KEEP"))["security_profile"] == 0
+            assert await connects(cs, "KEEP")
+
+    run(scenario())
+
+
 async def changed_at_reboot(cs, station_id, change, auth_key=None):
     """The station connects and answers ChangeConfiguration `change` RebootRequired."""
     async with station(cs, station_id, auth_key=auth_key) as cp:

@@ -109,6 +109,30 @@ def test_profile_3_pending_until_the_station_connects_with_its_certificate(pki, 
     run(scenario())
 
 
+def test_profile_3_is_not_sent_to_a_server_that_checks_no_client_certificates(pki, sqlite_url):
+    """Without --tls-client-ca the server cannot check the certificate a station shows at
+    profile 3: such a station would be locked out, so the change is not sent."""
+    tls = server.tls_context(*map(str, pki["127.0.0.1"]))
+
+    async def scenario():
+        async with central_system(sqlite_url, ssl_context=tls) as cs:
+            await cs.store.call(storage.add_station, "CP3")
+            await cs.store.call(storage.set_station, "CP3", security_profile=2, auth_key=KEY)
+            ws = await connect(cs, "CP3", client_context(pki), KEY)
+            await ws.send(BOOT)
+            assert '"Accepted"' in await ws.recv()
+            change = {"key": "SecurityProfile", "value": "3"}
+            command = await cs.store.call(
+                storage.enqueue_command, "CP3", "ChangeConfiguration", change, 60
+            )
+            failed = await command_reaches(cs, command, "failed")
+            assert "at profile 3 the station shows a client certificate" in failed["error"]
+            await ws.close()
+            assert (await cs.store.call(storage.get_station, "CP3"))["security_profile"] == 2
+
+    run(scenario())
+
+
 def test_a_tls_handshake_that_never_comes_is_cut_off(pki, sqlite_url, monkeypatch):
     monkeypatch.setattr(server, "OPEN_TIMEOUT_S", 0.5)
     tls = server.tls_context(*map(str, pki["127.0.0.1"]))
