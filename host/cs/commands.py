@@ -283,8 +283,10 @@ class CommandQueue:
             reply = await asyncio.wait_for(future, self.timeout_s)
         except ConnectionError:
             state, fields = "failed", {"error": "connection closed before the answer"}
+            changes = storage.unanswered_changes(action, payload)
         except TimeoutError:
             state, fields = "failed", {"error": f"no answer within {self.timeout_s:g} s"}
+            changes = storage.unanswered_changes(action, payload)
         else:
             state, fields = self._outcome(action, reply)
             if state == "answered":

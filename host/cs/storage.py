@@ -1174,6 +1174,29 @@ def station_changes(action: str, payload: dict[str, Any], status: str | None) ->
     return {}
 
 
+def unanswered_changes(action: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """The station's fields a command changes when its answer never came (the connection
+    closed, no answer in time, the server stopped): the station may have taken the change,
+    and uses it from its next connection (our firmware connects again at once), or not. So
+    it is pending, as after RebootRequired: a connection passes with either, and the first
+    with the new settings makes them current. (Dropped, a station that took a new key was
+    locked out, 401; made current, one that did not take it would be.)"""
+    return station_changes(action, payload, "RebootRequired")
+
+
+def _pend_unanswered(db: Db, clauses: list[str], params: list[Any]) -> None:
+    """Make pending the changes of the sent commands that match `clauses`, about to be
+    failed without their answer (unanswered_changes)."""
+    for row in db.all(
+        f"SELECT station, action, payload FROM commands {where(clauses)}"
+        " AND state = 'sent' AND action = 'ChangeConfiguration'",
+        params,
+    ):
+        changes = unanswered_changes(row["action"], json.loads(row["payload"]))
+        if changes:
+            set_station(db, row["station"], **changes)
+
+
 def without_secret(action: str, payload: dict[str, Any]) -> dict[str, Any]:
     """The payload as it may be shown: a new authorization key hidden."""
     if sets_authorization_key(action, payload):
@@ -1244,8 +1267,9 @@ def list_commands(db: Db, station: str | None = None) -> list[dict[str, Any]]:
 def after_restart(db: Db) -> None:
     """What the server finds left by its last run: no station is connected yet, and a
     command sent without an answer failed (the station may have carried it out: sent again,
-    a reset or a remote start could happen twice)."""
+    a reset or a remote start could happen twice), a key or profile it sets made pending."""
     db.execute("UPDATE stations SET online = 0 WHERE online = 1")
+    _pend_unanswered(db, ["state = 'sent'"], [])
     _mark_commands(
         db,
         ["state = 'sent'"],
@@ -1302,5 +1326,6 @@ def fail_lost_commands(db: Db, older_than_s: float, waiting: Collection[int]) ->
         if row["id"] not in waiting
     ]
     for command_id in lost:
+        _pend_unanswered(db, ["id = ?"], [command_id])
         mark_command(db, command_id, "failed", answered_at=now_iso(), error=ANSWER_LOST)
     return lost

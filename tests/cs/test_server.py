@@ -604,6 +604,38 @@ def test_a_key_pending_at_profile_0_is_not_taken_by_a_connection_that_shows_no_k
     run(scenario())
 
 
+@pytest.mark.parametrize("lost_with", ["connection", "server"])
+def test_a_key_change_whose_answer_never_came_is_pending(sqlite_url, lost_with):
+    """The station got the new key and its answer never came: the connection dropped (a
+    mobile network) or the central system stopped. It may have taken the key (our firmware
+    then connects again with it at once), or not: it was locked out (401) with the key the
+    operator had just given it. Now either key lets it in until the new one does."""
+
+    async def scenario():
+        old, new = "0123456789abcdef0123", "fedcba9876543210fedc"
+        change = {"key": "AuthorizationKey", "value": new}
+        async with central_system(sqlite_url) as cs:
+            await setup(cs, storage.add_station, "LOST")
+            await setup(cs, storage.set_station, "LOST", security_profile=1, auth_key=old)
+            auth = {"Authorization": websocket.basic_auth("LOST", old)}
+            ws = await raw(cs, "LOST", additional_headers=auth)
+            assert (await exchange(ws, RAW_BOOT))[2]["status"] == "Accepted"
+            command = await setup(
+                cs, storage.enqueue_command, "LOST", "ChangeConfiguration", change, 60
+            )
+            assert json.loads(await asyncio.wait_for(ws.recv(), 5))[2] == "ChangeConfiguration"
+            if lost_with == "connection":
+                await ws.close()
+                await command_reaches(cs, command, "failed")
+        async with central_system(sqlite_url) as cs:
+            assert (await setup(cs, storage.get_command, command))["state"] == "failed"
+            assert await connects(cs, "LOST", old)  # it did not take the key, after all
+            assert await connects(cs, "LOST", new)  # it did
+            assert await refusal(cs, "LOST", auth_key=old) == 401
+
+    run(scenario())
+
+
 def test_a_vanished_station_shows_offline_within_two_ping_intervals(sqlite_url):
     async def scenario():
         async with central_system(sqlite_url, unknown="accept", ping_interval_s=0.5) as cs:

@@ -845,6 +845,35 @@ def test_an_accepted_change_replaces_a_pending_one(db):
     assert storage.station_changes("ChangeConfiguration", rejected, "Rejected") == {}
 
 
+def test_a_change_sent_and_failed_without_its_answer_is_pending(db):
+    # its answer's record lost with the database process (CommandQueue's poll), or left sent
+    # by a server that stopped: the station may have taken the change, or not
+    storage.add_station(db, "CP1")
+    storage.set_station(db, "CP1", security_profile=1, auth_key="secret-key-0001")
+    sent = []
+    for key, value in (("AuthorizationKey", "secret-key-0002"), ("SecurityProfile", "2")):
+        change = {"key": key, "value": value}
+        sent.append(storage.enqueue_command(db, "CP1", "ChangeConfiguration", change, 60))
+        assert storage.take_command(db, sent[-1], "u")
+    waited_for = storage.enqueue_command(db, "CP1", "Reset", {"type": "Soft"}, 60)
+    assert storage.take_command(db, waited_for, "v")
+    assert storage.fail_lost_commands(db, -1, {waited_for}) == sent
+    pending = storage.pending_settings(storage.get_station(db, "CP1"))
+    assert pending["security_profile"] == 2 and storage.key_matches(pending, "secret-key-0002")
+    assert "secret-key-0002" not in json.dumps(storage.list_commands(db))
+
+    storage.add_station(db, "CP2")
+    change = {"key": "AuthorizationKey", "value": "secret-key-0003"}
+    taken = storage.enqueue_command(db, "CP2", "ChangeConfiguration", change, 60)
+    assert storage.take_command(db, taken, "w")
+    never_sent = {"key": "AuthorizationKey", "value": "secret-key-0004"}
+    storage.enqueue_command(db, "CP2", "ChangeConfiguration", never_sent, 60)
+    storage.after_restart(db)
+    pending = storage.pending_settings(storage.get_station(db, "CP2"))
+    assert storage.key_matches(pending, "secret-key-0003")
+    assert [c["state"] for c in storage.list_commands(db, "CP2")] == ["failed", "queued"]
+
+
 def test_a_key_or_profile_the_operator_sets_ends_a_pending_one(db):
     # `evse cs station ID --auth-key` after a leak: the key pending from before must not
     # stay valid, nor a profile pending be taken over the operator's
