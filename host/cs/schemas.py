@@ -251,11 +251,14 @@ def _scalar(kind: str, node: dict[str, Any]) -> Check:
 # connector, "connectorId > 0" (StartTransaction.req), where 0 is the whole station. So say
 # the field tables of the requests below that name one connector (the security whitepaper's
 # ExtendedTriggerMessage.req as TriggerMessage.req); where 0 is allowed, as the whole
-# station, no connector id is negative. (Rules across fields: commands.validate.)
+# station (its main controller, its main meter), no connector id is negative, "connectorId
+# >= 0". (Rules across fields: commands.validate.)
 _CONNECTOR = {"connectorId": {"minimum": 1}}
 _CONNECTOR_OR_STATION = {"connectorId": {"minimum": 0}}
 SPEC_RULES = {
     "StartTransaction": _CONNECTOR,
+    "MeterValues": _CONNECTOR_OR_STATION,
+    "StatusNotification": _CONNECTOR_OR_STATION,
     "ExtendedTriggerMessage": _CONNECTOR,
     "RemoteStartTransaction": _CONNECTOR,
     "TriggerMessage": _CONNECTOR,

@@ -189,3 +189,25 @@ def test_errors_name_the_field_and_the_ocpp_code():
         },
     }
     schemas.check("SetChargingProfile", profile)  # 21.4 is a multiple of 0.1, as a decimal
+
+
+METER_VALUE = [{"timestamp": "2026-11-26T10:00:00Z", "sampledValue": [{"value": "1"}]}]
+
+
+@pytest.mark.parametrize(
+    "action, payload",
+    [
+        ("StatusNotification", {"connectorId": -1, "errorCode": "NoError", "status": "Available"}),
+        ("MeterValues", {"connectorId": -1, "meterValue": METER_VALUE}),
+    ],
+)
+def test_a_station_s_connector_ids_are_never_negative(action, payload):
+    # OCPP 1.6: "connectorId >= 0" (0: the main controller, the main meter), a rule the
+    # schemas leave out: a status of connector -1 was stored and listed
+    with pytest.raises(schemas.SchemaError) as error:
+        schemas.check(action, payload)
+    assert (error.value.code, str(error.value)) == (
+        "PropertyConstraintViolation",
+        f"{action}: connectorId must be at least 0",
+    )
+    schemas.check(action, payload | {"connectorId": 0})
