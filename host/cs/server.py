@@ -306,6 +306,10 @@ class Session(asyncio.Protocol):
                 return self.fail(
                     CLOSE_PROTOCOL_ERROR, "client frames are masked, without extensions"
                 )
+            if first & 0x08 and (length > 125 or not first & 0x80):  # known from its header
+                return self.fail(
+                    CLOSE_PROTOCOL_ERROR, "control frames are unfragmented, at most 125 bytes"
+                )
             # a control frame may come between a message's fragments: it is no part of it
             received = len(self.fragments) if self.fragments is not None and not first & 0x08 else 0
             if received + length > self.cs.max_message:
@@ -319,12 +323,8 @@ class Session(asyncio.Protocol):
         self.buffer = buffer[pos:]
 
     def _on_frame(self, fin: int, opcode: int, payload: bytes) -> None:
-        if opcode >= OP_CLOSE:  # control frame
-            if not fin or len(payload) > 125:
-                self.fail(
-                    CLOSE_PROTOCOL_ERROR, "control frames are unfragmented, at most 125 bytes"
-                )
-            elif opcode == OP_CLOSE:  # close: answer it (unless it answers ours), then hang up
+        if opcode >= OP_CLOSE:  # control frame (unfragmented, at most 125 bytes: _frames)
+            if opcode == OP_CLOSE:  # close: answer it (unless it answers ours), then hang up
                 # its code is echoed: not a 1-byte body, 1005, 1006 or a code no one may send,
                 # nor a reason that is not UTF-8 (RFC 6455 5.5.1, 7.4)
                 try:
@@ -353,7 +353,7 @@ class Session(asyncio.Protocol):
             if fin:
                 data, self.fragments = bytes(self.fragments), None
                 self.cs.on_message(self, data)
-        elif opcode == OP_BINARY:
+        elif opcode == OP_BINARY and self.fragments is None:  # (not amid a text message)
             self.close(CLOSE_UNSUPPORTED_DATA, "OCPP-J messages are text frames")
         else:
             self.fail(CLOSE_PROTOCOL_ERROR, "unexpected continuation or data frame")

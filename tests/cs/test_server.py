@@ -20,7 +20,7 @@ from host.cs import store as store_module
 from host.cs.storage import now_iso
 from host.cs.store import ENDED
 from protocol import websocket
-from protocol.websocket import OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT
+from protocol.websocket import OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT
 from tests.cs.conftest import (
     RAW_BOOT,
     booted,
@@ -880,6 +880,34 @@ def test_a_ping_between_fragments_is_no_part_of_the_message(sqlite_url):
             (pong, answer) = await server_frames(reader, 2)
             assert pong == (OP_PONG, b"p" * 100)
             assert json.loads(answer[1])[2] == "FormationViolation"  # it came whole
+            writer.close()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("frames", "reason"),
+    [
+        (
+            client_frame(OP_TEXT, "[2,", fin=False) + client_frame(OP_BINARY, b"x"),
+            "unexpected continuation or data frame",  # a data frame amid a message: not 1003
+        ),
+        (client_frame(OP_PING, "p" * 126), "control frames are unfragmented, at most 125 bytes"),
+        (client_frame(OP_PING, "p", fin=False), "control frames are unfragmented, at most"),
+        # its header is enough: it was read up to max_message first, then failed with 1009
+        (client_frame(OP_PING, "p" * 5000)[:8], "control frames are unfragmented, at most"),
+    ],
+)
+def test_a_protocol_error_in_a_frame_fails_the_connection_with_1002(sqlite_url, frames, reason):
+    """RFC 6455 5.4 and 5.5: only control frames may come amid a fragmented message, and a
+    control frame is unfragmented and at most 125 bytes."""
+
+    async def scenario():
+        async with central_system(sqlite_url, unknown="accept", max_message=4096) as cs:
+            reader, writer = await raw_tcp(cs, "BROKEN")
+            writer.write(frames)
+            ((opcode, (code, text)),) = await server_frames(reader)
+            assert (opcode, code) == (OP_CLOSE, 1002) and text.startswith(reason)
             writer.close()
 
     run(scenario())
