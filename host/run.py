@@ -112,8 +112,7 @@ def run(args) -> int:
             board_file.write_text(json.dumps(BOARD, indent=1) + "\n")
         write_station_config(station_dir, args.station, f"ws://{args.host}:{args.ocpp_port}/ocpp")
         station.start(timeout=30)
-        station.command("power 1 7400")
-        station.command("ev 1 C")  # plugged in and asking for charge; the station waits
+        plug_in(station)
         print_instructions(args, dashboard, password, cs_dir)
         watch(station)
     except KeyboardInterrupt:
@@ -129,6 +128,14 @@ def run(args) -> int:
             central.kill()
     print("Stopped. State is kept in", data)
     return 0
+
+
+def plug_in(station: SimStation) -> None:
+    """The EV at connector 1, plugged in and asking for charge; the station waits. Again after
+    each restart of the station: a real EV stays plugged in while the station reboots, but
+    the simulated one lives in the station's process and starts unplugged."""
+    station.command("power 1 7400")
+    station.command("ev 1 C")
 
 
 def print_instructions(args, dashboard: str, password: str, cs_dir: Path) -> None:
@@ -147,8 +154,9 @@ Ctrl-C stops everything.
 
 
 def watch(station: SimStation) -> None:
-    """Print the station's state every 5 s of board time; restart it after a watchdog reset,
-    as a board would reboot, and end when it exits any other way."""
+    """Print the station's state every 5 s of board time; restart it after a reset (the
+    central system's Reset, or its watchdog's), as a board would reboot, and end when it
+    exits any other way."""
     print(HEADER, flush=True)
     station.command("watch 5000")
     while True:
@@ -161,8 +169,9 @@ def watch(station: SimStation) -> None:
                 continue
             if code != RESET_EXIT:
                 raise SimError(f"exit status {code}; output: {station.log[-5:]}") from None
-            print("the station's watchdog reset it; restarting", flush=True)
+            print("the station reset; restarting", flush=True)
             station.start(timeout=30)
+            plug_in(station)
             station.command("watch 5000")
             continue
         print(row(line["watch"]), flush=True)

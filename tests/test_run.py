@@ -14,7 +14,7 @@ import urllib.request
 from tests.ports import free_port
 
 
-def test_run_starts_the_stack_and_a_remote_start_charges(tmp_path):
+def test_run_starts_the_stack_and_a_remote_start_charges_also_after_a_reset(tmp_path):
     ocpp, http, web = free_port(), free_port(), free_port()
     argv = [sys.executable, "-m", "host", "run", "--data", str(tmp_path)]
     argv += ["--ocpp-port", str(ocpp), "--http-port", str(http), "--web-port", str(web)]
@@ -48,17 +48,27 @@ def test_run_starts_the_stack_and_a_remote_start_charges(tmp_path):
         with urllib.request.urlopen(f"http://127.0.0.1:{web}/", timeout=10) as page:
             assert page.status == 200
 
-        start = json.dumps({"connectorId": 1, "idTag": "DEMO"})
-        sent = subprocess.run(
-            [sys.executable, "-m", "host", "cs", "send", "SIM-001", "RemoteStartTransaction"]
-            + [start, "--data", str(tmp_path / "cs")],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert sent.returncode == 0, sent.stderr
-        assert '"Accepted"' in sent.stdout
-        wait_for(lambda line: " closed " in line and " W " in line and "7400 W" in line)
+        def send(action: str, payload: dict) -> None:
+            """`evse cs send`, answered Accepted."""
+            sent = subprocess.run(
+                [sys.executable, "-m", "host", "cs", "send", "SIM-001", action]
+                + [json.dumps(payload), "--data", str(tmp_path / "cs")],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert sent.returncode == 0, sent.stderr
+            assert '"Accepted"' in sent.stdout
+
+        def charges() -> None:
+            send("RemoteStartTransaction", {"connectorId": 1, "idTag": "DEMO"})
+            wait_for(lambda line: " closed " in line and " W " in line and "7400 W" in line)
+
+        charges()
+        # Reset: the station restarts, and the EV is still plugged in for the next charge
+        send("Reset", {"type": "Soft"})
+        wait_for(lambda line: "restarting" in line)
+        charges()
     finally:
         process.send_signal(signal.SIGINT)
         try:
