@@ -15,6 +15,7 @@ from pathlib import Path
 import jsonschema
 import ocpp
 import websockets
+from ocpp.exceptions import InternalError
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint, call_result
 from ocpp.v16.enums import Action
@@ -118,6 +119,9 @@ class Station(ChargePoint):
 
     @on(Action.status_notification)
     def on_status(self, connector_id, error_code, status, **_):
+        if self.cs.failing.get("StatusNotification"):
+            self.cs.failing["StatusNotification"] -= 1
+            raise InternalError(description="failed to store it")
         self.cs.status[connector_id] = (status, error_code)
         return call_result.StatusNotification()
 
@@ -165,6 +169,7 @@ class CentralSystem:
         self.boot_replies: list[tuple[str, int]] = []  # (status, interval) for the next boots
         self.clock_offset = timedelta(0)  # the central system's clock minus the real one
         self.tags: dict[str, str] = {}  # idTag -> status; unknown tags are Accepted
+        self.failing: dict[str, int] = {}  # action -> how many more get CALLERROR InternalError
         self.station: Station | None = None
         self.connections = 0
         self.paths: list[str] = []

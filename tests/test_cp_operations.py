@@ -107,3 +107,21 @@ def test_ntp_wins_over_the_central_system_clock_and_unlock_answers(tmp_path):
     assert result["unlock_with_actuator"] == [
         "NotSupported", "Unlocked", "UnlockFailed", "NotSupported"
     ]  # fmt: skip
+
+
+def test_a_callerror_to_a_status_is_sent_again_on_the_same_connection(tmp_path):
+    """A central system that fails to process a StatusNotification (its database, say) answers
+    CALLERROR; the link is fine, so the station keeps it and sends the status again a while
+    later. Before, it reconnected at once: every station every second or two, all its
+    statuses again each time, while the central system recovered."""
+
+    async def scenario():
+        async with booted(tmp_path) as (cs, fw):
+            cs.failing["StatusNotification"] = 1
+            await fw.command("ev 1 B")
+            await cs.wait(lambda: cs.status[1][0] == "Preparing", 30, "Preparing after a retry")
+            assert cs.connections == 1
+            sent = [p for p in cs.calls("StatusNotification") if p["status"] == "Preparing"]
+            assert len(sent) == 2
+
+    run(scenario())

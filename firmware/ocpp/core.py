@@ -22,6 +22,7 @@ METER_WAIT_S = 10  # a StopTransaction waits this long at most for a reading aft
 ENERGY_SAVE_S = 10  # a running transaction's meter register reaches flash this often
 CLOCK_SLACK_S = 2  # the board clock follows the central system's when further off than this
 ALIGNED_KEPT = 8  # StopTxnAlignedData: the latest clock-aligned samples a StopTransaction carries
+CALL_ERROR_PAUSE_S = 10  # after a CALLERROR to a status, heartbeat or authorization
 KEY_LENGTHS = (16, 40)  # AuthorizationKey: the security whitepaper's 16 bytes at least, 40 at most
 
 # Station fault code -> OCPP ChargePointErrorCode. 'derating' is a warning, not a fault. Pilot
@@ -441,27 +442,33 @@ class ChargePoint:
                     raise Offline("security settings changed")
                 now = self.now()
                 s = self._status_due(now)
-                if self.auth_requests:  # someone waits at the station
-                    await self._send_authorize(rpc, *self.auth_requests.pop(0))
-                elif s is not None:
-                    await self._send_status(rpc, s)
-                elif self.volatile:
-                    await rpc.call("MeterValues", self.volatile.pop(0), CALL_TIMEOUT_S)
-                elif self.queue.pending() and now >= self.retry_at:
-                    await self._deliver(rpc)
-                elif beat is None or now >= beat + (self.config.get("HeartbeatInterval") or 86400):
-                    # (the interval is read each time: a change takes effect at once)
-                    reply = await rpc.call("Heartbeat", {}, CALL_TIMEOUT_S)
-                    beat = now + self.set_clock(reply.get("currentTime"))
-                else:
-                    await self.board.sleep_ms(100)
-        except CallError as e:
-            # The central system takes nothing before an accepted BootNotification: its record
-            # of this station lost it (a database restored, say) while the station ran on.
-            # Boot again, or every CALL would be refused for as long as the station runs.
-            if e.code == SECURITY_ERROR:
-                self.accepted = False
-            raise
+                try:
+                    if self.auth_requests:  # someone waits at the station
+                        await self._send_authorize(rpc, *self.auth_requests.pop(0))
+                    elif s is not None:
+                        await self._send_status(rpc, s)
+                    elif self.volatile:
+                        await rpc.call("MeterValues", self.volatile.pop(0), CALL_TIMEOUT_S)
+                    elif self.queue.pending() and now >= self.retry_at:
+                        await self._deliver(rpc)
+                    elif beat is None or now >= beat + (
+                        self.config.get("HeartbeatInterval") or 86400
+                    ):  # (the interval is read each time: a change takes effect at once)
+                        reply = await rpc.call("Heartbeat", {}, CALL_TIMEOUT_S)
+                        beat = now + self.set_clock(reply.get("currentTime"))
+                    else:
+                        await self.board.sleep_ms(100)
+                except CallError as e:
+                    # The central system takes nothing before an accepted BootNotification:
+                    # its record of this station lost it (a database restored, say) while the
+                    # station ran on. Boot again, or every CALL would be refused for ever.
+                    if e.code == SECURITY_ERROR:
+                        self.accepted = False
+                        raise
+                    # It failed to process the message (its database, say), the link is fine:
+                    # try again later. Reconnecting at once, every station would reconnect
+                    # every second or two, sending all its statuses again, while it recovers.
+                    await self.board.sleep_ms(CALL_ERROR_PAUSE_S * 1000)
         finally:
             self.online = False
 
