@@ -155,6 +155,10 @@ def test_reset_stops_the_transaction_first_then_restarts(tmp_path, kind):
             assert cs.calls("StartTransaction")[0]["connectorId"] == 2  # where the EV waits
             reply = await cs.call(call.Reset(type=kind))
             assert reply.status == "Accepted"
+            # No new transaction while the Reset is under way (it would end in a PowerLoss)
+            await fw.command("ev 1 C")
+            reply = await cs.call(call.RemoteStartTransaction(id_tag="TAG1", connector_id=1))
+            assert reply.status == "Rejected"
             assert await fw.wait_exit() == RESET_EXIT
             stop = cs.calls("StopTransaction")
             assert len(stop) == 1 and stop[0]["reason"] == kind + "Reset"

@@ -302,6 +302,8 @@ class ChargePoint:
         return not known and self.config.get("AllowOfflineTxForUnknownId")
 
     def _ready(self, s, tag):
+        if self.reset_at is not None:  # a Reset is under way: no new transaction before it
+            return
         s.ready = tag
         s.ready_until = self.now() + self.config.get("ConnectionTimeOut")
 
@@ -646,7 +648,8 @@ class ChargePoint:
             s = self._free_session()
         else:
             s = self._session(connector_id) if connector_id > 0 else None
-        if s is None or s.tx is not None or s.ready is not None or self._inoperative(s):
+        busy = s is None or s.tx is not None or s.ready is not None or self.reset_at is not None
+        if busy or self._inoperative(s):
             return {"status": "Rejected"}
         self.authorize(s, p["idTag"], remote=True)
         return {"status": "Accepted"}
