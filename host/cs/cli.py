@@ -221,9 +221,23 @@ def _database_url(args: argparse.Namespace, create: bool) -> str:
     would otherwise make an empty one, and show nothing in it)."""
     from host.cs import storage
 
-    path = storage.database_file(args.data)
-    if not (create or args.db or os.path.exists(path)):
-        raise UserError(f"no database {path} (a mistyped --data? `evse cs serve` creates it)")
+    if args.db and args.db.startswith(("postgresql://", "postgres://")):
+        return args.db
+    if args.db:  # SQLite's URL; anything else (a path, mysql://) is not one
+        path = args.db.removeprefix("sqlite:///")
+        if path == args.db or not path:
+            # not echoed: a mistyped URL may hold a password
+            raise UserError(
+                "--db takes postgresql://[USER@]HOST[:PORT]/DATABASE or sqlite:///PATH"
+                " (an SQLite data directory: --data DIR)"
+            )
+        option = "--db"
+    else:
+        path, option = storage.database_file(args.data), "--data"
+    if not (create or os.path.exists(path)):
+        raise UserError(f"no database {path} (a mistyped {option}? `evse cs serve` creates it)")
+    if args.db:
+        return args.db
     try:
         return storage.database_url(args.data, args.db)
     except OSError as error:  # the data directory could not be made

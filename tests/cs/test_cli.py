@@ -136,6 +136,22 @@ def test_a_command_that_only_reads_does_not_create_the_database(tmp_path, capsys
     assert not data.exists()
 
 
+def test_db_takes_a_database_url_and_a_reader_an_existing_one(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rule = "--db takes postgresql://[USER@]HOST[:PORT]/DATABASE or sqlite:///PATH"
+    # a path or another database's URL was opened as an SQLite file of that name (created
+    # empty in the working directory, or "unable to open database file")
+    for url in ("cs-data", "mysql://ops:hunter2@db/cs", "sqlite:", "sqlite:///", "sqlite://x"):
+        for argv in (["tags"], ["tag", "T1"]):
+            code, out, err = evse(capsys, *argv, "--db", url)
+            assert (code, out) == (2, "") and rule in err and "hunter2" not in err
+    assert list(tmp_path.iterdir()) == []
+    missing = "evse cs: no database new.db (a mistyped --db? `evse cs serve` creates it)\n"
+    assert evse(capsys, "tags", "--db", "sqlite:///new.db") == (2, "", missing)
+    assert evse(capsys, "tag", "T1", "--db", "sqlite:///new.db")[0] == 0  # creates it
+    assert json.loads(evse(capsys, "tags", "--json", "--db", f"sqlite:///{tmp_path}/new.db")[1])
+
+
 def test_station_key_from_stdin_is_checked_and_stored_hashed(tmp_path, capsys, monkeypatch):
     data = str(tmp_path)
     key = "a key of twenty chars"
