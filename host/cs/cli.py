@@ -365,8 +365,10 @@ def tag_command(args: argparse.Namespace) -> int:
 
     if not 1 <= len(args.id_tag) <= 20:
         raise UserError("id tag must be 1 to 20 characters (OCPP IdToken)")
-    if args.max_active is not None and args.max_active < 1:
-        raise UserError("--max-active must be at least 1")
+    if args.parent and len(args.parent) > 20:  # sent as the tag's parentIdTag, an IdToken too
+        raise UserError("--parent must be 1 to 20 characters (OCPP IdToken; '' removes it)")
+    if args.max_active is not None and not 1 <= args.max_active <= storage.MAX_ACTIVE:
+        raise UserError(f"--max-active must be 1 to {storage.MAX_ACTIVE}")
     _time(args.expiry or None, "--expiry")  # refuses a non-time
     db = open_database(args, create=True)
     try:

@@ -631,6 +631,11 @@ def find_id_tag(db: Db, id_tag: str) -> dict[str, Any] | None:
     )
 
 
+# The most concurrent transactions a tag may have: the column is an INTEGER, 32 bits on
+# PostgreSQL (SQLite's 64 bits, and nothing beyond)
+MAX_ACTIVE = 2**31 - 1
+
+
 def set_id_tag(
     db: Db,
     id_tag: str,

@@ -149,7 +149,7 @@ ID_TAG_BODY = {
         "parent": {"type": ["string", "null"], "maxLength": 20},
         "expiry": {"type": ["string", "null"], "description": "ISO 8601 time"},
         "blocked": {"type": "boolean"},
-        "max_active": {"type": "integer", "minimum": 1},
+        "max_active": {"type": "integer", "minimum": 1, "maximum": storage.MAX_ACTIVE},
     },
 }
 COMMAND_BODY = {
@@ -585,7 +585,7 @@ class Api:
             body.get("parent") or None,
             expiry,
             body.get("blocked", False),
-            body.get("max_active", 1),
+            int(body.get("max_active", 1)),  # the schema's integer may be written 2.0
         )
         return await self.read(queries.get_id_tag, tag)
 

@@ -46,7 +46,14 @@ def evse(capsys, *argv):
     [
         (["tag", "T1", "--expiry", "tomorrow"], "--expiry: 'tomorrow' is not an ISO-8601 time"),
         (["tag", "X" * 21], "id tag must be 1 to 20 characters"),
-        (["tag", "T1", "--max-active", "0"], "--max-active must be at least 1"),
+        *(  # the column is 32 bits on PostgreSQL; 2**64 was a traceback (OverflowError)
+            (["tag", "T1", "--max-active", n], "--max-active must be 1 to 2147483647")
+            for n in ("0", "2147483648", str(2**64))
+        ),
+        (  # sent as its parentIdTag, an IdToken too (the answer broke its schema)
+            ["tag", "T1", "--parent", "P" * 21],
+            "--parent must be 1 to 20 characters (OCPP IdToken; '' removes it)",
+        ),
         (["tag", "NOPE", "--delete"], "no id tag 'NOPE'"),
         (["send", "CP1", "Reset", "{type: Soft}"], "payload is not JSON"),
         (["send", "CP1", "Fly", "{}"], "'Fly' is not a central-system operation"),

@@ -372,12 +372,17 @@ def test_id_tags_add_change_list_delete(live: LiveCS) -> None:
         "max_active": 2,
     }
     assert live.request("GET", "/api/id-tags/PAGE1").json()["blocked"] is True
+    # a JSON integer written 3.0 is one (the schema's integer), stored as one
+    assert live.request("PUT", "/api/id-tags/PAGE3", {"max_active": 3.0}).json()["max_active"] == 3
+    assert type(live.request("GET", "/api/id-tags/PAGE3").json()["max_active"]) is int
     assert live.request("DELETE", "/api/id-tags/PAGE1").json() == {"deleted": "PAGE1"}
     assert live.request("GET", "/api/id-tags/PAGE1").status == 404
     assert live.request("DELETE", "/api/id-tags/PAGE1").status == 404
     for bad, field in (
         ({"expiry": "soon"}, "expiry"),
         ({"max_active": 0}, "max_active"),
+        # past the column's 32 bits (PostgreSQL's INTEGER); 1e20 was kept as 1e+20
+        *(({"max_active": n}, "max_active") for n in (2**31, 10**20)),
         ({"blocked": "yes"}, "blocked"),
         ({"parent": "P" * 21}, "parent"),
     ):
