@@ -460,7 +460,7 @@ def export_command(args: argparse.Namespace) -> int:
     try:
         if args.what == "transactions":
             rows = storage.transactions(db, args.station, since=since, until=until)
-            columns = storage.table_columns(db, "transactions")
+            columns = [*storage.table_columns(db, "transactions"), "energy_wh"]  # with_energy
         else:
             rows = storage.meter_value_samples(db, args.station, args.transaction, since, until)
             columns = storage.SAMPLE_COLUMNS

@@ -852,6 +852,14 @@ def table_columns(db: Db, table: str) -> list[str]:
     return [column[0] for column in db.execute(f"SELECT * FROM {table} LIMIT 0").description]
 
 
+def with_energy(tx: dict[str, Any]) -> dict[str, Any]:
+    """A transaction with the energy it delivered (Wh, its meter's stop less its start;
+    None while it runs)."""
+    stop = tx["meter_stop"]
+    tx["energy_wh"] = None if stop is None else stop - tx["meter_start"]
+    return tx
+
+
 def transactions(
     db: Db,
     station: str | None = None,
@@ -859,8 +867,9 @@ def transactions(
     since: str | None = None,
     until: str | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Transactions in the order they started (their ids), read a page at a time (Db.pages);
-    `since`/`until` (normalize_time) bound their start, the station's time."""
+    """Transactions in the order they started (their ids), with their energy (with_energy),
+    read a page at a time (Db.pages); `since`/`until` (normalize_time) bound their start,
+    the station's time."""
     low, high = _local_bounds(since, until)
     clauses, params = conditions(
         (
@@ -872,7 +881,7 @@ def transactions(
     )
     for row in db.pages("SELECT * FROM transactions", clauses, params, ("id",)):
         if in_window(row["start_time"], since, until):
-            yield row
+            yield with_energy(row)
 
 
 # The columns of meter_value_samples' dicts, in this order

@@ -20,6 +20,7 @@ from host.cs.storage import (
     shown_command,
     where,
     with_defaults,
+    with_energy,
 )
 
 STATION_COLUMNS = (
@@ -153,20 +154,15 @@ def list_transactions(
     )
     page = _page(db, "SELECT * FROM transactions", clauses, params, "id DESC", limit, offset, False)
     for row in page["items"]:
-        _energy(row)
+        with_energy(row)
     return page
-
-
-def _energy(tx: dict[str, Any]) -> dict[str, Any]:
-    tx["energy_wh"] = tx["meter_stop"] - tx["meter_start"] if tx["meter_stop"] is not None else None
-    return tx
 
 
 def get_transaction(db: Db, transaction_id: int) -> dict[str, Any] | None:
     tx = db.one("SELECT * FROM transactions WHERE id = ?", (transaction_id,))
     if tx is None:
         return None
-    _energy(tx)
+    with_energy(tx)
     tx["series"] = series(db, tx)
     return tx
 

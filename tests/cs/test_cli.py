@@ -228,10 +228,12 @@ def test_export_a_time_window_to_a_file(tmp_path, capsys):
     db = storage.Db(storage.database_url(data, None))
     for hour in (9, 10, 11):
         stamp = f"2026-11-01T{hour:02d}:30:00Z"
-        start = {"connectorId": 1, "idTag": "T", "meterStart": 0, "timestamp": stamp}
+        start = {"connectorId": 1, "idTag": "T", "meterStart": 1000, "timestamp": stamp}
         transaction = storage.start_transaction(db, "CP1", start)["transactionId"]
         values = [{"timestamp": stamp, "sampledValue": [{"value": str(hour), "unit": "kWh"}]}]
         storage.store_meter_values(db, "CP1", 1, transaction, values)
+    stop = {"transactionId": transaction, "meterStop": 8500, "timestamp": "2026-11-01T12:00:00Z"}
+    storage.stop_transaction(db, "CP1", stop)
     db.commit()
     db.close()
     window = ["--since", "2026-11-01T10:00:00Z", "--until", "2026-11-01T12:00:00+01:00"]
@@ -253,9 +255,9 @@ def test_export_a_time_window_to_a_file(tmp_path, capsys):
     _, text, _ = evse(
         capsys, "export", "transactions", "--since", "2026-11-01T10:00:00", "--data", data
     )
-    assert [r["start_time"] for r in csv.DictReader(io.StringIO(text))] == [
-        "2026-11-01T10:30:00Z",
-        "2026-11-01T11:30:00Z",
+    assert [(r["start_time"], r["energy_wh"]) for r in csv.DictReader(io.StringIO(text))] == [
+        ("2026-11-01T10:30:00Z", ""),  # still charging
+        ("2026-11-01T11:30:00Z", "7500"),  # its meter's stop less its start
     ]
     header = ",".join(storage.SAMPLE_COLUMNS) + "\r\n"
     assert evse(capsys, "export", "meter-values", "--station", "CP9", "--data", data) == (

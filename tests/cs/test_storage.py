@@ -287,7 +287,8 @@ def test_transactions_and_meter_values_are_deduplicated(db):
     db.commit()
     (tx,) = storage.transactions(db, "CP1")
     assert (tx["meter_start"], tx["meter_stop"], tx["stop_reason"]) == (7, 9, "Local")
-    assert storage.table_columns(db, "transactions") == list(tx)  # an export's header
+    assert [*storage.table_columns(db, "transactions"), "energy_wh"] == list(tx)  # its header
+    assert tx["energy_wh"] == 2
     rows = list(storage.meter_value_samples(db, "CP1"))
     assert [(r["measurand"], r["phase"], r["value"]) for r in rows] == [
         ("Energy.Active.Import.Register", "", "1"),
