@@ -263,9 +263,26 @@ def _time(text: str | None, option: str) -> str | None:
         raise UserError(f"{option}: {error}") from None
 
 
+def _check_selection(db: Any, args: argparse.Namespace) -> None:
+    """Refuse a --station or --transaction that names none: a mistyped one would select
+    nothing, and look like a station or transaction without records."""
+    from host.cs import storage
+
+    station = getattr(args, "station", None)
+    if station is not None and storage.get_station(db, station) is None:
+        raise UserError(f"unknown station {station!r} (see `evse cs stations`)")
+    transaction = getattr(args, "transaction", None)
+    if transaction is not None and not (
+        0 < transaction < 2**63  # what the databases hold
+        and storage.transaction_exists(db, transaction)
+    ):
+        raise UserError(f"no transaction {transaction} (see `evse cs transactions`)")
+
+
 def _rows(db: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
     from host.cs import storage
 
+    _check_selection(db, args)
     match args.listing:
         case "stations":
             return storage.list_stations(db)
@@ -458,6 +475,7 @@ def export_command(args: argparse.Namespace) -> int:
     until = _time(args.until, "--until")
     db = open_database(args, create=False)
     try:
+        _check_selection(db, args)
         if args.what == "transactions":
             rows = storage.transactions(db, args.station, since=since, until=until)
             columns = [*storage.table_columns(db, "transactions"), "energy_wh"]  # with_energy

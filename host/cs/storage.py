@@ -860,6 +860,10 @@ def with_energy(tx: dict[str, Any]) -> dict[str, Any]:
     return tx
 
 
+def transaction_exists(db: Db, transaction_id: int) -> bool:
+    return db.one("SELECT 1 AS x FROM transactions WHERE id = ?", (transaction_id,)) is not None
+
+
 def transactions(
     db: Db,
     station: str | None = None,

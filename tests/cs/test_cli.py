@@ -111,6 +111,22 @@ def evse(capsys, *argv):
             "--out /nonexistent/t.csv: No such file or directory\n",
         ),
         (["export", "transactions", "--since", "0999-01-01"], "'0999-01-01' is out of range"),
+        *(  # a mistyped one listed nothing, as if the station had no records
+            (argv, "unknown station 'CP9' (see `evse cs stations`)")
+            for argv in (
+                ["connectors", "--station", "CP9"],
+                ["transactions", "--station", "CP9", "--json"],
+                ["commands", "--station", "CP9"],
+                ["log", "--station", "CP9"],
+                ["events", "--station", "CP9"],
+                ["export", "transactions", "--station", "CP9"],
+                ["export", "meter-values", "--station", "CP9"],
+            )
+        ),
+        *(  # past 64 bits too (an OverflowError, a traceback)
+            (["export", "meter-values", "--transaction", n], f"no transaction {n} (see `evse cs")
+            for n in ("7", "-1", str(2**64))
+        ),
     ],
 )
 def test_bad_input_is_named(tmp_path, capsys, argv, message):
@@ -226,6 +242,7 @@ def test_changing_a_tag_changes_only_the_options_given(tmp_path, capsys):
 def test_export_a_time_window_to_a_file(tmp_path, capsys):
     data = str(tmp_path)
     db = storage.Db(storage.database_url(data, None))
+    storage.add_station(db, "CP9")  # without records
     for hour in (9, 10, 11):
         stamp = f"2026-11-01T{hour:02d}:30:00Z"
         start = {"connectorId": 1, "idTag": "T", "meterStart": 1000, "timestamp": stamp}
