@@ -309,16 +309,43 @@ def _rows(db: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
             return storage.list_notifications(db, args.station)
 
 
+# Control characters, which a station's text (an id tag, a frame) may hold, shown escaped in
+# tables: as they are, a newline breaks a row and an escape sequence reaches the terminal.
+ESCAPED_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))} | {
+    ord("\t"): "\\t",
+    ord("\n"): "\\n",
+    ord("\r"): "\\r",
+}
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
     if not rows:
         print("(none)")
         return
     names = list(rows[0])
-    cells = [["" if row[n] is None else str(row[n]) for n in names] for row in rows]
+    cells = [
+        ["" if row[n] is None else str(row[n]).translate(ESCAPED_CONTROLS) for n in names]
+        for row in rows
+    ]
     widths = [max(len(n), *(len(c[i]) for c in cells)) for i, n in enumerate(names)]
     print("  ".join(n.ljust(w) for n, w in zip(names, widths, strict=True)).rstrip())
     for c in cells:
         print("  ".join(v.ljust(w) for v, w in zip(c, widths, strict=True)).rstrip())
+
+
+# What a table shows of a listing wider than a screen (--json shows every column)
+TABLE_COLUMNS = {
+    "stations": (
+        *("id", "approval", "registration", "online", "security_profile", "vendor", "model"),
+        *("firmware", "boot_at", "last_seen", "pending_security_profile", "auth_key_pending"),
+    ),
+}
+# Columns of JSON text: --json shows their values as JSON, as the REST API does
+JSON_COLUMNS = {"commands": ("payload", "response"), "events": ("payload",)}
+
+
+def with_json_values(row: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:
+    return {**row, **{n: None if row[n] is None else json.loads(row[n]) for n in names}}
 
 
 def list_command(args: argparse.Namespace) -> int:
@@ -328,10 +355,12 @@ def list_command(args: argparse.Namespace) -> int:
     finally:
         db.close()
     if args.json:
-        json.dump(rows, sys.stdout, indent=1)
+        names = JSON_COLUMNS.get(args.listing, ())
+        json.dump([with_json_values(row, names) for row in rows], sys.stdout, indent=1)
         print()
     else:
-        print_table(rows)
+        names = TABLE_COLUMNS.get(args.listing)
+        print_table([{n: row[n] for n in names} for row in rows] if names else rows)
     return 0
 
 
@@ -453,7 +482,7 @@ def send_command(args: argparse.Namespace) -> int:
         db.close()
     assert command is not None
     if args.json:
-        print(json.dumps(command, indent=1))
+        print(json.dumps(with_json_values(command, JSON_COLUMNS["commands"]), indent=1))
     else:
         print(f"command {command_id} {args.action} -> {args.station}: {command['state']}")
         if command["response"]:

@@ -605,11 +605,14 @@ PENDING_COLUMNS = "pending_security_profile, pending_auth_hash IS NOT NULL AS au
 
 
 def list_stations(db: Db) -> list[dict[str, Any]]:
+    """Every station with all it shows (not its key's salt and hash)."""
     rows = db.all(
-        "SELECT id, approval, registration, online, security_profile, vendor, model, firmware,"
-        f" boot_at, last_seen, {PENDING_COLUMNS} FROM stations ORDER BY id"
+        "SELECT id, approval, registration, online, security_profile, vendor, model, serial,"
+        " firmware, iccid, imsi, meter_type, meter_serial, boot_at, last_seen, created,"
+        f" {PENDING_COLUMNS} FROM stations ORDER BY id"
     )
-    for row in rows:  # SQLite's is 0 or 1
+    for row in rows:  # SQLite's are 0 or 1
+        row["online"] = bool(row["online"])
         row["auth_key_pending"] = bool(row["auth_key_pending"])
     return rows
 
@@ -668,7 +671,10 @@ def delete_id_tag(db: Db, id_tag: str) -> bool:
 
 
 def list_id_tags(db: Db) -> list[dict[str, Any]]:
-    return db.all("SELECT * FROM id_tags ORDER BY id_tag")
+    rows = db.all("SELECT * FROM id_tags ORDER BY id_tag")
+    for row in rows:
+        row["blocked"] = bool(row["blocked"])  # SQLite's is 0 or 1
+    return rows
 
 
 # A tag with what decides its status: its parent's blocked flag and its active transactions.

@@ -208,14 +208,42 @@ def test_tags_and_stations_listings_with_json(tmp_path, capsys):
     )
     code, out, _ = evse(capsys, "tags", "--json", "--data", data)
     tags = {t["id_tag"]: t for t in json.loads(out)}
-    assert tags["T1"]["parent"] == "FLEET" and tags["T2"]["blocked"] == 1
+    assert tags["T1"]["parent"] == "FLEET" and tags["T2"]["blocked"] is True
     code, out, _ = evse(capsys, "tags", "--data", data)
     assert out.splitlines()[0].split() == ["id_tag", "parent", "expiry", "blocked", "max_active"]
     (cp,) = json.loads(evse(capsys, "stations", "--json", "--data", data)[1])
-    assert (cp["id"], cp["security_profile"], cp["online"]) == ("CP1", 1, 0)
+    assert (cp["id"], cp["security_profile"], cp["online"]) == ("CP1", 1, False)
+    # all a station shows, as the API's station view (its key's salt and hash never)
+    assert {"serial", "iccid", "imsi", "meter_type", "meter_serial", "created"} <= set(cp)
+    assert not any("auth" in name and name != "auth_key_pending" for name in cp)
+    head = evse(capsys, "stations", "--data", data)[1].splitlines()[0].split()
+    assert head[:4] == ["id", "approval", "registration", "online"] and "iccid" not in head
     for listing in ("connectors", "transactions", "commands", "log", "events"):
         code, out, _ = evse(capsys, listing, "--json", "--data", data)
         assert (code, json.loads(out)) == (0, [])
+
+
+def test_json_columns_list_as_json_and_control_characters_show_escaped(tmp_path, capsys):
+    data = str(tmp_path)
+    db = storage.Db(storage.database_url(data, None))
+    storage.add_station(db, "CP1")
+    storage.enqueue_command(db, "CP1", "Reset", {"type": "Soft"}, 60)
+    event = ("CP1", "SecurityEventNotification", '{"type": "x"}', T0)
+    db.execute(storage.NOTIFICATION_SQL, event)
+    # a station's id tag: a newline, and an escape sequence that retitles the terminal
+    start = {"connectorId": 1, "idTag": "a\nb\x1b]0;hi\x07", "meterStart": 0, "timestamp": T0}
+    storage.start_transaction(db, "CP1", start)
+    db.commit()
+    db.close()
+    (command,) = json.loads(evse(capsys, "commands", "--json", "--data", data)[1])
+    assert (command["payload"], command["response"]) == ({"type": "Soft"}, None)
+    (notification,) = json.loads(evse(capsys, "events", "--json", "--data", data)[1])
+    assert notification["payload"] == {"type": "x"}
+    code, out, _ = evse(capsys, "transactions", "--data", data)
+    assert code == 0 and len(out.splitlines()) == 2  # the header and one row
+    assert " a\\nb\\x1b]0;hi\\x07 " in out and "\x1b" not in out
+    (transaction,) = json.loads(evse(capsys, "transactions", "--json", "--data", data)[1])
+    assert transaction["id_tag"] == start["idTag"]  # exact in JSON
 
 
 def test_changing_a_tag_changes_only_the_options_given(tmp_path, capsys):
@@ -231,12 +259,12 @@ def test_changing_a_tag_changes_only_the_options_given(tmp_path, capsys):
     assert tag() == {
         "parent": "TAG1",
         "expiry": "2030-01-01T00:00:00.000Z",
-        "blocked": 1,
+        "blocked": True,
         "max_active": 3,
     }
     cleared = ["--no-blocked", "--parent", "", "--expiry", ""]
     assert evse(capsys, "tag", "TAG9", *cleared, *data)[0] == 0
-    assert tag() == {"parent": None, "expiry": None, "blocked": 0, "max_active": 3}
+    assert tag() == {"parent": None, "expiry": None, "blocked": False, "max_active": 3}
 
 
 def test_export_a_time_window_to_a_file(tmp_path, capsys):
@@ -578,7 +606,7 @@ def test_approving_a_pending_station_triggers_its_boot(tmp_path, capsys, station
     code, out, _ = evse(capsys, "station", station_id, "--approval", "accepted", "--data", data)
     assert code == 0 and "TriggerMessage queued" in out
     (command,) = json.loads(evse(capsys, "commands", "--json", "--data", data)[1])
-    assert (command["action"], json.loads(command["payload"])) == (
+    assert (command["action"], command["payload"]) == (  # JSON, not text of JSON
         "TriggerMessage",
         {"requestedMessage": "BootNotification"},
     )
