@@ -155,6 +155,28 @@ def test_charge_from_the_dashboard(live: LiveCS, page: Page, firmware_station: S
     expect(page.locator("#login")).to_be_visible()
 
 
+def test_editing_a_tag_keeps_its_expiry_in_the_browser_s_time_zone(
+    live: LiveCS, page: Page
+) -> None:
+    # Nepal, UTC+05:45: the form showed the expiry's UTC time as a local one, and each save
+    # moved it 5 h 45 min earlier
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Emulation.setTimezoneOverride", {"timezoneId": "Asia/Kathmandu"})
+    expiry = "2030-06-01T12:00:00.000Z"
+    live.request("PUT", "/api/id-tags/ZONETAG", {"expiry": expiry})
+    page.goto(live.base + "/#/tags")
+    page.fill("input[name=name]", "op")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("#login button[type=submit]")
+    row = page.locator("[data-tag=ZONETAG]")
+    row.locator("[data-edit]").click()
+    expect(page.locator("#tag-edit [name=expiry]")).to_have_value("2030-06-01T17:45")
+    page.check("#tag-edit [name=blocked]")  # what the operator came to change
+    page.click("#tag-edit button")
+    expect(row.locator("td").nth(3)).to_have_text("yes")
+    assert live.request("GET", "/api/id-tags/ZONETAG").json()["expiry"] == expiry
+
+
 def test_phone_width_and_read_only_role(live: LiveCS, page: Page) -> None:
     page.set_viewport_size({"width": 390, "height": 844})
     page.goto(live.base + "/")

@@ -7,6 +7,12 @@ const esc = (value) => String(value ?? '').replace(/[&<>"']/g,
   (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]));
 const enc = encodeURIComponent;
 const time = (iso) => (iso ? new Date(iso).toLocaleString() : '');
+// A time as a datetime-local input holds it: local, as it shows and as `new Date()` reads it
+// back (toISOString's UTC, read back as local, moved it by the zone's offset at each save).
+const localInput = (iso) => {
+  const moment = new Date(iso);
+  return new Date(moment - moment.getTimezoneOffset() * 60_000).toISOString().slice(0, 16);
+};
 const kwh = (wh) => (wh == null ? '' : (wh / 1000).toFixed(2));
 
 let me = null; // {name, role}
@@ -590,7 +596,7 @@ VIEWS.tags = async (main, arg, params) => {
       const field = form.elements;
       field.id_tag.value = tag.id_tag;
       field.parent.value = tag.parent || '';
-      field.expiry.value = tag.expiry ? new Date(tag.expiry).toISOString().slice(0, 16) : '';
+      field.expiry.value = tag.expiry ? localInput(tag.expiry) : '';
       field.max_active.value = tag.max_active;
       field.blocked.checked = tag.blocked;
       form.scrollIntoView();
