@@ -90,6 +90,19 @@ def add_parser(subparsers: Any) -> None:
     transactions.add_argument("--active", action="store_true", help="only unfinished ones")
     transactions.set_defaults(func=list_command, listing="transactions")
 
+    transaction = commands.add_parser(
+        "transaction", parents=[db_options], help="end a transaction its station will not"
+    )
+    transaction.add_argument("id", type=int)
+    transaction.add_argument(
+        "--close",
+        action="store_true",
+        required=True,
+        help="end it now (stop reason ClosedByOperator), so that its id tag may start others;"
+        " a StopTransaction from the station later still records the real end",
+    )
+    transaction.set_defaults(func=transaction_command)
+
     tags = commands.add_parser("tags", parents=[listing], help="list id tags")
     tags.set_defaults(func=list_command, listing="tags")
 
@@ -403,6 +416,25 @@ def station_command(args: argparse.Namespace) -> int:
     print(
         f"{args.id}: approval {station['approval']}, security profile {station['security_profile']}"
     )
+    return 0
+
+
+def transaction_command(args: argparse.Namespace) -> int:
+    from host.cs import storage
+
+    if not 0 < args.id < 2**63:  # what the database holds
+        raise UserError(f"no transaction {args.id}")
+    db = open_database(args, create=False)
+    try:
+        closed = storage.close_transaction(db, args.id)
+        db.commit()
+    finally:
+        db.close()
+    if closed is None:
+        raise UserError(f"no transaction {args.id}")
+    if not closed:
+        raise UserError(f"transaction {args.id} has ended already")
+    print(f"closed transaction {args.id}")
     return 0
 
 

@@ -763,11 +763,31 @@ def start_transaction(db: Db, station: str, p: dict[str, Any]) -> dict[str, Any]
     return {"transactionId": row[0], "idTagInfo": info}
 
 
+# An operator ends a transaction its station will never stop (replaced or broken mid-charge):
+# else it counted against its tag's max_active for ever. A StopTransaction the station sends
+# after all still records the real end.
+CLOSED_BY_OPERATOR = "ClosedByOperator"
+
+
+def close_transaction(db: Db, transaction_id: int) -> bool | None:
+    """End an open transaction as the operator's (CLOSED_BY_OPERATOR, now, its meter stop
+    unknown): True if it was open, False if it had ended, None if there is none."""
+    closed = db.execute(
+        "UPDATE transactions SET stop_time = ?, stop_reason = ? WHERE id = ? AND stop_time IS NULL",
+        (now_iso(), CLOSED_BY_OPERATOR, transaction_id),
+    )
+    if closed.rowcount == 1:
+        return True
+    return False if db.one("SELECT id FROM transactions WHERE id = ?", (transaction_id,)) else None
+
+
 def stop_transaction(db: Db, station: str, p: dict[str, Any]) -> dict[str, Any]:
-    """Close a transaction; a repeated StopTransaction changes nothing."""
+    """Close a transaction (one an operator closed too); a repeated StopTransaction changes
+    nothing."""
     db.execute(
         "UPDATE transactions SET meter_stop = ?, stop_time = ?, stop_reason = ?, stop_id_tag = ?"
-        " WHERE id = ? AND station = ? AND stop_time IS NULL",
+        " WHERE id = ? AND station = ?"
+        f" AND (stop_time IS NULL OR stop_reason = '{CLOSED_BY_OPERATOR}')",
         (
             p["meterStop"],
             p["timestamp"],

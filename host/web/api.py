@@ -289,6 +289,14 @@ ROUTES: tuple[Route, ...] = (
         "A transaction with its power and energy over time",
     ),
     Route(
+        "POST",
+        "/api/transactions/{id}/close",
+        "close_transaction",
+        "End a transaction its station will not (stop reason ClosedByOperator): its id tag"
+        " may then start others; a StopTransaction from the station later records the real end",
+        "operator",
+    ),
+    Route(
         "GET",
         "/api/transactions/{id}/meter-values",
         "meter_values",
@@ -553,6 +561,15 @@ class Api:
 
     async def transaction(self, r: Request) -> Any:
         tx = r.path_int("id")
+        return await self._one(queries.get_transaction, tx, what=f"transaction {tx}")
+
+    async def close_transaction(self, r: Request) -> Any:
+        tx = r.path_int("id")
+        closed = await self.store.call(storage.close_transaction, tx)
+        if closed is None:
+            raise ApiError(404, f"no transaction {tx}")
+        if not closed:
+            raise ApiError(409, f"transaction {tx} has ended already")
         return await self._one(queries.get_transaction, tx, what=f"transaction {tx}")
 
     async def meter_values(self, r: Request) -> Any:

@@ -246,6 +246,23 @@ def test_json_columns_list_as_json_and_control_characters_show_escaped(tmp_path,
     assert transaction["id_tag"] == start["idTag"]  # exact in JSON
 
 
+def test_an_operator_closes_a_transaction_its_station_will_not(tmp_path, capsys):
+    data = str(tmp_path)
+    db = storage.Db(storage.database_url(data, None))
+    start = {"connectorId": 1, "idTag": "T", "meterStart": 0, "timestamp": T0}
+    transaction = storage.start_transaction(db, "GONE", start)["transactionId"]
+    db.commit()
+    db.close()
+    close = ["transaction", str(transaction), "--close", "--data", data]
+    assert evse(capsys, *close)[:2] == (0, f"closed transaction {transaction}\n")
+    (listed,) = json.loads(evse(capsys, "transactions", "--json", "--data", data)[1])
+    assert listed["stop_reason"] == "ClosedByOperator" and listed["stop_time"]
+    assert "has ended already" in evse(capsys, *close)[2]
+    for other in (str(transaction + 1), "0", str(2**64)):
+        code, _, err = evse(capsys, "transaction", other, "--close", "--data", data)
+        assert code == 2 and f"no transaction {other}" in err
+
+
 def test_changing_a_tag_changes_only_the_options_given(tmp_path, capsys):
     data = ["--data", str(tmp_path)]
 

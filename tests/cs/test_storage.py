@@ -218,6 +218,32 @@ def test_a_start_retransmitted_after_its_tag_was_added_is_the_same_transaction(d
     assert storage.start_transaction(db, "CP1", start)["transactionId"] == first["transactionId"]
 
 
+def test_an_operator_closes_a_transaction_its_station_never_stops(db):
+    """A station replaced mid-charge never stops its transaction: its tag counted it against
+    max_active for ever (ConcurrentTx at every start elsewhere)."""
+    storage.set_id_tag(db, "T")
+    start = {"connectorId": 1, "idTag": "T", "meterStart": 100, "timestamp": T0}
+    lost = storage.start_transaction(db, "GONE", start)["transactionId"]
+    assert storage.id_tag_info(db, "T")["status"] == "ConcurrentTx"
+    assert storage.close_transaction(db, lost) is True
+    assert storage.close_transaction(db, lost) is False  # ended already
+    assert storage.close_transaction(db, lost + 100) is None  # none such
+    (closed,) = [t for t in storage.transactions(db) if t["id"] == lost]
+    assert (closed["stop_reason"], closed["meter_stop"]) == (storage.CLOSED_BY_OPERATOR, None)
+    assert closed["stop_time"] is not None
+    elsewhere = dict(start, timestamp="2026-11-03T00:00:00Z")
+    assert storage.start_transaction(db, "CP2", elsewhere)["idTagInfo"]["status"] == "Accepted"
+    # The station stops it after all (it came back): its real end is recorded, once
+    stop = {"transactionId": lost, "meterStop": 900, "timestamp": T0, "reason": "PowerLoss"}
+    for _ in range(2):
+        storage.stop_transaction(db, "GONE", stop)
+        (stopped,) = [t for t in storage.transactions(db) if t["id"] == lost]
+        assert (stopped["stop_reason"], stopped["meter_stop"]) == ("PowerLoss", 900)
+    later = dict(stop, meterStop=950, reason="Local")
+    storage.stop_transaction(db, "GONE", later)  # a repeated stop changes nothing
+    assert [t["meter_stop"] for t in storage.transactions(db) if t["id"] == lost] == [900]
+
+
 def test_a_stop_for_a_transaction_not_of_its_station_links_its_values_to_none(db):
     start = {"connectorId": 2, "idTag": "T", "meterStart": 0, "timestamp": T0}
     theirs = storage.start_transaction(db, "CP_A", start)["transactionId"]

@@ -180,6 +180,23 @@ def test_unknown_items_are_404(live: LiveCS, path: str) -> None:
     assert response.status == 404 and response.json()["error"].startswith("no ")
 
 
+def test_an_operator_closes_a_transaction_its_station_will_not(live: LiveCS) -> None:
+    start = {
+        "connectorId": 1,
+        "idTag": "LOST",
+        "meterStart": 5,
+        "timestamp": "2026-11-26T10:00:00Z",
+    }
+    tx_id = live.db(storage.start_transaction, "API-GONE", start)["transactionId"]
+    closed = live.request("POST", f"/api/transactions/{tx_id}/close")
+    assert closed.status == 200 and closed.json()["stop_reason"] == "ClosedByOperator"
+    active = live.request("GET", "/api/transactions?active=true&station=API-GONE")
+    assert active.json()["items"] == []
+    again = live.request("POST", f"/api/transactions/{tx_id}/close")
+    assert again.status == 409 and "has ended already" in again.json()["error"]
+    assert live.request("POST", f"/api/transactions/{tx_id + 1000}/close").status == 404
+
+
 def test_remote_start_answers_with_the_transaction_id_then_stop(live: LiveCS) -> None:
     live.request("PUT", "/api/id-tags/RFID1", {"max_active": 2})
     with live.station("API-ST2") as station:
