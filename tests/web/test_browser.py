@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import BrowserContext, Page, expect, sync_playwright
 
+from host.cs import storage
 from host.demo import BOARD
 from host.sim import SimStation, write_station_config
 from tests.web.conftest import PASSWORD, LiveCS, wait_until
@@ -175,6 +176,27 @@ def test_editing_a_tag_keeps_its_expiry_in_the_browser_s_time_zone(
     page.click("#tag-edit button")
     expect(row.locator("td").nth(3)).to_have_text("yes")
     assert live.request("GET", "/api/id-tags/ZONETAG").json()["expiry"] == expiry
+
+
+def test_closing_a_transaction_its_station_will_never_stop(live: LiveCS, page: Page) -> None:
+    start = {
+        "connectorId": 1,
+        "idTag": "LOST",
+        "meterStart": 0,
+        "timestamp": "2026-11-26T10:00:00Z",
+    }
+    tx_id = live.db(storage.start_transaction, "WEB-GONE", start)["transactionId"]
+    page.goto(live.base + f"/#/transaction/{tx_id}")
+    page.fill("input[name=name]", "op")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("#login button[type=submit]")
+    asked = []
+    page.on("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
+    page.click("#close")
+    expect(page.locator("#tx-details")).to_contain_text("ClosedByOperator")
+    expect(page.locator("#tx-details")).to_contain_text("finished")
+    assert "without its station" in asked[0]
+    expect(page.locator("#close")).to_have_count(0)
 
 
 def test_phone_width_and_read_only_role(live: LiveCS, page: Page) -> None:

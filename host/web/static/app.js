@@ -510,7 +510,9 @@ VIEWS.transaction = async (main, id) => {
     $('#tx-details').innerHTML = rows.map(([k, v]) => `<dt>${k}</dt><dd>${v}</dd>`).join('');
     $('#tx-chart').innerHTML = chart(tx.series);
     $('#tx-stop').innerHTML = operator() && !tx.stop_time
-      ? '<p><button class="danger" id="stop">Stop charging</button> <span class="result" id="stop-result"></span></p>' : '';
+      ? '<p><button class="danger" id="stop">Stop charging</button> '
+        + '<button id="close" title="For a transaction its station will never stop">Close here</button> '
+        + '<span class="result" id="stop-result"></span></p>' : '';
     const stop = $('#stop');
     if (stop) {
       stop.onclick = async () => {
@@ -520,6 +522,18 @@ VIEWS.transaction = async (main, id) => {
             { action: 'RemoteStopTransaction', payload: { transactionId: tx.id }, wait_s: 30 });
           $('#stop-result').textContent = describeCommand(c);
         } catch (error) { $('#stop-result').textContent = error.message; stop.disabled = false; }
+      };
+    }
+    const close = $('#close');
+    if (close) {  // a station replaced mid-charge never stops it: its tag would count it for ever
+      close.onclick = async () => {
+        if (!window.confirm(`Close transaction ${tx.id} here, without its station? Only for one`
+          + ' its station will never stop: its meter stop stays unknown.')) return;
+        close.disabled = true;
+        try {
+          await api('POST', `/api/transactions/${enc(tx.id)}/close`);
+          await show();
+        } catch (error) { $('#stop-result').textContent = error.message; close.disabled = false; }
       };
     }
     const values = await api('GET', `/api/transactions/${enc(id)}/meter-values?limit=100&offset=0`);
