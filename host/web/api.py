@@ -137,7 +137,8 @@ class Request:
 
     def path_int(self, name: str) -> int:
         text = self.http.match_info[name]
-        if not text.isdigit() or len(text) > 18:
+        # ASCII digits: isdigit() also takes "²", which int() refuses (a 500)
+        if not (text.isascii() and text.isdigit()) or len(text) > 18:
             raise ApiError(400, f"{name}: {text!r} is not a positive integer", name)
         return int(text)
 

@@ -154,6 +154,8 @@ def test_stations_connectors_and_live_status(live: LiveCS) -> None:
         ("/api/commands?state=lost", "state"),
         ("/api/transactions/abc", "id"),
         ("/api/commands/1x", "id"),
+        ("/api/transactions/%C2%B2", "id"),  # a digit to str.isdigit, not to int(): was a 500
+        ("/api/commands/%C2%B2", "id"),
         ("/api/id-tags/" + "X" * 21, "tag"),
     ],
 )
