@@ -397,13 +397,14 @@ class Api:
         _json_only(r.http)  # else a cross-site form logs the browser in as another user
         name, secret = r.body["name"], r.body["password"]
         user = await self.read(auth.get_user, name)
-        ok = False
-        if user is not None and secret.startswith(auth.TOKEN_PREFIX):
+        # the same checks whether the user exists or not (auth.password_matches)
+        if secret.startswith(auth.TOKEN_PREFIX):
             owner = await self.read(auth.user_by_token, secret)
             ok = owner is not None and owner["name"] == name
-        elif user is not None:
+        else:
+            stored = user and user["password"]
             loop = asyncio.get_running_loop()
-            ok = await loop.run_in_executor(None, auth.password_matches, user["password"], secret)
+            ok = await loop.run_in_executor(None, auth.password_matches, stored, secret)
         if not ok or user is None:
             raise ApiError(401, "wrong user name or password")
         session = await self.store.call(auth.new_session, name)

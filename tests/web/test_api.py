@@ -2,10 +2,12 @@
 
 import datetime
 import functools
+import hashlib
 import json
 import re
 import threading
 import urllib.request
+from typing import Any
 
 import pytest
 import websockets.sync.client
@@ -101,6 +103,27 @@ def test_login_session_cookie_csrf_and_logout(live: LiveCS) -> None:
     body = json.dumps({"name": "viewer", "password": token}).encode()
     forged = live.request("POST", "/api/login", raw=body, role=None, headers=plain)
     assert forged.status == 400 and "Set-Cookie" not in forged.headers
+
+
+def test_a_wrong_user_name_costs_as_long_as_a_wrong_password(
+    live: LiveCS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A login with an unknown name (or of a user with a token only) was refused at once, one
+    with a wrong password after an 80 ms scrypt: the time told which user names exist."""
+    checks = []
+    scrypt = hashlib.scrypt
+
+    def counted(*args: Any, **kwargs: Any) -> bytes:
+        checks.append(args)
+        return scrypt(*args, **kwargs)
+
+    monkeypatch.setattr(auth.hashlib, "scrypt", counted)
+    live.db(auth.add_user, "tokens-only", "read-only")
+    for name in ("op", "nobody", "tokens-only"):
+        checks.clear()
+        body = {"name": name, "password": "a wrong password"}
+        assert live.request("POST", "/api/login", body, role=None).status == 401
+        assert len(checks) == 1, name
 
 
 def test_revoking_tokens_ends_the_sessions_they_opened(live: LiveCS) -> None:
