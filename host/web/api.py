@@ -398,10 +398,11 @@ class Api:
         name, secret = r.body["name"], r.body["password"]
         user = await self.read(auth.get_user, name)
         # the same checks whether the user exists or not (auth.password_matches)
+        ok = False
         if secret.startswith(auth.TOKEN_PREFIX):
             owner = await self.read(auth.user_by_token, secret)
             ok = owner is not None and owner["name"] == name
-        else:
+        if not ok:  # a password, which may begin as tokens do
             stored = user and user["password"]
             loop = asyncio.get_running_loop()
             ok = await loop.run_in_executor(None, auth.password_matches, stored, secret)

@@ -97,6 +97,12 @@ def test_login_session_cookie_csrf_and_logout(live: LiveCS) -> None:
     assert by_token.json()["role"] == "read-only"
     other = live.request("POST", "/api/login", {"name": "op", "password": token}, role=None)
     assert other.status == 401
+    # A password that begins as tokens do is still a password (it was taken for a token only)
+    live.db(auth.add_user, "evse-fan", "read-only", "evse_forever")
+    fan = live.request(
+        "POST", "/api/login", {"name": "evse-fan", "password": "evse_forever"}, role=None
+    )
+    assert fan.status == 200 and fan.json()["name"] == "evse-fan"
     # Nor can a cross-site form log the browser in as another user: a text/plain body can
     # spell JSON, {"name": "viewer", "password": "...="} from <input name='{"name": ...'>.
     plain = {"Content-Type": "text/plain"}
