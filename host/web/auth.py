@@ -38,8 +38,11 @@ def password_matches(stored: str | None, password: str) -> bool:
 
 
 def add_user(db: Db, name: str, role: str, password: str | None = None) -> None:
-    """Create or update a user (its tokens stay valid)."""
+    """Create or update a user. Its tokens stay valid; a new password ends its dashboard
+    sessions, since it is given when the old one may be known to someone else."""
     hashed = hash_password(password) if password else None
+    if hashed:
+        db.execute("DELETE FROM web_sessions WHERE name = ?", (name,))
     db.execute(
         "INSERT INTO web_users (name, role, password, created) VALUES (?, ?, ?, ?)"
         " ON CONFLICT (name) DO UPDATE SET role = excluded.role,"

@@ -146,6 +146,24 @@ def test_revoking_tokens_ends_the_sessions_they_opened(live: LiveCS) -> None:
     assert refused.status == 401
 
 
+def test_a_new_password_ends_the_sessions_of_the_old_one(live: LiveCS) -> None:
+    """`evse cs user add NAME --password-stdin` for a user whose password leaked: whoever had
+    logged in with it stayed logged in for up to 12 hours."""
+    live.db(auth.add_user, "changes", "operator", "the old password")
+    old = live.request(
+        "POST", "/api/login", {"name": "changes", "password": "the old password"}, role=None
+    )
+    cookie = {"Cookie": old.headers["Set-Cookie"].split(";")[0]}
+    live.db(auth.add_user, "changes", "operator")  # a new role or none: sessions go on
+    assert live.request("GET", "/api/me", role=None, headers=cookie).status == 200
+    live.db(auth.add_user, "changes", "operator", "the new password")
+    assert live.request("GET", "/api/me", role=None, headers=cookie).status == 401
+    new = live.request(
+        "POST", "/api/login", {"name": "changes", "password": "the new password"}, role=None
+    )
+    assert new.status == 200
+
+
 def test_stations_connectors_and_live_status(live: LiveCS) -> None:
     with live.station("API-ST1") as station:
         wait_until(lambda: online(live, "API-ST1"), what="station online")
