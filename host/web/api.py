@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 STATIC_DIR = os.path.join(os.path.dirname(__file__), "static")
 COOKIE = "evse_session"
 MAX_WAIT_S = 120
+EVENTS_CHECK_S = 15  # a keep-alive on a quiet event stream, and a check that it may go on
 POLL_S = 0.05
 
 
@@ -469,15 +470,26 @@ class Api:
         try:
             await response.prepare(r.http)
             await response.write(b"retry: 2000\n\n")
+            checked = time.monotonic()
             while True:
                 try:
-                    event = await asyncio.wait_for(queue.get(), 15)
+                    event = await asyncio.wait_for(queue.get(), EVENTS_CHECK_S)
                 except TimeoutError:
-                    await response.write(b": keep-alive\n\n")
-                    continue
+                    event = b": keep-alive\n\n"
+                # The stream ends with the session or token that opened it (logged out,
+                # expired, revoked, the user removed): else it ran on for as long as it stayed
+                # open, showing every station's events to someone no longer let in.
+                if time.monotonic() - checked >= EVENTS_CHECK_S:
+                    try:
+                        await _authenticate(self, r.http)
+                    except ApiError:
+                        break
+                    checked = time.monotonic()
                 if event is None:  # too slow to keep up: the client reconnects and reloads
                     break
-                await response.write(b"data: " + orjson.dumps(event) + b"\n\n")
+                if isinstance(event, dict):
+                    event = b"data: " + orjson.dumps(event) + b"\n\n"
+                await response.write(event)
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:

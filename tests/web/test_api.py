@@ -514,6 +514,31 @@ def test_live_events_are_pushed(live: LiveCS) -> None:
     assert {"type": "boot", "station": "API-ST8", "registration": "Accepted"} in seen
 
 
+def test_live_events_end_with_the_session_or_token(
+    live: LiveCS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An event stream ran on after its token was revoked, its user removed or its session
+    logged out, showing every station's events to someone no longer let in."""
+    monkeypatch.setattr(api, "EVENTS_CHECK_S", 0.2)
+    live.db(auth.add_user, "watcher", "read-only", PASSWORD)
+    token = live.db(auth.new_token, "watcher")
+    login = live.request("POST", "/api/login", {"name": "watcher", "password": PASSWORD}, role=None)
+    cookie = login.headers["Set-Cookie"].split(";")[0]
+    for headers, end in (
+        (
+            {"Cookie": cookie},
+            lambda: live.request("POST", "/api/logout", {}, role=None, headers={"Cookie": cookie}),
+        ),
+        ({"Authorization": f"Bearer {token}"}, lambda: live.db(auth.revoke_tokens, "watcher")),
+    ):
+        request = urllib.request.Request(live.base + "/api/events", headers=headers)
+        with urllib.request.urlopen(request, timeout=5) as stream:
+            assert stream.readline().startswith(b"retry:")
+            end()
+            with live.station("API-WATCHED"):
+                stream.read()  # to the end of the stream, not a timeout
+
+
 def test_prometheus_metrics(live: LiveCS) -> None:
     with live.station("API-ST9") as station:
         # Schema-invalid: the central system answers with a CALLERROR.
