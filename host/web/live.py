@@ -17,6 +17,9 @@ from typing import Any
 
 import orjson
 
+from host.cs import schemas
+from protocol.ocppj import ERROR_CODES
+
 log = logging.getLogger("evse.web")
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -50,6 +53,10 @@ HEAD = re.compile(r'\s*\[\s*([234])\s*,\s*"((?:[^"\\]|\\.)*)"\s*(?:,\s*"((?:[^"\
 EVENT_ACTIONS = frozenset(
     ("StatusNotification", "BootNotification", "StartTransaction", "StopTransaction", "MeterValues")
 )
+# What a metric's label takes for a station's action or error code outside OCPP 1.6: each
+# such name had a counter and a histogram of its own, kept for good, so a station sending
+# CALLs of made-up actions grew the server's memory and /metrics without bound.
+OTHER = "other"
 
 
 class Live:
@@ -90,12 +97,13 @@ class Live:
     def _frame_in(self, station: str, kind: str, uid: str, name: str | None, text: str) -> None:
         if kind == "2":
             if name is not None:
-                self._inbound[station][uid] = (name, text, time.perf_counter())
+                action = name if schemas.known(name) else OTHER
+                self._inbound[station][uid] = (action, text, time.perf_counter())
             return
         action = self._outbound[station].pop(uid, None)
         if action is None:
             return
-        result = "ok" if kind == "3" else str(name)
+        result = "ok" if kind == "3" else name if name in ERROR_CODES else OTHER
         self.messages["out", action, result] += 1
         if kind == "4":
             self.callerrors["in", result] += 1

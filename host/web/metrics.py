@@ -50,7 +50,8 @@ def prometheus(cs: "CentralSystem", live: Live, counts: dict[str, Any]) -> str:
     metric(
         "evse_cs_messages_total",
         "counter",
-        "OCPP CALLs by direction (in: from stations), action and result (ok or CALLERROR code).",
+        "OCPP CALLs by direction (in: from stations), action and result (ok or CALLERROR code;"
+        " other: an action or code not of OCPP 1.6).",
         [
             (_labels(direction=d, action=a, result=res), n)
             for (d, a, res), n in sorted(live.messages.items())
