@@ -50,13 +50,17 @@ class Connector:
         self._permitted = limits.free_vend
         self._closed = False  # commanded
         self.contactor_closed = False  # commanded and confirmed by the feedback
+        # A time stamp is compared only while a wait runs (a flag says so): the board's ticks
+        # wrap, so one long past would read as in the future (after 6.2 days on an ESP32).
         self._opened_ms = now
+        self._settling = True  # opened less than weld_check_ms ago
         self._stop_ms = now
         self._stopping = False
         self._rcd_ok = False  # self-test passed this session
         self._rcd_phase = _RCD_IDLE
         self._rcd_ms = 0
         self._rcd_due_ms = now
+        self._rcd_waiting = False  # the pause after a trip or a failed self-test
         self._rcd_failures = 0
         self._rcd_trips = 0
         self._over = False
@@ -188,6 +192,7 @@ class Connector:
             hw.set_contactor(close)
             if not close:
                 self._opened_ms = now
+                self._settling = True
         hw.set_pwm(duty)
         self._duty = duty
         confirmed = close and (hw.contactor_feedback() or not hw.has_feedback)
@@ -252,16 +257,19 @@ class Connector:
                     self._rcd_ok = False
                     self._set(self._f_rcd, True, now, self._rcd_trips > limits.rcd_retries)
                 self._rcd_due_ms = self._board.ticks_add(now, limits.rcd_retry_ms)
+                self._rcd_waiting = True
                 return
             if self._f_rcd.active and not self._f_rcd.latched:
                 self._set(self._f_rcd, False, now)
+            if self._rcd_waiting and self._board.ticks_diff(now, self._rcd_due_ms) >= 0:
+                self._rcd_waiting = False
             if (
                 connected
                 and not self._rcd_ok
                 and not self._f_rcd.latched
                 and not self._f_rcd_selftest.latched
                 and not self._closed
-                and self._board.ticks_diff(now, self._rcd_due_ms) >= 0
+                and not self._rcd_waiting
             ):
                 hw.set_rcd_test(True)
                 self._rcd_phase = _RCD_TRIP
@@ -280,6 +288,7 @@ class Connector:
             self._rcd_phase = _RCD_IDLE
             self._rcd_failures += 1
             self._rcd_due_ms = self._board.ticks_add(now, limits.rcd_retry_ms)
+            self._rcd_waiting = True
             if self._rcd_failures >= limits.rcd_retries:
                 self._set(self._f_rcd_selftest, True, now, True)
 
@@ -295,12 +304,10 @@ class Connector:
 
     def _check_weld(self, now):
         hw = self.hw
-        if (
-            hw.has_feedback
-            and not self._closed
-            and hw.contactor_feedback()
-            and self._board.ticks_diff(now, self._opened_ms) >= self._limits.weld_check_ms
-        ):
+        if self._settling:
+            waited = self._board.ticks_diff(now, self._opened_ms)
+            self._settling = waited < self._limits.weld_check_ms
+        if hw.has_feedback and not self._closed and not self._settling and hw.contactor_feedback():
             self._set(self._f_weld, True, now, True)
 
     def _check_current(self, now):

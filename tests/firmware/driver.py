@@ -1,9 +1,12 @@
 """Runs under `micropython`: plays scenarios through the real station on the simulated board.
 
 One scenario per stdin line (JSON), one result per stdout line (JSON):
-  {"config": board.json dict, "script": [[op, args...], ...], "trace": bool}
+  {"config": board.json dict, "script": [[op, args...], ...], "trace": bool, "esp32_ticks": bool}
+"esp32_ticks": ticks wrap as the ESP32's do (every 2**30 ms, about 12.4 days).
 Ops: ["run", ms] steps the station every 10 ms of a manual clock; ["heap_lock", ms] does so
 with the heap locked around every step (a MemoryError is reported as the result's "error");
+["idle", ms] moves the clock on by ms at once, then steps once (days of uptime in which
+steps would change nothing: no meter, no EV or fault changing);
 ["ev", n, state] / ["power", n, w] / ["diode", n, 0|1] / ["vent", n, 0|1] / ["obey", n, 0|1];
 ["leak", n, ma] / ["rcddead", n, 0|1] / ["weld", n, 0|1] / ["temp", c] / ["meter", n, fault];
 ["noise", n, mv] / ["pilot_mv", n, high|null, low]; ["proximity", n, ohms];
@@ -22,6 +25,21 @@ from board import sim
 from station import Station
 
 PERIOD_MS = 10
+TICKS_PERIOD = 1 << 30  # the ESP32 port's time.ticks_ms() period
+
+
+class Esp32TicksBoard(sim.Board):
+    """The sim board with the ESP32's ticks: ticks_diff is right only for intervals under
+    2**29 ms (about 6.2 days), as time.ticks_diff on the board."""
+
+    def ticks_ms(self):
+        return super().ticks_ms() & (TICKS_PERIOD - 1)
+
+    def ticks_diff(self, a, b):
+        return ((a - b + TICKS_PERIOD // 2) & (TICKS_PERIOD - 1)) - TICKS_PERIOD // 2
+
+    def ticks_add(self, ticks, delta):
+        return (ticks + delta) & (TICKS_PERIOD - 1)
 
 
 def fault_text(faults):
@@ -50,7 +68,8 @@ def snapshot(board, station):
 
 def play(scenario):
     config = scenario["config"]
-    board = sim.Board("/tmp", speed=None, config=config)
+    board_class = Esp32TicksBoard if scenario.get("esp32_ticks") else sim.Board
+    board = board_class("/tmp", speed=None, config=config)
     station = Station(board, config)
     events = []
     station.listener = lambda kind, n, value: events.append(
@@ -98,6 +117,9 @@ def play(scenario):
             run(args[0], False)
         elif name == "heap_lock":
             run(args[0], True)
+        elif name == "idle":
+            board.advance(args[0] - PERIOD_MS)
+            run(PERIOD_MS, False)
         elif name == "snap":
             snaps[args[0]] = snapshot(board, station)
         elif name == "ev":

@@ -1,6 +1,6 @@
 """Scripted EV and fault sequences through the station firmware under micropython."""
 
-from tests.firmware.harness import play_one
+from tests.firmware.harness import config, play, play_one
 
 PLUG = [["ev", 1, "B"], ["run", 500]]
 CHARGE = PLUG + [["ev", 1, "C"], ["run", 1500]]
@@ -227,3 +227,26 @@ def test_an_exception_in_a_step_opens_that_connector_and_latches_hang():
     assert connector(result, "broken", 2)["out"]  # the other connector carries on
     assert connector(result, "held")["faults"] == "hang!" and not connector(result, "held")["out"]
     assert connector(result, "cleared")["out"]
+
+
+def test_sessions_and_the_weld_check_work_after_days_of_uptime_on_the_esp32s_ticks():
+    """The ESP32's ticks wrap every 2**30 ms: a time stamp from boot reads as in the future
+    from 6.2 days of uptime on. Neither the RCD self-test (due since boot) nor the weld check
+    (open since boot) may wait for the next 6.2 days."""
+    days = 2**29 + 10_000  # a little over 6.2 days after boot
+    session, weld = play(
+        {
+            "config": config(meter=None),
+            "script": [["run", 1000], ["idle", days]] + CHARGE + [["snap", "charging"]],
+            "esp32_ticks": True,
+        },
+        {
+            "config": config(meter=None),
+            "script": [["run", 1000], ["idle", days], ["weld", 1, 1], ["run", 500], ["snap", "w"]],
+            "esp32_ticks": True,
+        },
+    )
+    assert session["error"] is None and weld["error"] is None
+    charging = connector(session, "charging")
+    assert charging["out"] and charging["duty"] == 53.3, charging
+    assert connector(weld, "w")["faults"] == "weld!"
