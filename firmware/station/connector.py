@@ -312,7 +312,10 @@ class Connector:
 
     def _check_current(self, now):
         """Measured current above the limit plus margin for overcurrent_ms: stop the session.
-        The threshold is rounded up to whole amperes so the float reading compares with an int."""
+        The threshold is rounded up to whole amperes so the float reading compares with an int.
+        The excess counts from when it is first seen (a lower limit included) and has lasted
+        once a reading taken overcurrent_ms later still shows it: the reading at hand may be
+        up to a poll older than now, from before the EV followed the limit."""
         reading = self.reading
         if reading is None or self._f_meter.active:
             return
@@ -326,7 +329,10 @@ class Connector:
         elif not self._over:
             self._over = True
             self._over_ms = now
-        elif self._board.ticks_diff(now, self._over_ms) >= self._limits.overcurrent_ms:
+        elif (
+            reading.ok_ms is not None
+            and self._board.ticks_diff(reading.ok_ms, self._over_ms) >= self._limits.overcurrent_ms
+        ):
             self._set(self._f_overcurrent, True, now)
 
     def _set(self, fault, active, now, latched=False):
