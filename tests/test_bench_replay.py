@@ -213,6 +213,23 @@ def test_report_files_and_verdicts(tmp_path):
     assert failed == ["line 11: expect pilot F within 1s"]
 
 
+def test_the_bench_s_teardown_meets_no_expectation():
+    """The EV charges to the end of the run: that the bench then unplugs it and presses stop
+    must not pass an expectation the station never met, even with a `duration` ending before
+    a deadline (as a recorded session's)."""
+    s = session.parse(
+        "duration 10s\n0s ev plug\n+1s user tag 04A1B2C3\n+1s ev state C\n"
+        "+0s expect contactor closed within 10s\n+5s expect contactor open within 30s\n"
+        "+0s expect status Charging Available",
+        "teardown.session",
+    )
+    assert s.end_ms == 37_000
+    result, _ = replay(s)
+    verdicts = {v.line: v.outcome for v in result.verdicts}
+    assert verdicts == {5: "pass", 6: "fail", 7: "fail", None: "pass"}, result.verdicts
+    assert result.session_ms == 37_000
+
+
 def test_the_speed_caps_the_station_clock_and_changes_no_verdict():
     s = session.parse(QUICK, "quick.session")
     capped = Replay(s, SimTarget(10), progress=lambda _: None).run()

@@ -231,6 +231,8 @@ class Replay:
         finally:
             if self._t0 is not None:  # how far the session got, also when it was cut short
                 result.session_ms = min(self._station_ms() - self._t0, session.end_ms)
+            with self._lock:  # what the teardown (EV unplugged, stop) makes happen is not judged
+                judged = len(result.timeline)
             self._teardown()
             if self.net is not None:
                 self._async(self.net.stop(), 10, quiet=True)
@@ -245,7 +247,7 @@ class Replay:
         self._retime_frames()
         allowance = int(self.rate * FRAME_SLACK_S * 1000)
         result.verdicts[:0] = judge(
-            session, result.timeline, self.phases, result.late_ms, allowance
+            session, result.timeline[:judged], self.phases, result.late_ms, allowance
         )
         return result
 

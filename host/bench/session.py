@@ -56,8 +56,10 @@ class Session:
 
     @property
     def end_ms(self) -> int:
+        """When the run ends: `duration`, but never before the last deadline (the bench's
+        teardown comes after the end and must not be what meets an expectation)."""
         last = max((s.at_ms + (s.within_ms or 0) for s in self.steps), default=0)
-        return self.duration_ms if self.duration_ms is not None else last + 10_000
+        return max(self.duration_ms, last) if self.duration_ms is not None else last + 10_000
 
 
 # ---- times ---------------------------------------------------------------------------------
