@@ -265,6 +265,20 @@ def test_a_station_that_stops_answering_ends_the_run_with_a_verdict():
     assert last.outcome == "fail" and "stopped answering" in last.detail
 
 
+def test_a_session_on_a_connector_the_station_lacks_gets_a_verdict_not_a_traceback():
+    s = session.parse("connector 3\n0s ev plug\n+0s expect pilot B within 2s", "c3.session")
+    result, _ = replay(s)
+    assert {v.name: (v.outcome, v.detail) for v in result.verdicts} == {
+        "expect pilot B within 2s": ("skip", "not played"),
+        "contactor open after the run": ("skip", "the station has no connector 3"),
+        "station set up for the session": (
+            "error",
+            "the session uses connector 3; the station has 2",
+        ),
+    }
+    assert not result.passed
+
+
 def test_pending_sessions_are_skipped_with_their_reason():
     s = session.parse("pending waiting for smart charging\n0s ev plug", "p.session")
     result = Replay(s, SimTarget()).run()

@@ -82,6 +82,11 @@ class Result:
         return self.session_ms / 1000 / self.wall_s if self.wall_s else 0.0
 
 
+class Unplayable(Exception):
+    """The station cannot play the session: it lacks the session's connector, or refused a
+    command that sets it up (e.g. `ev` on a board without an EV-simulator fixture)."""
+
+
 def skip(session: Session, target: str, reason: str) -> Result:
     return Result(session, target, [Verdict(session.name, None, "skip", reason)])
 
@@ -117,6 +122,8 @@ class Replay:
         self.link: ConsoleLink | None = None
         self.net: network.Network | None = None
         self.phases = 3
+        self.connectors: int | None = None  # as the station's `info` gives them
+        self._unplayable = False
 
     # ---- timeline ----------------------------------------------------------------------
 
@@ -228,6 +235,9 @@ class Replay:
             self._play()
         except (StationSilent, OSError) as e:
             result.aborted = f"{e}"
+        except Unplayable as e:
+            result.aborted = f"{e}"
+            self._unplayable = True
         finally:
             if self._t0 is not None:  # how far the session got, also when it was cut short
                 result.session_ms = min(self._station_ms() - self._t0, session.end_ms)
@@ -243,7 +253,15 @@ class Replay:
             result.wall_s = time.monotonic() - started
             result.rate = self.rate
         if result.aborted:  # after _teardown, which adds what the station printed
-            result.verdicts.append(Verdict("station answering", None, "error", result.aborted))
+            name = "station set up for the session" if self._unplayable else "station answering"
+            result.verdicts.append(Verdict(name, None, "error", result.aborted))
+        if self._t0 is None:  # it never reached time 0: nothing to judge
+            result.verdicts[:0] = [
+                Verdict(s.text, s.line, "skip", "not played")
+                for s in session.steps
+                if s.actor == "expect"
+            ]
+            return result
         self._retime_frames()
         allowance = int(self.rate * FRAME_SLACK_S * 1000)
         result.verdicts[:0] = judge(
@@ -297,9 +315,17 @@ class Replay:
         assert link is not None
         info = dict(w.split("=", 1) for w in link.command("info") if "=" in w)
         self.phases = int(info.get("phases", 3))
-        link.command("report", self._report_ms())
-        if "ev" in self.target.features:
-            self._ev_apply()
+        self.connectors = int(info.get("connectors", 1))
+        if self.connector > self.connectors:
+            raise Unplayable(
+                f"the session uses connector {self.connector}; the station has {self.connectors}"
+            )
+        try:
+            link.command("report", self._report_ms())
+            if "ev" in self.target.features:
+                self._ev_apply()
+        except CommandFailed as e:
+            raise Unplayable(f"setting up the station: {e}") from None
         link.command("status")
 
     def _report_ms(self) -> int:
@@ -437,14 +463,17 @@ class Replay:
     def _teardown(self) -> None:
         """Leave the station safe: EV gone, charge stopped, contactor open — and check it."""
         link = self.link
+        skip = ""
         if link is None or (self.result.aborted and self.target.alive() is False):
-            self.result.verdicts.append(
-                Verdict("contactor open after the run", None, "skip", "station not running")
-            )
+            skip = "station not running"
+        elif self.connectors is not None and self.connector > self.connectors:
+            skip = f"the station has no connector {self.connector}"
+        if skip:
+            self.result.verdicts.append(Verdict("contactor open after the run", None, "skip", skip))
             self._close()
             return
         state = "unknown"
-        if self.result.aborted:  # it did not answer: asking again only delays the verdict
+        if self.result.aborted and not self._unplayable:  # silent: asking only delays the verdict
             detail = "contactor state unknown: the station stopped answering"
             self.result.verdicts.append(
                 Verdict("contactor open after the run", None, "fail", detail)
