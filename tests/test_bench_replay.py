@@ -3,6 +3,7 @@ pseudo-terminal, OCPP through the bench's relay to the embedded central system),
 import of OCPP logs, and a station that stops answering."""
 
 import asyncio
+import itertools
 import json
 import math
 import os
@@ -18,8 +19,9 @@ from hypothesis import strategies as st
 
 from host.bench import record, report, session
 from host.bench.centralsystem import EmbeddedCentralSystem
+from host.bench.link import ConsoleLink, open_pty
 from host.bench.replay import Event, Replay, judge
-from host.bench.target import MAX_STEP_MS, STEP_MS, SimTarget, step_for
+from host.bench.target import MAX_STEP_MS, STEP_MS, SerialTarget, SimTarget, step_for
 from host.cli import main
 from tests.ports import free_port
 
@@ -146,6 +148,52 @@ def test_a_deadline_counts_from_the_step_before_but_not_past_the_step_after():
     assert [v.outcome for v in verdicts] == ["pass", "pass"]
     late = judge(s, timeline[:1], 3, {1: 1500, 3: 300})
     assert [v.outcome for v in late] == ["pass", "fail"]
+
+
+# What a noisy serial line makes of station lines: bit flips, truncations, digits of other
+# scripts, raw bytes.
+NOISY_WORD = st.sampled_from(
+    ["C", "closed", "pilOt=C", "pilot=", "limit=3q", "wh=1q0.5", "wh=", "w=x", "rcd"]
+) | st.text(max_size=8)
+NOISE = st.tuples(
+    st.sampled_from(["12", "١٢", "1x"]),
+    st.sampled_from(["state", "pilot", "contactor", "limit", "meter", "fault"]),
+    st.sampled_from(["1", "²", "١", ""]),
+    st.lists(NOISY_WORD, max_size=4),
+).map(lambda t: " ".join(["evt", *t[:3], *t[3]]).encode()) | st.binary(max_size=60)
+NOISE_SESSION = """
+0s ev plug
++0s expect pilot B within 1s
++0s expect contactor closed within 1s
++0s expect limit 16 within 1s
++0s expect fault rcd within 1s
++0s expect status Charging
++0s expect energy 3%
+"""
+
+
+def test_noise_on_the_console_line_stops_neither_the_reader_nor_the_judge(tmp_path):
+    master, path = open_pty()
+    s = session.parse(NOISE_SESSION, "noise.session")
+    bench = Replay(s, SerialTarget(path))
+    link = ConsoleLink(path, bench._on_line)
+    probes = itertools.count()
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(NOISE, max_size=4))
+    def noise_then_a_reply(lines):
+        probe = f"p{next(probes)}"
+        os.write(master, b"\n".join([*lines, f"ok #{probe}".encode(), b""]))
+        link.reply(probe, "probe", timeout=5)  # the reader still reads
+        judge(s, bench.result.timeline, 3, {})
+
+    try:
+        noise_then_a_reply()
+    finally:
+        link.close()
+        os.close(master)
+    assert any(e.kind == "meter" for e in bench.result.timeline)
+    report.write([bench.result], tmp_path)  # the plot reads the timeline too
 
 
 # ---- replay against the simulated station -----------------------------------------------------

@@ -26,6 +26,7 @@ from host.bench import network
 from host.bench.link import CommandFailed, ConsoleLink, Line, StationSilent
 from host.bench.session import Session, Step, format_duration
 from host.bench.target import Target
+from protocol import console as proto
 
 VOLTAGE_V = 230.0
 SILENCE_S = 10.0  # real seconds without a line from the station: it stopped answering
@@ -173,18 +174,21 @@ class Replay:
             return
         _, ms, kind, words = line.parsed
         self._read_clock(line.wall, ms)
-        connector = int(words[0]) if words and words[0].isdigit() else 0
+        # A line garbled on the wire ("²" is a digit to isdigit, not to int) must not stop
+        # the console's reader, nor put a value the judge cannot read on the timeline.
+        connector = int(words[0]) if words and words[0].isdecimal() else 0
         if kind == "state" and connector:
-            fields = dict(w.split("=", 1) for w in words[1:] if "=" in w)
-            self._add(ms, "station", "pilot", connector, fields.get("pilot"))
-            self._add(ms, "station", "contactor", connector, fields.get("contactor"))
-            self._add(ms, "station", "limit", connector, _float(fields.get("limit")))
+            fields = proto.fields(words[1:])
+            for key in ("pilot", "contactor", "limit"):
+                if key in fields:
+                    value = _float(fields[key]) if key == "limit" else fields[key]
+                    self._add(ms, "station", key, connector, value)
             return
         value: Any = words[1:]
-        if kind in ("pilot", "contactor") and len(words) > 1:
-            value = words[1]
-        elif kind == "limit" and len(words) > 1:
-            value = _float(words[1])
+        if kind in ("pilot", "contactor", "limit"):
+            if len(words) < 2:
+                return
+            value = _float(words[1]) if kind == "limit" else words[1]
         self._add(ms, "station", kind, connector, value)
 
     def _on_frame(self, frame: network.Frame) -> None:
@@ -704,13 +708,12 @@ def measured_wh(timeline: list[Event], connector: int) -> tuple[float | None, st
                 stop = payload.get("meterStop")
     if isinstance(start, int | float) and isinstance(stop, int | float):
         return float(stop - start), "transaction"
-    readings = [
-        float(fields["wh"])
+    registers = [
+        _float(proto.fields(e.value).get("wh"))
         for e in timeline
         if e.kind == "meter" and e.connector == connector and e.ms >= 0
-        for fields in [dict(w.split("=", 1) for w in e.value if "=" in w)]
-        if fields.get("wh") not in (None, "-")
     ]
+    readings = [wh for wh in registers if wh is not None]
     if len(readings) >= 2:
         return readings[-1] - readings[0], "meter register"
     return None, "no meter readings"
