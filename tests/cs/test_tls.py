@@ -78,6 +78,19 @@ def test_profiles_2_and_3(pki, sqlite_url):
     run(scenario())
 
 
+async def asked_for_profile_3(cs, pki):
+    """CP3 at profile 2, connected and booted, and a ChangeConfiguration of SecurityProfile
+    to 3 queued for it: its connection and the command."""
+    await cs.store.call(storage.add_station, "CP3")
+    await cs.store.call(storage.set_station, "CP3", security_profile=2, auth_key=KEY)
+    ws = await connect(cs, "CP3", client_context(pki), KEY)
+    await ws.send(BOOT)
+    assert '"Accepted"' in await ws.recv()
+    change = {"key": "SecurityProfile", "value": "3"}
+    command = await cs.store.call(storage.enqueue_command, "CP3", "ChangeConfiguration", change, 60)
+    return ws, command
+
+
 def test_profile_3_pending_until_the_station_connects_with_its_certificate(pki, sqlite_url):
     """Raised from 2 to 3 with RebootRequired: the station connects with its key until its
     reboot, with its client certificate after; then it must."""
@@ -85,15 +98,7 @@ def test_profile_3_pending_until_the_station_connects_with_its_certificate(pki, 
 
     async def scenario():
         async with central_system(sqlite_url, ssl_context=tls) as cs:
-            await cs.store.call(storage.add_station, "CP3")
-            await cs.store.call(storage.set_station, "CP3", security_profile=2, auth_key=KEY)
-            ws = await connect(cs, "CP3", client_context(pki), KEY)
-            await ws.send(BOOT)
-            assert '"Accepted"' in await ws.recv()
-            change = {"key": "SecurityProfile", "value": "3"}
-            command = await cs.store.call(
-                storage.enqueue_command, "CP3", "ChangeConfiguration", change, 60
-            )
+            ws, command = await asked_for_profile_3(cs, pki)
             uid = json.loads(await ws.recv())[1]
             await ws.send(json.dumps([3, uid, {"status": "RebootRequired"}]))
             await command_reaches(cs, command, "answered")
@@ -116,15 +121,7 @@ def test_profile_3_is_not_sent_to_a_server_that_checks_no_client_certificates(pk
 
     async def scenario():
         async with central_system(sqlite_url, ssl_context=tls) as cs:
-            await cs.store.call(storage.add_station, "CP3")
-            await cs.store.call(storage.set_station, "CP3", security_profile=2, auth_key=KEY)
-            ws = await connect(cs, "CP3", client_context(pki), KEY)
-            await ws.send(BOOT)
-            assert '"Accepted"' in await ws.recv()
-            change = {"key": "SecurityProfile", "value": "3"}
-            command = await cs.store.call(
-                storage.enqueue_command, "CP3", "ChangeConfiguration", change, 60
-            )
+            ws, command = await asked_for_profile_3(cs, pki)
             failed = await command_reaches(cs, command, "failed")
             assert "at profile 3 the station shows a client certificate" in failed["error"]
             await ws.close()

@@ -135,6 +135,12 @@ class LiveCS:
             return Response(error.code, error.read(), error.headers)
 
 
+def lost_transaction(live: LiveCS, station_id: str) -> int:
+    """The id of a transaction its station started and will never stop."""
+    start = {"connectorId": 1, "idTag": "LOST", "meterStart": 0, "timestamp": "2026-11-26T10:00Z"}
+    return live.db(storage.start_transaction, station_id, start)["transactionId"]
+
+
 def wait_until(condition: Any, timeout: float = 10.0, what: str = "condition") -> Any:
     """Poll until `condition()` is truthy; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout

@@ -15,7 +15,7 @@ from ocpp.v16 import call
 
 from host.cs import storage
 from host.web import api, auth
-from tests.web.conftest import PASSWORD, LiveCS, wait_until
+from tests.web.conftest import PASSWORD, LiveCS, lost_transaction, wait_until
 from tests.web.station import now
 
 SAMPLE_PATH_VALUES = {"station": "NOSUCH", "id": "1", "tag": "TAG"}
@@ -230,13 +230,7 @@ def test_unknown_items_are_404(live: LiveCS, path: str) -> None:
 
 
 def test_an_operator_closes_a_transaction_its_station_will_not(live: LiveCS) -> None:
-    start = {
-        "connectorId": 1,
-        "idTag": "LOST",
-        "meterStart": 5,
-        "timestamp": "2026-11-26T10:00:00Z",
-    }
-    tx_id = live.db(storage.start_transaction, "API-GONE", start)["transactionId"]
+    tx_id = lost_transaction(live, "API-GONE")
     closed = live.request("POST", f"/api/transactions/{tx_id}/close")
     assert closed.status == 200 and closed.json()["stop_reason"] == "ClosedByOperator"
     active = live.request("GET", "/api/transactions?active=true&station=API-GONE")

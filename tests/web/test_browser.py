@@ -13,10 +13,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import BrowserContext, Page, expect, sync_playwright
 
-from host.cs import storage
 from host.demo import BOARD
 from host.sim import SimStation, write_station_config
-from tests.web.conftest import PASSWORD, LiveCS, wait_until
+from tests.web.conftest import PASSWORD, LiveCS, lost_transaction, wait_until
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = [
@@ -179,13 +178,7 @@ def test_editing_a_tag_keeps_its_expiry_in_the_browser_s_time_zone(
 
 
 def test_closing_a_transaction_its_station_will_never_stop(live: LiveCS, page: Page) -> None:
-    start = {
-        "connectorId": 1,
-        "idTag": "LOST",
-        "meterStart": 0,
-        "timestamp": "2026-11-26T10:00:00Z",
-    }
-    tx_id = live.db(storage.start_transaction, "WEB-GONE", start)["transactionId"]
+    tx_id = lost_transaction(live, "WEB-GONE")
     page.goto(live.base + f"/#/transaction/{tx_id}")
     page.fill("input[name=name]", "op")
     page.fill("input[name=password]", PASSWORD)
