@@ -119,7 +119,7 @@ class Control:
                 continue
             try:
                 reply = self.execute(words)
-            except (ValueError, TypeError, IndexError, AttributeError) as error:
+            except (ValueError, TypeError, IndexError, AttributeError, OverflowError) as error:
                 reply = {"error": "%s: %s" % (" ".join(words), error)}
             _print(reply)
 

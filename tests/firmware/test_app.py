@@ -53,6 +53,14 @@ def test_a_session_through_the_app(charging):
     assert not status["connectors"][0]["contactor"]
 
 
+def test_a_bad_sim_command_is_answered_an_error_and_the_station_runs_on(charging):
+    for command in ("limit 1 inf", "limit 1 nan", "limit 1 x"):  # inf: an OverflowError
+        with pytest.raises(SimError, match=command):
+            charging.command(command)
+    status = charging.status()
+    assert status["faults"] == [] and status["connectors"][0]["contactor"] is True
+
+
 def test_a_stalled_loop_opens_the_contactor_and_recovers(charging):
     charging.command("stall 400")  # blocks the event loop like a runaway task
     charging.next_line(event("contactor", False), timeout=2)
