@@ -633,6 +633,7 @@ class CentralSystem:
         if not (
             type(message) is list
             and len(message) >= 3
+            and type(message[0]) is int  # MessageTypeId: an integer (2.0 equals 2)
             and message[0] in (2, 3, 4)
             and type(message[1]) is str
         ):

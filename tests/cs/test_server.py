@@ -293,6 +293,8 @@ def test_bad_input_gets_the_right_callerror_or_close_code(sqlite_url):
                 assert (await exchange(ws, "{not json"))[:3] == [4, "-1", "FormationViolation"]
                 assert (await exchange(ws, '{"a": 1}'))[2] == "ProtocolError"
                 assert (await exchange(ws, '[2, "u1"]'))[:3] == [4, "u1", "ProtocolError"]
+                float_type = '[2.0, "u1f", "Heartbeat", {}]'  # MessageTypeId is an integer
+                assert (await exchange(ws, float_type))[:3] == [4, "u1f", "ProtocolError"]
                 await ws.send('[3, "r1"]')  # a broken reply: no CALLERROR (answers a CALL only)
                 before = await exchange(ws, '[2, "u2", "Heartbeat", {}]')
                 assert before[:3] == [4, "u2", "SecurityError"]
