@@ -2,7 +2,8 @@
 
 GET|HEAD /firmware/<name>     serves DATA/firmware/<name> (the location for UpdateFirmware);
                               a Range of bytes resumes a broken download
-PUT|POST /diagnostics/<name>  stores the body as DATA/diagnostics/<name> (GetDiagnostics/GetLog)
+PUT|POST /diagnostics/<name>  stores the body as DATA/diagnostics/<name> (GetDiagnostics/GetLog),
+                              or <stem>-N<ext> if that name is taken
 
 The port has no authentication (stations fetch and upload with plain URLs), so what one
 client can hold is bounded: a request's head must come within TIMEOUT_S, a transfer that
@@ -159,7 +160,7 @@ def _handler_class(data_dir: str) -> type[http.server.BaseHTTPRequestHandler]:
                 log.warning("diagnostics upload refused: %s is full", diagnostics_dir)
                 self._reply(507, "no room for diagnostics, ask the operator\n")
                 return
-            # A file of its own per upload, renamed whole at the end: two uploads of one name
+            # A file of its own per upload, named whole at the end: two uploads of one name
             # do not mix, and a broken one leaves nothing
             fd, part = tempfile.mkstemp(dir=diagnostics_dir, prefix=".upload-")
             os.fchmod(fd, 0o644)  # as a plain file would be (mkstemp's are the owner's only)
@@ -169,12 +170,13 @@ def _handler_class(data_dir: str) -> type[http.server.BaseHTTPRequestHandler]:
                 if received < size:
                     self._reply(400, f"the body ended after {received} of {size} bytes\n")
                     return
-                os.replace(part, target)
+                kept = _keep(part, target)
             finally:
                 if os.path.exists(part):
                     os.remove(part)
                 with quota_lock:
                     uploading[0] -= size
+            log.info("diagnostics upload stored as %s", os.path.basename(kept))
             self._reply(201, "stored\n")
 
         do_POST = do_PUT
@@ -188,6 +190,21 @@ def _handler_class(data_dir: str) -> type[http.server.BaseHTTPRequestHandler]:
 def _shut(connection: socket.socket) -> None:
     with contextlib.suppress(OSError):  # closed meanwhile
         connection.shutdown(socket.SHUT_RDWR)
+
+
+def _keep(part: str, target: str) -> str:
+    """Name the finished upload `part` `target`, or if that is taken the first free
+    `stem-N.ext`, and return the name: an upload never replaces an earlier one (two stations'
+    diagnostics of one name, a station's of yesterday)."""
+    stem, extension = os.path.splitext(target)
+    name, taken = target, 0
+    while True:
+        try:
+            os.link(part, name)  # fails if the name exists, where a rename would replace
+            return name
+        except FileExistsError:
+            taken += 1
+            name = f"{stem}-{taken}{extension}"
 
 
 def _bytes_in(directory: str) -> int:

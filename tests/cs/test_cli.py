@@ -664,14 +664,18 @@ def test_uploads_are_whole_or_not_at_all_and_each_its_own(file_port):
     broken = raw_request(port, put.format("cut.log", 1000), b"x" * 10)
     broken.shutdown(1)  # the body ends after 10 of 1,000 bytes
     assert answer(broken).startswith(b"HTTP/1.0 400")
-    # two uploads of one name at once: each its own file, the last renamed wins, whole
+    # two uploads of one name at once (two stations' diagnostics): each its own file, whole,
+    # and neither replaces the other; nor does a third, later
     first = raw_request(port, put.format("same.log", 6), b"AAA")
     second = raw_request(port, put.format("same.log", 6), b"BBBBBB")
     assert answer(second).startswith(b"HTTP/1.0 201")
     first.sendall(b"AAA")
     assert answer(first).startswith(b"HTTP/1.0 201")
-    assert sorted(os.listdir(data_dir / "diagnostics")) == ["same.log"]
-    assert (data_dir / "diagnostics" / "same.log").read_bytes() == b"AAAAAA"
+    assert answer(raw_request(port, put.format("same.log", 6), b"CCCCCC")).startswith(
+        b"HTTP/1.0 201"
+    )
+    kept = {p.name: p.read_bytes() for p in (data_dir / "diagnostics").iterdir()}
+    assert kept == {"same.log": b"BBBBBB", "same-1.log": b"AAAAAA", "same-2.log": b"CCCCCC"}
 
 
 @pytest.mark.parametrize("file_port", [3], indirect=True)  # 503s to see for 3 s, loaded or not
