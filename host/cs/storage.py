@@ -784,7 +784,7 @@ def close_transaction(db: Db, transaction_id: int) -> bool | None:
 def stop_transaction(db: Db, station: str, p: dict[str, Any]) -> dict[str, Any]:
     """Close a transaction (one an operator closed too); a repeated StopTransaction changes
     nothing."""
-    db.execute(
+    stopped = db.execute(
         "UPDATE transactions SET meter_stop = ?, stop_time = ?, stop_reason = ?, stop_id_tag = ?"
         " WHERE id = ? AND station = ?"
         f" AND (stop_time IS NULL OR stop_reason = '{CLOSED_BY_OPERATOR}')",
@@ -796,17 +796,26 @@ def stop_transaction(db: Db, station: str, p: dict[str, Any]) -> dict[str, Any]:
             p["transactionId"],
             station,
         ),
-    )
+    ).rowcount
     # Its transactionData belongs to the transaction only if it is this station's; else
     # (an id from another central system, say) the values are kept, linked to none.
     data = p.get("transactionData")
-    if data:
+    row = None
+    if data or not stopped:
         row = db.one(
             "SELECT connector_id FROM transactions WHERE id = ? AND station = ?",
             (p["transactionId"], station),
         )
+    if data:
         connector, transaction = (row["connector_id"], p["transactionId"]) if row else (0, None)
         store_meter_values(db, station, connector, transaction, data)
+    if row is None and not stopped:
+        # Nor is its meter stop, time, reason and tag lost: a station's billing record of a
+        # transaction unknown here (a database restored from a backup, say) is kept for the
+        # operator (evse cs events), once however often it comes.
+        text = json.dumps({k: v for k, v in p.items() if k != "transactionData"}, sort_keys=True)
+        event = (station, "StopTransaction", text)
+        db.execute(NOTIFICATION_ONCE_SQL, (*event, now_iso(), *event))
     if "idTag" in p:
         info = id_tag_info(db, p["idTag"])
         # ConcurrentTx is "Only relevant for a StartTransaction.req" (OCPP 1.6): the tag

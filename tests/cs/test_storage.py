@@ -259,6 +259,16 @@ def test_a_stop_for_a_transaction_not_of_its_station_links_its_values_to_none(db
     assert [t["stop_time"] for t in storage.transactions(db)] == [None, None]
     assert list(storage.meter_value_samples(db, None, theirs)) == []
     assert list(storage.meter_value_samples(db, None, theirs + 1)) == []
+    # each stop's record is kept for the operator, once however often it comes
+    storage.stop_transaction(db, "CP_B", dict(stop, transactionData=values))
+    kept = storage.list_notifications(db, "CP_B")
+    assert [(n["kind"], json.loads(n["payload"])) for n in kept] == [
+        ("StopTransaction", {"transactionId": t, "meterStop": 9, "timestamp": T0})
+        for t in (theirs, theirs + 1)
+    ]
+    for _ in range(2):  # a station's stop of its own transaction, and its repeat: no event
+        storage.stop_transaction(db, "CP_A", dict(stop, transactionId=theirs))
+    assert storage.list_notifications(db, "CP_A") == []
     kept = list(storage.meter_value_samples(db, "CP_B"))
     assert [(r["transaction_id"], r["connector_id"], r["value"]) for r in kept] == [
         (None, 0, "999")
