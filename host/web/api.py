@@ -10,6 +10,7 @@ form cannot send (with SameSite=Strict cookies, a second line against CSRF).
 import asyncio
 import concurrent.futures
 import contextlib
+import math
 import os
 import ssl
 import threading
@@ -381,6 +382,7 @@ class Api:
         self.store = cs.store
         self.read = reader.call
         self.live = live
+        self.logins = auth.LoginThrottle()
 
     async def _one(self, fn: Callable[..., Any], *args: Any, what: str) -> Any:
         row = await self.read(fn, *args)
@@ -404,9 +406,20 @@ class Api:
             owner = await self.read(auth.user_by_token, secret)
             ok = owner is not None and owner["name"] == name
         if not ok:  # a password, which may begin as tokens do
+            wait_s = self.logins.wait_s(name)
+            if wait_s:
+                raise ApiError(
+                    429,
+                    f"too many failed logins as {name!r}: the next try in {math.ceil(wait_s)} s"
+                    " (an API token logs in at once)",
+                )
             stored = user and user["password"]
             loop = asyncio.get_running_loop()
             ok = await loop.run_in_executor(None, auth.password_matches, stored, secret)
+            if ok:
+                self.logins.succeeded(name)
+            else:
+                self.logins.failed(name)
         if not ok or user is None:
             raise ApiError(401, "wrong user name or password")
         session = await self.store.call(auth.new_session, name)

@@ -16,6 +16,41 @@ SESSION_TTL_S = 12 * 3600
 TOKEN_PREFIX = "evse_"
 
 
+class LoginThrottle:
+    """Password guesses: after FREE_FAILURES failed password logins for a user name, one more
+    try each PAUSE_S, until one succeeds or FORGET_S pass without a try. Every name alike, so
+    that the answer tells no one which names exist; at most NAMES_KEPT of them (the least
+    recently failed forgotten first). API tokens (256 random bits) are not throttled: an
+    operator whose password is being guessed logs in with one."""
+
+    FREE_FAILURES = 5
+    PAUSE_S = 10.0
+    FORGET_S = 900.0
+    NAMES_KEPT = 10_000
+
+    def __init__(self, clock: Any = time.monotonic):
+        self._clock = clock
+        self._failed: dict[str, tuple[int, float]] = {}  # name: (failures, last), oldest first
+
+    def wait_s(self, name: str) -> float:
+        """How long until `name` may try a password again (0: now)."""
+        failures, last = self._failed.get(name, (0, 0.0))
+        since = self._clock() - last
+        if failures < self.FREE_FAILURES or since >= self.FORGET_S:
+            return 0.0
+        return max(0.0, self.PAUSE_S - since)
+
+    def failed(self, name: str) -> None:
+        failures, last = self._failed.pop(name, (0, 0.0))
+        now = self._clock()
+        self._failed[name] = (failures + 1 if now - last < self.FORGET_S else 1, now)
+        if len(self._failed) > self.NAMES_KEPT:
+            del self._failed[next(iter(self._failed))]
+
+    def succeeded(self, name: str) -> None:
+        self._failed.pop(name, None)
+
+
 def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 

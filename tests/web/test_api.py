@@ -164,6 +164,47 @@ def test_a_new_password_ends_the_sessions_of_the_old_one(live: LiveCS) -> None:
     assert new.status == 200
 
 
+def test_password_guesses_are_throttled_per_name_and_tokens_are_not(live: LiveCS) -> None:
+    """Logins were refused at full speed, about 100 guesses a second on two cores."""
+    live.db(auth.add_user, "guessed", "operator", "the real password")
+    token = live.db(auth.new_token, "guessed")
+    login = {"name": "guessed", "password": "a guess"}
+    for _ in range(auth.LoginThrottle.FREE_FAILURES):
+        assert live.request("POST", "/api/login", login, role=None).status == 401
+    for password in ("another guess", "the real password"):  # not even tried meanwhile
+        refused = live.request("POST", "/api/login", dict(login, password=password), role=None)
+        assert refused.status == 429
+        assert re.search(r"the next try in \d+ s", refused.json()["error"])
+    assert live.request("POST", "/api/login", dict(login, password=token), role=None).status == 200
+    nobody = {"name": "nobody-at-all", "password": "a guess"}  # unknown names alike
+    for _ in range(auth.LoginThrottle.FREE_FAILURES):
+        assert live.request("POST", "/api/login", nobody, role=None).status == 401
+    assert live.request("POST", "/api/login", nobody, role=None).status == 429
+
+
+def test_a_login_throttle_pauses_forgets_and_stays_bounded() -> None:
+    now = [1000.0]
+    throttle = auth.LoginThrottle(lambda: now[0])
+    for _ in range(throttle.FREE_FAILURES):
+        assert throttle.wait_s("op") == 0
+        throttle.failed("op")
+    assert throttle.wait_s("op") == throttle.PAUSE_S
+    now[0] += 4
+    assert throttle.wait_s("op") == throttle.PAUSE_S - 4
+    now[0] += throttle.PAUSE_S
+    assert throttle.wait_s("op") == 0  # one more try...
+    throttle.failed("op")
+    assert throttle.wait_s("op") == throttle.PAUSE_S  # ...then a pause again
+    now[0] += throttle.FORGET_S
+    assert throttle.wait_s("op") == 0
+    throttle.failed("op")  # forgotten: counted from 1 again
+    assert throttle.wait_s("op") == 0
+    throttle.succeeded("op")
+    for n in range(throttle.NAMES_KEPT + 1):  # the least recently failed names go first
+        throttle.failed(f"name{n}")
+    assert len(throttle._failed) == throttle.NAMES_KEPT and "name0" not in throttle._failed
+
+
 def test_stations_connectors_and_live_status(live: LiveCS) -> None:
     with live.station("API-ST1") as station:
         wait_until(lambda: online(live, "API-ST1"), what="station online")
