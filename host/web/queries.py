@@ -6,6 +6,7 @@ SQL that SQLite and PostgreSQL both run.
 """
 
 import json
+import math
 from typing import Any
 
 import orjson
@@ -173,9 +174,15 @@ def _samples(row: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _number(sample: dict[str, Any]) -> float | None:
+    """A reading's value in W or Wh; None for what is no reading to plot: a signed blob
+    (SignedData, digits only or not), a text that is no finite number."""
+    if sample["format"] != "Raw":
+        return None
     try:
         value = float(sample["value"])
     except ValueError:
+        return None
+    if not math.isfinite(value):
         return None
     return value * 1000 if sample["unit"] in ("kW", "kWh") else value
 
