@@ -4,7 +4,7 @@ feeds the same cases, one JSON line each, to this script under `micropython`."""
 import json
 import sys
 
-from protocol import ocppj
+from protocol import dns, ocppj
 from protocol import websocket as ws
 
 
@@ -74,6 +74,16 @@ def run(case):
         else:
             text = ocppj.encode_error(message[1], message[2], message[3], message[4])
         return _jsonable(list(ocppj.decode(text)))
+    if op == "dns_query":
+        try:
+            return bytes(dns.query(case["id"], case["name"])).hex()
+        except ValueError:
+            return "ValueError"
+    if op == "dns_answer":  # [addresses, ttl] or "ValueError"
+        try:
+            return list(dns.answer(bytes.fromhex(case["data"]), case["id"], case["name"]))
+        except ValueError:
+            return "ValueError"
     raise ValueError(op)
 
 
