@@ -16,7 +16,16 @@ from protocol import ocppj
 
 
 class Board:
-    """The part of the board interface the link uses, on real time."""
+    """The part of the board interface the link uses, on real time; the config's "dns"
+    [address, port] is the DNS server (else the host resolves names)."""
+
+    simulated = True
+
+    def __init__(self, dns=None):
+        self.dns = dns
+
+    def dns_server(self):
+        return self.dns and tuple(self.dns)
 
     def ticks_ms(self):
         return time.ticks_ms()
@@ -67,8 +76,17 @@ def answer(action, payload):
     raise ocppj.RpcError(ocppj.NOT_IMPLEMENTED, None, "unknown action")
 
 
+async def tick(gap):
+    last = time.ticks_ms()
+    while True:
+        await asyncio.sleep_ms(10)
+        now = time.ticks_ms()
+        gap[0] = max(gap[0], time.ticks_diff(now, last))
+        last = now
+
+
 async def main(config):
-    board = Board()
+    board = Board(config.get("dns"))
     link = Link(
         config["url"],
         "CP1",
@@ -84,6 +102,8 @@ async def main(config):
     link.backoff_base_ms = 50
     link.handshake_timeout_ms = 1000
     rpc = Rpc(link, board, answer)
+    gap = [0]  # longest time the event loop went without running a task (ms)
+    asyncio.create_task(tick(gap))
     for step in config["steps"]:
         name = step[0]
         try:
@@ -105,6 +125,8 @@ async def main(config):
                 while link.connected and board.ticks_diff(board.ticks_ms(), start) < step[1]:
                     await board.sleep_ms(10)
                 out(step=name, ok=not link.connected)
+            elif name == "gap":
+                out(step=name, ms=gap[0])
             elif name == "close":
                 await link.close()
                 out(step=name, ok=True)

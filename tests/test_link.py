@@ -15,6 +15,7 @@ from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
 
 from host import mpy
+from tests.dns_responder import Responder
 from tests.pki import Pki
 
 DRIVER = Path(__file__).with_name("mp_link.py")
@@ -472,6 +473,59 @@ def test_connect_retries_with_back_off_until_the_server_is_up():
                 await client.finish()
             finally:
                 server.close()
+
+    run(scenario())
+
+
+def test_wss_to_a_name_resolved_by_the_dns_server_checks_the_certificate_against_it(pki):
+    # The certificate names cs.example only: the link connects to the address it looked up
+    # and verifies the name (SNI), and sends it as the Host.
+    leaf = pki["ca"].issue("cs.example", dns=["cs.example"])
+
+    async def scenario():
+        with Responder({"cs.example": "127.0.0.1"}) as dns:
+            async with Server(answer_calls, tls=server_tls(leaf)) as server:
+                steps = [["connect", 1], ["call", "Heartbeat", {}, 5]]
+                config = {
+                    "url": server.url("cs.example"),
+                    "ca": str(pki["ca"].der[0]),
+                    "dns": ["127.0.0.1", dns.port],
+                    "steps": steps,
+                }
+                async with Client(config) as client:
+                    assert await client.line() == {"step": "connect", "ok": True}
+                    assert await client.line() == {"step": "call", "result": {"echo": {}}}
+                    request = await asyncio.wait_for(server.requests.get(), 1)
+                    assert request.headers["Host"] == f"cs.example:{server.port}"
+                    await client.finish()
+        assert [name for _, name in dns.queries] == ["cs.example"]
+
+    run(scenario())
+
+
+def test_a_silent_or_refusing_dns_server_is_a_connect_failure_retried_with_back_off():
+    async def scenario():
+        with Responder({}, silent=True) as dns:
+            async with Server(answer_calls) as server:
+                url = server.url("cs.example")
+                steps = [["connect", 2], ["gap"], ["connect", 30], ["gap"]]
+                config = {"url": url, "dns": ["127.0.0.1", dns.port], "steps": steps}
+                async with Client(config) as client:
+                    for step in ("retry", "error"):  # each attempt timed out, none crashed
+                        line = await client.line()
+                        assert line[step] == {"type": "OSError", "code": None, "status": None}
+                    gap = await client.line()
+                    assert gap["ms"] < 200  # the event loop never stalled meanwhile
+                    assert len(dns.queries) >= 2  # one at least per attempt
+                    dns.silent = False  # it answers: NXDOMAIN, then the address
+                    line = await client.line()
+                    assert line["retry"]["type"] == "OSError"
+                    dns.hosts["cs.example"] = "127.0.0.1"
+                    while "retry" in line:
+                        line = await client.line()
+                    assert line == {"step": "connect", "ok": True}
+                    assert (await client.line())["ms"] < 200
+                    await client.finish()
 
     run(scenario())
 

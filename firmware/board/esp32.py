@@ -184,6 +184,13 @@ class Board:
     real_ms = ticks_ms
     real_sleep_ms = sleep_ms
 
+    def dns_server(self):
+        """(address, port) of the DNS server the network got (DHCP or static), or None."""
+        import network  # pyright: ignore[reportMissingImports]
+
+        server = network.ipconfig("dns")
+        return (server, 53) if server and server != "0.0.0.0" else None
+
     def temperature_c(self):
         if self._temperature is None:
             return 25

@@ -340,6 +340,12 @@ class Board:
         print("RESET watchdog")
         raise SystemExit(RESET_EXIT)
 
+    def dns_server(self):
+        """board.json's "dns" [address, port] (a test's server), else None: the host resolves
+        names at once, so the unix port's getaddrinfo does it."""
+        server = self.config.get("dns")
+        return (server[0], server[1]) if server else None
+
     # Station-wide inputs.
     def temperature_c(self):
         return self._temperature

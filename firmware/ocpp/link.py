@@ -10,6 +10,7 @@ import asyncio
 import os
 import random
 
+import resolver
 from protocol import websocket as ws
 
 PROTOCOL = "ocpp1.6"
@@ -113,7 +114,12 @@ class Link:
 
     async def _open(self):
         ctx = self._tls_context() if self.tls else None
-        reader, writer = await asyncio.open_connection(self.host, self.port, ssl=ctx)
+        # The address looked up without blocking (open_connection's own lookup blocks the
+        # VM); TLS still checks the certificate against the name, which SNI sends.
+        address = await resolver.address(self.board, self.host)
+        reader, writer = await asyncio.open_connection(
+            address, self.port, ssl=ctx, server_hostname=self.host
+        )
         try:
             key = ws.new_key(os.urandom(16))
             headers = ()
