@@ -6,13 +6,14 @@ the station, reconnecting with back-off. On the simulated board the host's netwo
 up and its clock right: `up()` answers True at once and the clock is left alone.
 
 Nothing here may block the event loop for long (the control task must keep stepping):
-connecting is polled, NTP is a non-blocking UDP exchange. The one blocking call is the DNS
-lookup of the NTP server, done once per boot when the network first comes up (before any
-session can have started); give an IP address in "ntp" to avoid it.
+connecting is polled, NTP is a non-blocking UDP exchange, and so is the DNS lookup of the NTP
+server (resolver.py), at each sync (its answer is cached for its TTL).
 """
 
 import asyncio
 import struct
+
+import resolver
 
 CONNECT_TIMEOUT_MS = 20000
 CHECK_MS = 5000  # how often the link is checked once up
@@ -87,12 +88,13 @@ async def up(board, station_config, timeout_ms=CONNECT_TIMEOUT_MS):
     return True
 
 
-def ntp_address(station_config):
-    """(host, port) of the NTP server, resolved (the blocking DNS lookup), or None."""
+async def ntp_address(board, station_config):
+    """The socket address of the NTP server, looked up without blocking, or None."""
     import socket
 
     try:
-        return socket.getaddrinfo(station_config.get("ntp", "pool.ntp.org"), NTP_PORT)[0][-1]
+        ip = await resolver.address(board, station_config.get("ntp", "pool.ntp.org"))
+        return socket.getaddrinfo(ip, NTP_PORT)[0][-1]  # numeric: no lookup
     except OSError:
         return None
 
@@ -129,8 +131,6 @@ async def run(board, station_config, on_up):
     answered: a station without NTP still charges and OCPP still connects)."""
     global synced_ms
     retry_ms = RETRY_FIRST_MS
-    address = None
-    looked_up = False  # the DNS lookup blocks: once per boot
     while True:
         if not await up(board, station_config):
             await board.sleep_ms(retry_ms)
@@ -141,9 +141,7 @@ async def run(board, station_config, on_up):
         if not board.simulated and (
             synced_ms is None or board.ticks_diff(now, synced_ms) > NTP_RESYNC_MS
         ):
-            if not looked_up:
-                address = ntp_address(station_config)
-                looked_up = True
+            address = await ntp_address(board, station_config)
             seconds = await ntp_time(board, address) if address else None
             if seconds is not None:
                 board.set_time(seconds)

@@ -1,9 +1,8 @@
-"""Driver for firmware/net.py under micropython: `mp_net.py SCENARIO [NTP_PORT]` prints one
+"""Driver for firmware/net.py under micropython: `mp_net.py SCENARIO [NTP_PORT DNS_PORT]` prints one
 JSON line of observations."""
 
 import asyncio
 import json
-import socket
 import sys
 
 import net
@@ -36,14 +35,14 @@ async def simulated():
     return {"up": up, "called": called, "on_up": len(calls)}
 
 
-async def wifi(ntp_port):
-    board = sim.Board(".", speed=20.0)  # board time runs 20 times faster
+async def wifi(ntp_port, dns_port):
+    # board time runs 20 times faster; the test's DNS server tells where time.test is
+    board = sim.Board(".", speed=20.0, config={"dns": ["127.0.0.1", dns_port]})
     board.simulated = False  # take the hardware path, with the stand-in network module
-    ntp = socket.getaddrinfo("127.0.0.1", ntp_port)[0][-1]
-    net.ntp_address = lambda config: ntp  # no DNS on this machine
+    net.NTP_PORT = ntp_port
     clock = []
     board.set_time = clock.append  # record what NTP set
-    config = {"network": {"wifi": {"ssid": "depot", "password": "pw"}}}
+    config = {"network": {"wifi": {"ssid": "depot", "password": "pw"}}, "ntp": "time.test"}
     calls = []
     net.start(App(board, config), lambda: calls.append(board.ticks_ms()))
     first_up = await wait_for(board, lambda: calls, 30000)
@@ -66,5 +65,5 @@ scenario = sys.argv[1]
 if scenario == "simulated":
     result = asyncio.run(simulated())
 else:
-    result = asyncio.run(wifi(int(sys.argv[2])))
+    result = asyncio.run(wifi(int(sys.argv[2]), int(sys.argv[3])))
 print(json.dumps(result))

@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 
 from host import mpy
+from tests.dns_responder import Responder
 
 HERE = Path(__file__).parent
 NTP_TO_UNIX = 2208988800
@@ -43,15 +44,17 @@ def ntp_server(sock: socket.socket, queries: list) -> None:
         sock.sendto(bytes(answer), peer)
 
 
-def test_wifi_comes_up_sets_the_clock_and_reconnects_after_a_drop():
+def test_wifi_comes_up_sets_the_clock_from_a_named_server_and_reconnects_after_a_drop():
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
     queries: list = []
     threading.Thread(target=ntp_server, args=(sock, queries), daemon=True).start()
     try:
-        result = run_net("wifi", str(sock.getsockname()[1]))
+        with Responder({"time.test": "127.0.0.1"}) as dns:
+            result = run_net("wifi", str(sock.getsockname()[1]), str(dns.port))
     finally:
         sock.close()
+    assert [name for _, name in dns.queries] == ["time.test"]  # its name, looked up once
     assert result["first_up"] and result["reconnected"]
     assert result["connects_before_drop"] == 1 and result["ssid"] == "depot"
     assert result["on_up"] == 1  # OCPP is started once, not at every reconnect
