@@ -7,7 +7,6 @@ the DNS server the board reports, polled, retried, bounded in time. A board that
 """
 
 import random
-import socket
 
 from protocol import dns
 
@@ -47,6 +46,7 @@ async def address(board, host):
 
 async def _ask(board, server, host):
     """(addresses, ttl) from the DNS server at (ip, port) `server`; OSError on time-out."""
+    import socket  # here: a port without sockets (the WebAssembly one) imports the rest
     ident = random.getrandbits(16)  # one for every try: a late answer to the first one counts
     try:
         query = dns.query(ident, host)
