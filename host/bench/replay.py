@@ -355,7 +355,9 @@ class Replay:
             self._wait(step.at_ms)
             if step.actor != "expect":
                 self._do(step)
-        self._wait(self.session.end_ms)
+        # Each deadline counts from when the step before it really ran: a late step puts the
+        # end off by as much.
+        self._wait(self.session.end_ms + max(self.result.late_ms.values(), default=0))
         self.result.play_s = time.monotonic() - played
 
     def _wait(self, session_ms: int) -> None:
