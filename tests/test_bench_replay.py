@@ -8,6 +8,7 @@ import json
 import math
 import os
 import signal
+import termios
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -21,8 +22,10 @@ from host.bench import record, report, session
 from host.bench.centralsystem import EmbeddedCentralSystem
 from host.bench.link import ConsoleLink, open_pty
 from host.bench.replay import Event, Replay, judge
+from host.bench.session import format_duration
 from host.bench.target import MAX_STEP_MS, STEP_MS, SerialTarget, SimTarget, step_for
 from host.cli import main
+from host.sim import RESET_EXIT
 from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -311,6 +314,101 @@ def test_a_station_that_stops_answering_ends_the_run_with_a_verdict():
     assert result.wall_s < 30
     last = {v.name: v for v in result.verdicts}["contactor open after the run"]
     assert last.outcome == "fail" and "stopped answering" in last.detail
+
+
+WATCHDOG_S = 2.0  # firmware/app.py's default watchdog_ms
+
+
+class RebootingSim(SimTarget):
+    """The simulated station as a board on a serial port: what it prints (the sim's "RESET
+    watchdog") comes on the console's line, as on a board's REPL UART, and after a reset its
+    firmware starts again on the same line, as a board reboots: the bench is told of it only
+    by the console."""
+
+    def start(self, cs_url):
+        self._write_config(cs_url)
+        self.master, path = open_pty()
+        self.spawn(self.master, stdout=self.master)
+        return path
+
+    def hang(self):
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def reset_by_watchdog(self):
+        """After a hang past the watchdog: the firmware resets when it runs again and boots on
+        the same line; what the bench sent meanwhile, unread, is lost as in a board's UART."""
+        assert self.proc is not None
+        time.sleep(WATCHDOG_S * 1.25)  # the hang, not a wait for anything
+        os.kill(self.proc.pid, signal.SIGCONT)
+        assert self.proc.wait(10) == RESET_EXIT
+        termios.tcflush(self.master, termios.TCIFLUSH)
+        self.spawn(self.master, stdout=self.master)
+
+    def stop(self):
+        super().stop()
+        os.close(self.master)
+
+
+REBOOT = """
+name reboot
+description The board hangs while charging; its watchdog resets it.
+1m    ev plug
++1s   user tag 04A1B2C3
++0s   expect ocpp StartTransaction idTag=04A1B2C3 within 20s
++1s   ev state C
++0s   expect contactor closed within 10s
++20s  ev power 7000
++0s   expect contactor open within 10s
++0s   expect ocpp StopTransaction reason=PowerLoss within 1m
++30s  ev unplug
++0s   expect pilot A within 10s
+"""
+
+
+def test_a_board_that_resets_mid_session_goes_on_on_the_bench_s_timeline():
+    """The board hangs as the bench sends `ev power` (and the `time` stamping it): both are
+    lost in the reset that follows. The run goes on: the restarted station's clock from 0 is
+    shifted onto the bench's timeline, the EV set up again, and the reset is a finding with
+    the reason the station printed."""
+    s = session.parse(REBOOT, "reboot.session")
+    target = RebootingSim(TEST_SPEED)
+    reset = threading.Thread(target=target.reset_by_watchdog)
+
+    def hang_at_the_power_step(line):
+        if "ev power 7000" in line:
+            target.hang()
+            reset.start()
+
+    try:
+        result = Replay(s, target, progress=hang_at_the_power_step).run()
+    finally:
+        reset.join(30)
+    verdicts = {v.line or v.name: (v.outcome, v.detail) for v in result.verdicts}
+    resets = [e for e in result.timeline if e.kind == "reset"]
+    assert len(resets) == 1 and resets[0].value[0] == "RESET watchdog", result.timeline
+    said = " | ".join(resets[0].value)  # and what the restarted sim prints before its `hello`
+    at = format_duration(resets[0].ms)
+    assert verdicts == {
+        6: ("pass", ""),
+        8: ("pass", ""),
+        9: ("error", "the station reset before answering `ev`"),
+        10: ("pass", ""),
+        11: ("pass", ""),
+        13: ("pass", ""),
+        "no station reset": ("fail", f"the station reset at {at} ({said})"),
+        "contactor open after the run": ("pass", ""),
+    }, result.log[-20:]
+    # On the bench's timeline: the reset after the hang began, the lost step stamped once the
+    # station answered again, what followed after it, and no step waiting for the restarted
+    # clock to catch up (the unplug, due by then, right after).
+    assert resets[0].ms > 82_000
+    assert 82_000 + result.late_ms[9] >= resets[0].ms
+    after = result.timeline[result.timeline.index(resets[0]) :]
+    assert all(e.ms >= resets[0].ms for e in after if e.source != "ocpp")
+    assert ("pilot", "C") in [(e.kind, e.value) for e in after]  # the EV set up again
+    assert 112_000 + result.late_ms[12] - (82_000 + result.late_ms[9]) < 10_000
+    assert not early_steps(result)
 
 
 def test_a_session_on_a_connector_the_station_lacks_gets_a_verdict_not_a_traceback():

@@ -30,6 +30,11 @@ class StationSilent(Exception):
     """The station did not answer in time."""
 
 
+class StationReset(StationSilent):
+    """The station restarted (its console said `hello` again) before it answered: a command
+    in flight is lost on a serial line, or ran before the reset; which is unknown."""
+
+
 class CommandFailed(Exception):
     def __init__(self, code: str, text: str):
         super().__init__(f"{code}: {text}")
@@ -46,14 +51,17 @@ class Line:
 class ConsoleLink:
     """Reads station lines on a thread; `command()` sends one and waits for its reply.
 
-    `on_line(Line)` is called on the reader thread for every line, in order."""
+    `on_line(Line)` is called on the reader thread for every line, in order; it may change
+    `offset_ms` for the lines after it (a restarted station's clock)."""
 
     def __init__(self, port: str, on_line: Callable[[Line], None], baud: int = 115200):
         self.serial = serial.Serial(port, baud, timeout=0.05)
         self.on_line = on_line
         self.offset_ms = 0  # added to event times: a restarted station counts from 0 again
         self._ids = 0
-        self._replies: dict[str, tuple] = {}
+        self._replies: dict[str, tuple[tuple, int]] = {}  # reply and offset_ms when it came
+        self._pending: dict[str, int] = {}  # request id -> restarts when it was sent
+        self.restarts = 0  # `hello` lines seen: the console (re)started
         self._cond = threading.Condition()
         self._closed = False
         self._reader = proto.LineReader(max_line=4096)
@@ -87,7 +95,9 @@ class ConsoleLink:
             parsed = ("evt", parsed[1] + self.offset_ms, *parsed[2:])
         with self._cond:
             if parsed[0] in ("ok", "err") and parsed[1] is not None:
-                self._replies[parsed[1]] = parsed
+                self._replies[parsed[1]] = (parsed, self.offset_ms)
+            elif parsed[0] == "evt" and parsed[2] == "hello":
+                self.restarts += 1
             self._cond.notify_all()
         self.on_line(Line(now, parsed[0], parsed))
 
@@ -95,6 +105,7 @@ class ConsoleLink:
         with self._cond:
             self._ids += 1
             request_id = str(self._ids)
+            self._pending[request_id] = self.restarts
         line = proto.format_command(name, [_word(a) for a in args], request_id)
         self.serial.write((line + "\n").encode())
         return request_id
@@ -105,14 +116,31 @@ class ConsoleLink:
         return self.reply(self.send(name, *args), name, timeout)
 
     def reply(self, request_id: str, name: str, timeout: float = 5.0) -> list[str]:
-        """The words of the `ok` to a command already sent (as `command()`)."""
+        """The words of the `ok` to a command already sent (as `command()`); StationReset
+        when the station restarted before answering."""
+        return self._reply(request_id, name, timeout)[0]
+
+    def time(self, request_id: str = "", timeout: float = 5.0) -> int:
+        """The station's clock (`time`, asked now or already) plus offset_ms, as it was when
+        the answer came: a restart right after it must not move it."""
+        words, offset = self._reply(request_id or self.send("time"), "time", timeout)
+        return int(words[0]) + offset
+
+    def _reply(self, request_id: str, name: str, timeout: float) -> tuple[list[str], int]:
         with self._cond:
-            if not self._cond.wait_for(lambda: request_id in self._replies, timeout):
+            sent = self._pending.get(request_id, self.restarts)
+            answered = self._cond.wait_for(
+                lambda: request_id in self._replies or self.restarts > sent, timeout
+            )
+            self._pending.pop(request_id, None)
+            if request_id not in self._replies:
+                if answered:
+                    raise StationReset(f"the station reset before answering `{name}`")
                 raise StationSilent(f"no reply to `{name}` within {timeout:g} s")
-            reply = self._replies.pop(request_id)
+            reply, offset = self._replies.pop(request_id)
         if reply[0] == "err":
             raise CommandFailed(reply[2], reply[3])
-        return reply[2]
+        return reply[2], offset
 
     def reopen(self, port: str, offset_ms: int) -> None:
         """Switch to another port (a restarted simulated station has a new terminal and a

@@ -11,6 +11,11 @@ The station's clock is read, not assumed: a simulated station runs as fast as it
 step's moment and stamps each step with the time the station gave just before it. Only OCPP
 frames, which reach the bench's relay rather than the console, get a time estimated from the
 newest reading and the rate the station's clock was seen to run at.
+
+A station that restarts by itself (watchdog, brown-out, crash: its console says `hello` again,
+its clock from 0) stays on the bench's timeline: its clock is shifted to go on from the time
+the bench estimates for its `hello`, the restart is on the timeline and, unless the session
+expects one, a finding; what the bench had set up is applied again before it goes on.
 """
 
 import asyncio
@@ -23,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from host.bench import network
-from host.bench.link import CommandFailed, ConsoleLink, Line, StationSilent
+from host.bench.link import CommandFailed, ConsoleLink, Line, StationReset, StationSilent
 from host.bench.session import Session, Step, format_duration
 from host.bench.target import Target
 from protocol import console as proto
@@ -37,13 +42,15 @@ CLOCK_POLL_S = 0.02  # real seconds between readings of the station's clock whil
 RATE_WINDOW_S = 0.01  # the rate of the station's clock is measured over this much real time
 FRAME_SLACK_S = 0.005  # how far apart in real time the console and the relay may see one moment
 REPORT_EVERY_S = 0.05  # meter lines at least this far apart in real time (at the speed cap)
+RESET_ATTEMPTS = 3  # `time` requests lost in resets of the station, one after the other
+LAST_WORDS = 3  # station log lines before a restart's `hello` kept as its reason
 
 
 @dataclass
 class Event:
     ms: int  # session time (station ms since the session started)
     source: str  # station, ocpp, bench
-    kind: str  # station: pilot, contactor, limit, meter, fault, ...; ocpp: station|cs
+    kind: str  # station: pilot, contactor, limit, meter, fault, reset, ...; ocpp: station|cs
     connector: int
     value: Any
 
@@ -125,6 +132,9 @@ class Replay:
         self.phases = 3
         self.connectors: int | None = None  # as the station's `info` gives them
         self._unplayable = False
+        self._starting = False  # the bench is (re)starting the station: its `hello` is expected
+        self._last_words: list[str] = []  # station log lines since its last protocol line
+        self._reset = threading.Event()  # it restarted by itself: set it up again
 
     # ---- timeline ----------------------------------------------------------------------
 
@@ -148,16 +158,21 @@ class Replay:
 
     def _time(self, request: str = "") -> int:
         """The station's clock: asked now, or the answer to a `time` request already sent.
-        StationSilent when it does not answer."""
+        StationSilent when it does not answer; a request lost in a reset of the station is
+        asked again."""
         link = self.link
         assert link is not None
-        try:
-            words = link.reply(request or link.send("time"), "time", self.silence_s)
-        except StationSilent:
-            raise StationSilent(f"station silent for {self.silence_s:g} s") from None
-        ms = int(words[0]) + link.offset_ms
-        self._read_clock(time.monotonic(), ms)
-        return ms
+        for _ in range(RESET_ATTEMPTS):
+            try:
+                ms = link.time(request, self.silence_s)
+            except StationReset:
+                request = ""  # lost in the reset: ask the restarted station
+                continue
+            except StationSilent:
+                raise StationSilent(f"station silent for {self.silence_s:g} s") from None
+            self._read_clock(time.monotonic(), ms)
+            return ms
+        raise StationReset(f"the station reset {RESET_ATTEMPTS} times before answering `time`")
 
     def _add(self, station_ms: int, source: str, kind: str, connector: int, value: Any) -> Event:
         with self._lock:
@@ -169,10 +184,15 @@ class Replay:
     def _on_line(self, line: Line) -> None:
         if line.kind == "log":
             self.result.log.append(line.parsed[1])
+            self._last_words = [*self._last_words, line.parsed[1]][-LAST_WORDS:]
             return
+        last_words, self._last_words = self._last_words, []
         if line.kind != "evt":
             return
         _, ms, kind, words = line.parsed
+        if kind == "hello" and not self._starting:
+            self._restarted(line.wall, ms, last_words)
+            return
         self._read_clock(line.wall, ms)
         # A line garbled on the wire ("²" is a digit to isdigit, not to int) must not stop
         # the console's reader, nor put a value the judge cannot read on the timeline.
@@ -190,6 +210,18 @@ class Replay:
                 return
             value = _float(words[1]) if kind == "limit" else words[1]
         self._add(ms, "station", kind, connector, value)
+
+    def _restarted(self, wall: float, ms: int, last_words: list[str]) -> None:
+        """The station restarted by itself (its `hello` at ms on its new clock, shifted by the
+        old offset): its clock goes on from the bench's estimate for that moment."""
+        assert self.link is not None
+        with self._lock:
+            clock_wall, clock_ms = self._clock
+            now = clock_ms + int((wall - clock_wall) * self.rate * 1000)
+        self.link.offset_ms += now - ms  # on the reader thread: the lines after it are shifted
+        self._read_clock(wall, now)
+        self._add(now, "station", "reset", 0, last_words)
+        self._reset.set()
 
     def _on_frame(self, frame: network.Frame) -> None:
         wall = time.monotonic()
@@ -271,6 +303,16 @@ class Replay:
         result.verdicts[:0] = judge(
             session, result.timeline[:judged], self.phases, result.late_ms, allowance
         )
+        resets = [e for e in result.timeline[:judged] if e.kind == "reset"]
+        if resets and not _expects_reset(session):
+            detail = ", ".join(
+                f"at {format_duration(max(e.ms, 0))}"
+                + (f" ({' | '.join(e.value)})" if e.value else "")
+                for e in resets
+            )
+            result.verdicts.append(
+                Verdict("no station reset", None, "fail", f"the station reset {detail}")
+            )
         return result
 
     def _async(self, coro: Any, timeout: float, quiet: bool = False) -> Any:
@@ -298,21 +340,25 @@ class Replay:
         """Start the station and reach its console. A station that resets while starting
         (the sim's watchdog on a loaded machine) starts again, as a board would reboot."""
         assert self.net is not None
-        for _ in range(attempts):
-            port = self.target.start(self.net.url)
-            if self.link is None:
-                self.link = ConsoleLink(port, self._on_line)
-            else:
-                self.link.reopen(port, offset_ms)
-                self._clock = self._rate_from = (time.monotonic(), offset_ms)
-            try:
-                self._sync()
-                return
-            except (StationSilent, OSError) as e:
-                if self.target.alive() is not False:
-                    raise
-                self.result.log.append(f"bench: the station reset while starting ({e})")
-        raise StationSilent(f"the station reset {attempts} times while starting")
+        self._starting = True
+        try:
+            for _ in range(attempts):
+                port = self.target.start(self.net.url)
+                if self.link is None:
+                    self.link = ConsoleLink(port, self._on_line)
+                else:
+                    self.link.reopen(port, offset_ms)
+                    self._clock = self._rate_from = (time.monotonic(), offset_ms)
+                try:
+                    self._sync()
+                    return
+                except (StationSilent, OSError) as e:
+                    if self.target.alive() is not False:
+                        raise
+                    self.result.log.append(f"bench: the station reset while starting ({e})")
+            raise StationSilent(f"the station reset {attempts} times while starting")
+        finally:
+            self._starting = False
 
     def _setup(self) -> None:
         link = self.link
@@ -325,12 +371,18 @@ class Replay:
                 f"the session uses connector {self.connector}; the station has {self.connectors}"
             )
         try:
-            link.command("report", self._report_ms())
-            if "ev" in self.target.features:
-                self._ev_apply()
+            self._set_up()
         except CommandFailed as e:
             raise Unplayable(f"setting up the station: {e}") from None
-        link.command("status")
+
+    def _set_up(self) -> None:
+        """What the bench sets up on the station, at the start and after every restart: a
+        restarted station has its defaults and reports no changes."""
+        assert self.link is not None
+        self.link.command("report", self._report_ms())
+        if "ev" in self.target.features:
+            self._ev_apply()  # the EV stayed plugged in
+        self.link.command("status")  # ask for the state
 
     def _report_ms(self) -> int:
         speed = self.target.speed if math.isfinite(self.target.speed) else 200.0
@@ -363,10 +415,15 @@ class Replay:
     def _wait(self, session_ms: int) -> None:
         """Until the station's clock reaches session_ms, read every CLOCK_POLL_S at most and
         sooner as it nears (its rate varies with its load); a station that goes silent ends
-        the run."""
+        the run, one that restarted is set up again."""
         assert self._t0 is not None
         target = self._t0 + session_ms
-        while (ahead := target - self._time()) > 0:
+        while True:
+            if self._reset.is_set():
+                self._reset.clear()
+                self._set_up()
+            if (ahead := target - self._time()) <= 0:
+                return
             time.sleep(min(CLOCK_POLL_S, ahead / 2000 / self.rate))
 
     def _do(self, step: Step) -> None:
@@ -382,7 +439,7 @@ class Replay:
         error = ""
         try:
             answer = self._action(step)
-        except CommandFailed as e:
+        except (CommandFailed, StationReset) as e:
             error = str(e)
         except (TimeoutError, ConnectionError) as e:
             error = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
@@ -456,15 +513,11 @@ class Replay:
         raise ConnectionError("no transaction to stop")
 
     def _power_cut(self, off_ms: int) -> None:
-        link = self.link
-        assert link is not None
         cut_at = self._station_ms()
         self.target.kill()
         time.sleep(off_ms / 1000 / self.rate)  # the power stays off this long
         self._connect(cut_at + off_ms)
-        link.command("report", self._report_ms())
-        self._ev_apply()  # the EV stayed plugged in through the cut
-        link.command("status")  # a fresh start reports no changes: ask for the state
+        self._set_up()
 
     def _teardown(self) -> None:
         """Leave the station safe: EV gone, charge stopped, contactor open — and check it."""
@@ -527,6 +580,15 @@ def _float(word: str | None) -> float | None:
         return float(word) if word not in (None, "-") else None
     except ValueError:
         return None
+
+
+def _expects_reset(session: Session) -> bool:
+    """A session may restart the station on purpose (a configuration key that needs a reboot):
+    it then expects a BootNotification."""
+    return any(
+        (s.actor, s.verb) == ("expect", "ocpp") and s.args[0] == "BootNotification"
+        for s in session.steps
+    )
 
 
 def _call(message: list, action: str | None = None) -> bool:

@@ -108,6 +108,9 @@ def plot(result: Result, path: Path) -> None:
         if e.source == "bench" and e.kind != "ev_power" and e.ms >= 0:
             for a in axes:
                 a.axvline(e.ms / 60_000, color="grey", alpha=0.25, linewidth=0.8)
+        elif e.kind == "reset":  # the station restarted by itself
+            for a in axes:
+                a.axvline(e.ms / 60_000, color="red", alpha=0.6, linewidth=1.2)
     fig.suptitle(f"{result.session.name} on {result.target}: {outcome(result)}")
     fig.tight_layout()
     fig.savefig(path, dpi=80)

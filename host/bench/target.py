@@ -122,6 +122,15 @@ class SimTarget(Target):
         self.cs_url = cs_url
         self._write_config(cs_url)
         master, path = open_pty()
+        try:
+            self.spawn(master)
+        finally:
+            os.close(master)
+        return path
+
+    def spawn(self, console_fd: int, stdout: int | None = None) -> None:
+        """Run the firmware with its console on console_fd (a pseudo-terminal's master) and
+        what it prints to stdout (default: stderr.log)."""
         fs = firmware_path()
         env = dict(
             os.environ,
@@ -129,22 +138,17 @@ class SimTarget(Target):
             EVSE_SIM_SPEED=format_speed(self.speed),
             EVSE_SIM_STEP_MS=str(self.step_ms),
         )
-        env[CONSOLE_FD_ENV] = str(master)
-        try:
-            stderr = open(self.data_dir / "stderr.log", "ab")  # noqa: SIM115 (the child keeps it)
+        env[CONSOLE_FD_ENV] = str(console_fd)
+        with open(self.data_dir / "stderr.log", "ab") as stderr:  # the child keeps its own
             self.proc = subprocess.Popen(
                 mpy.command(fs / "main.py", str(self.data_dir)),
                 env=env,
-                pass_fds=[master],
+                pass_fds=[console_fd],
                 stdin=subprocess.PIPE,  # the sim's stdin control stays quiet
-                stdout=stderr,
+                stdout=stderr if stdout is None else stdout,
                 stderr=stderr,
                 cwd=self.data_dir,
             )
-        finally:
-            os.close(master)
-            stderr.close()
-        return path
 
     def output(self) -> str:
         """What the station printed on stderr (tracebacks, resets)."""
