@@ -12,13 +12,15 @@ PARTS = {
         for p in sorted((ROOT / "firmware" / "ocpp").glob("*.py"))
         if p.stem not in ("link", "rpc")
     ],
-    "transport (ocpp/link, ocpp/rpc)": [
+    "transport (ocpp/link, ocpp/rpc, resolver)": [
         ROOT / "firmware" / "ocpp" / "link.py",
         ROOT / "firmware" / "ocpp" / "rpc.py",
+        ROOT / "firmware" / "resolver.py",
     ],
-    "codecs (protocol/ocppj, protocol/websocket)": [
+    "codecs (protocol/ocppj, protocol/websocket, protocol/dns)": [
         ROOT / "protocol" / "ocppj.py",
         ROOT / "protocol" / "websocket.py",
+        ROOT / "protocol" / "dns.py",
     ],
 }
 
