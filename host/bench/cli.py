@@ -110,17 +110,23 @@ def replay_command(args: argparse.Namespace) -> int:
     default = "127.0.0.1:0" if args.target == "sim" else DEFAULT_LISTEN
     listen = listen_address(args.listen or default)
     results = []
+    interrupted = False
     for s in sessions:
         print(f"== {s.name} ({s.path})", flush=True)
-        result = Replay(s, target_for(s), args.cs, _progress, listen).run()
+        try:
+            result = Replay(s, target_for(s), args.cs, _progress, listen).run()
+        except KeyboardInterrupt:  # Ctrl-C: the sessions done are still reported
+            print(f"interrupted during {s.name}", flush=True)
+            interrupted = True
+            break
         results.append(result)
         _summary(result)
-    if args.report:
+    if args.report and results:
         print(f"report: {report.write(results, args.report)}")
     failed = [r.session.name for r in results if not r.passed]
     print(f"{len(results) - len(failed)} of {len(results)} sessions passed", end="")
     print(f"; failed: {', '.join(failed)}" if failed else "")
-    return 1 if failed else 0
+    return 130 if interrupted else 1 if failed else 0
 
 
 def _progress(text: str) -> None:
