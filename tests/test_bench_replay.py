@@ -28,6 +28,7 @@ from host.bench.session import format_duration
 from host.bench.target import MAX_STEP_MS, STEP_MS, SerialTarget, SimTarget, step_for
 from host.cli import main
 from host.sim import RESET_EXIT
+from protocol import console as proto
 from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -199,6 +200,32 @@ def test_noise_on_the_console_line_stops_neither_the_reader_nor_the_judge(tmp_pa
         os.close(master)
     assert any(e.kind == "meter" for e in bench.result.timeline)
     report.write([bench.result], tmp_path)  # the plot reads the timeline too
+
+
+def test_a_garbled_answer_to_time_is_asked_again():
+    """A bit flipped in the number of a `time` answer ended the replay with a traceback."""
+    master, path = open_pty()
+    bench = Replay(session.parse(NOISE_SESSION, "noise.session"), SerialTarget(path))
+    bench.link = ConsoleLink(path, bench._on_line)
+    requests = proto.LineReader(max_line=4096)
+
+    def station():  # answers two `time` requests: the first answer garbled on the line
+        for answer in ("3125p", "3125"):
+            lines: list = []
+            while not lines:
+                lines = requests.feed(os.read(master, 4096))
+            request_id, name, _ = proto.parse_command(lines[0])
+            assert name == "time"
+            os.write(master, f"ok #{request_id} {answer}\n".encode())
+
+    answering = threading.Thread(target=station, daemon=True)
+    answering.start()
+    try:
+        assert bench._time() == 3125
+    finally:
+        answering.join(5)
+        bench.link.close()
+        os.close(master)
 
 
 # ---- replay against the simulated station -----------------------------------------------------

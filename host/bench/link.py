@@ -35,6 +35,10 @@ class StationReset(StationSilent):
     in flight is lost on a serial line, or ran before the reset; which is unknown."""
 
 
+class GarbledReply(Exception):
+    """A reply whose words are not what its command answers: garbled on the serial line."""
+
+
 class CommandFailed(Exception):
     def __init__(self, code: str, text: str):
         super().__init__(f"{code}: {text}")
@@ -124,6 +128,8 @@ class ConsoleLink:
         """The station's clock (`time`, asked now or already) plus offset_ms, as it was when
         the answer came: a restart right after it must not move it."""
         words, offset = self._reply(request_id or self.send("time"), "time", timeout)
+        if not (words and words[0].isascii() and words[0].isdigit()):
+            raise GarbledReply(f"garbled answer to `time`: {' '.join(words)!r}")
         return int(words[0]) + offset
 
     def _reply(self, request_id: str, name: str, timeout: float) -> tuple[list[str], int]:

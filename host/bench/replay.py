@@ -28,7 +28,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from host.bench import network
-from host.bench.link import CommandFailed, ConsoleLink, Line, StationReset, StationSilent
+from host.bench.link import (
+    CommandFailed,
+    ConsoleLink,
+    GarbledReply,
+    Line,
+    StationReset,
+    StationSilent,
+)
 from host.bench.session import Session, Step, format_duration
 from host.bench.target import Target
 from protocol import console as proto
@@ -42,7 +49,7 @@ CLOCK_POLL_S = 0.02  # real seconds between readings of the station's clock whil
 RATE_WINDOW_S = 0.01  # the rate of the station's clock is measured over this much real time
 FRAME_SLACK_S = 0.005  # how far apart in real time the console and the relay may see one moment
 REPORT_EVERY_S = 0.05  # meter lines at least this far apart in real time (at the speed cap)
-RESET_ATTEMPTS = 3  # `time` requests lost in resets of the station, one after the other
+TIME_ATTEMPTS = 3  # `time` requests lost in resets of the station, or garbled, in a row
 LAST_WORDS = 3  # station log lines before a restart's `hello` kept as its reason
 
 
@@ -158,21 +165,24 @@ class Replay:
 
     def _time(self, request: str = "") -> int:
         """The station's clock: asked now, or the answer to a `time` request already sent.
-        StationSilent when it does not answer; a request lost in a reset of the station is
-        asked again."""
+        StationSilent when it does not answer; a request lost in a reset of the station, or
+        whose answer the line garbled, is asked again."""
         link = self.link
         assert link is not None
-        for _ in range(RESET_ATTEMPTS):
+        for _ in range(TIME_ATTEMPTS):
             try:
                 ms = link.time(request, self.silence_s)
-            except StationReset:
-                request = ""  # lost in the reset: ask the restarted station
+            except (StationReset, GarbledReply):
+                request = ""  # lost in a reset (ask the restarted station), or garbled
                 continue
             except StationSilent:
                 raise StationSilent(f"station silent for {self.silence_s:g} s") from None
             self._read_clock(time.monotonic(), ms)
             return ms
-        raise StationReset(f"the station reset {RESET_ATTEMPTS} times before answering `time`")
+        raise StationReset(
+            f"no answer to `time` in {TIME_ATTEMPTS} tries: the station reset, or the line"
+            " garbled the answer, each time"
+        )
 
     def _add(self, station_ms: int, source: str, kind: str, connector: int, value: Any) -> Event:
         with self._lock:
