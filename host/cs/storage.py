@@ -23,6 +23,7 @@ APPROVALS = ("accepted", "pending", "rejected")
 
 
 MIGRATION_LOCK = 0x65767365  # PostgreSQL advisory lock key ("evse") taken by Db.migrate
+SQLITE_TIMEOUT_S = 10  # how long an SQLite connection waits for another's lock
 STREAM_ROWS = 1000  # rows read at a time by Db.pages
 
 
@@ -313,8 +314,8 @@ class Db:
             if not path:
                 raise StorageError(f"no database file in {url!r}")
             self.dialect = "sqlite"
-            self.conn = sqlite3.connect(path, timeout=10, check_same_thread=False)
-            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn = sqlite3.connect(path, timeout=SQLITE_TIMEOUT_S, check_same_thread=False)
+            self._use_wal()
             # Every commit reaches the disk before it returns (the WAL is synced), so what a
             # station was answered survives a power cut too. The server commits in its
             # database process, many messages at a time (host/cs/store.py). The WAL is
@@ -328,6 +329,22 @@ class Db:
         except BaseException:
             self.conn.close()  # and with it the failed migration's transaction and locks
             raise
+
+    def _use_wal(self) -> None:
+        """Put the SQLite database in WAL mode, waiting for another connection's write lock
+        as for any other. A new database's switch fails at once when another holds the lock
+        (SQLite calls no busy handler for it): the server and a CLI command started at once
+        on a new data directory, one of them migrating, and the other ended with "database
+        is locked"."""
+        deadline = time.monotonic() + SQLITE_TIMEOUT_S
+        while True:
+            try:
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.01)
 
     def sql(self, text: str) -> str:
         """Our statements use `?` placeholders; psycopg wants `%s`."""

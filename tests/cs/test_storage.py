@@ -125,6 +125,36 @@ def test_an_up_to_date_database_opens_while_another_process_writes(sqlite_url):
         writer.close()
 
 
+def test_a_new_database_opens_while_another_program_holds_its_write_lock(sqlite_url, monkeypatch):
+    """Two programs starting at once on a new data directory (the server and a CLI command):
+    one holds the write lock, migrating, while the other switches the database to WAL, which
+    SQLite does not wait for on its own."""
+    writer = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("CREATE TABLE elsewhere (x INTEGER)")  # a write in rollback-journal mode
+    retried, opened = threading.Event(), []
+    real_sleep = time.sleep
+
+    def noting_sleep(seconds):
+        retried.set()
+        real_sleep(seconds)
+
+    monkeypatch.setattr(time, "sleep", noting_sleep)
+    opening = threading.Thread(target=lambda: opened.append(storage.Db(sqlite_url)))
+    opening.start()
+    try:
+        assert retried.wait(10)  # it waits for the lock
+    finally:
+        writer.commit()
+        writer.close()
+        opening.join(30)
+    assert opened, "the database did not open"
+    db = opened[0]
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.one("SELECT COUNT(*) AS n FROM schema_version")["n"] == len(storage.MIGRATIONS)
+    db.close()
+
+
 def test_sqlite_commits_reach_the_disk(tmp_path):
     db = storage.Db(f"sqlite:///{tmp_path}/cs.sqlite3")
     pragma = {
