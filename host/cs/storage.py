@@ -135,8 +135,12 @@ def holding(column: str, part: str | None) -> tuple[str, str | None]:
     clause = f"lower({column}) LIKE lower(?) ESCAPE '\\'"
     if not part:
         return clause, None
-    escaped = part.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return clause, f"%{escaped}%"
+    return clause, f"%{like_literal(part)}%"
+
+
+def like_literal(part: str) -> str:
+    """`part` as itself in a LIKE pattern with ESCAPE '\\': its %, _ and backslashes escaped."""
+    return part.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 # Each migration is a list of statements (or (dialect, statement) for one dialect only);

@@ -18,6 +18,7 @@ from host.cs.storage import (
     find_id_tag,
     frames,
     holding,
+    like_literal,
     shown_command,
     where,
     with_defaults,
@@ -259,8 +260,12 @@ def list_messages(
         (
             ("direction = ?", direction),
             # as the station spaced it: JSON allows a space after each comma, and this
-            # firmware (MicroPython's json.dumps) writes one; the `ocpp` package does not
-            ("replace(text, ' ', '') LIKE ?", f'[2,"%","{action}",%' if action else None),
+            # firmware (MicroPython's json.dumps) writes one; the `ocpp` package does not.
+            # In any case, as `holding` (SQLite's LIKE ignores it, PostgreSQL's does not).
+            (
+                "lower(replace(text, ' ', '')) LIKE lower(?) ESCAPE '\\'",
+                f'[2,"%","{like_literal(action)}",%' if action else None,
+            ),
             holding("text", contains),
         )
     )

@@ -531,6 +531,15 @@ def test_the_action_filter_finds_calls_however_their_json_is_spaced(db):
         )
         assert [row["uid"] for row in found["items"]] == expected
 
+    def uids(action):
+        found = queries.list_messages(db, None, None, action, None, None, None, 10, 0)
+        return [row["uid"] for row in found["items"]]
+
+    # The same on both databases: in any case (SQLite's LIKE ignores it, PostgreSQL's did
+    # not), and the action as written (a '_' or '%' is itself, not a wildcard)
+    assert uids("bootnotification") == ["2", "1"]
+    assert uids("Boot_otification") == uids("%Notification") == []
+
 
 def index_all(db):
     """Run the log indexer's passes until none is due."""
