@@ -27,12 +27,18 @@ RCD_TYPES = ("A", "B", "EV")
 BAUDS = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 PHY_TYPES = ("LAN8720", "IP101", "RTL8201", "DP83848", "KSZ8041", "KSZ8081")
 
-# GPIO facts per chip: highest GPIO number, input-only pins, pins of ADC1 (ADC2 cannot be
+# GPIO facts per chip: highest GPIO number, numbers below it the chip lacks (machine.Pin
+# refuses them, so the board would not start), input-only pins, pins of ADC1 (ADC2 cannot be
 # read while Wi-Fi is on, so every analog input of a station must be on ADC1).
 GPIO = {
-    "esp32": (39, frozenset(range(34, 40)), frozenset(range(32, 40))),
-    "esp32s3": (48, frozenset(), frozenset(range(1, 11))),
-    "esp32c3": (21, frozenset(), frozenset(range(0, 5))),
+    "esp32": (
+        39,
+        frozenset((24, 28, 29, 30, 31)),
+        frozenset(range(34, 40)),
+        frozenset(range(32, 40)),
+    ),
+    "esp32s3": (48, frozenset(range(22, 26)), frozenset(), frozenset(range(1, 11))),
+    "esp32c3": (21, frozenset(), frozenset(), frozenset(range(0, 5))),
 }
 CONNECTOR_OUTPUTS = ("pilot_pwm", "contactor", "rcd_test")
 CONNECTOR_INPUTS = ("contactor_feedback", "rcd_trip")
@@ -349,10 +355,12 @@ class Checker:
     def gpio(self, table, name, chip, prefix="", output=False, analog=False) -> int | None:
         if chip == "sim":  # the simulated board ignores pins
             return self.value(table, name, prefix, int, "a GPIO number")
-        highest, input_only, adc1 = GPIO[chip]
+        highest, missing, input_only, adc1 = GPIO[chip]
         pin = self.integer(table, name, range(highest + 1), prefix)
         if pin is None:
             return None
+        if pin in missing:
+            self.fail(join(prefix, name), f"{chip} has no GPIO {pin}")
         if output and pin in input_only:
             self.fail(join(prefix, name), f"GPIO {pin} is input-only on {chip}")
         if analog and pin not in adc1:

@@ -59,6 +59,8 @@ MISTAKES = [
     ("pilot_adc = 34", "pilot_adc = 25", "board.connectors[1].pilot_adc: GPIO 25 is not on ADC1"),
     ("contactor = 26", "contactor = 17", "board.connectors[1].contactor: GPIO 17 is already"),
     ("contactor = 26", "contactor = 40", "board.connectors[1].contactor"),
+    ("contactor = 26", "contactor = 24", "board.connectors[1].contactor: esp32 has no GPIO 24"),
+    ("rcd_trip = 14", "rcd_trip = 30", "board.connectors[1].rcd_trip: esp32 has no GPIO 30"),
     ("meter_address = 1", "meter_address = 300", "board.connectors[1].meter_address"),
     ("meter_address = 1", "meter_address = 1\npilot_gain = true", "board.connectors[1].pilot_gain"),
     (
