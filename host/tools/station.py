@@ -46,6 +46,10 @@ CONNECTOR_ANALOG = ("pilot_adc", "proximity_adc")
 METER_OUTPUTS = ("tx", "de")
 METER_INPUTS = ("rx",)
 ETHERNET_PINS = ("mdc", "mdio", "power", "ref_clk")
+# The ESP32's Ethernet MAC talks to its RMII PHY on fixed pins (TXD0, TX_EN, TXD1, RXD0, RXD1,
+# CRS_DV), and takes the PHY's 50 MHz clock on GPIO 0 unless ref_clk names another pin.
+RMII_PINS = (19, 21, 22, 25, 26, 27)
+RMII_CLOCK = 0
 # Analog front-end calibration and input polarities the esp32 board reads (board.json).
 BOARD_CALIBRATION = {"temperature_offset_mv": range(0, 3301), "temperature_mv_per_c": range(1, 101)}
 CONNECTOR_CALIBRATION = {
@@ -169,11 +173,7 @@ def validate(config: dict, path: Path) -> None:
     check.text(config, "ntp")
     chip = config.get("chip", "esp32")
     validate_network(check, config, chip)
-    ethernet = config.get("network", {}).get("ethernet", {})
-    reserved = {
-        ethernet[pin]: f"network.ethernet.{pin}" for pin in ETHERNET_PINS if pin in ethernet
-    }
-    validate_board(check, config["board"], chip, reserved)
+    validate_board(check, config["board"], chip, config.get("network", {}).get("ethernet"))
 
 
 def validate_network(check: "Checker", config: dict, chip: str) -> None:
@@ -196,6 +196,8 @@ def validate_network(check: "Checker", config: dict, chip: str) -> None:
             check.fail("network.wifi.password", "WPA2 passphrases are 8 to 63 characters")
         check.text(wifi, "hostname", prefix="network.wifi")
     else:
+        if chip not in ("esp32", "sim"):
+            check.fail("network.ethernet", f"{chip} has no Ethernet MAC for an RMII PHY: use Wi-Fi")
         ethernet = network["ethernet"]
         check.keys(
             ethernet,
@@ -210,7 +212,7 @@ def validate_network(check: "Checker", config: dict, chip: str) -> None:
         check.text(ethernet, "hostname", prefix="network.ethernet")
 
 
-def validate_board(check: "Checker", board: dict, chip: str, reserved: dict[int, str]) -> None:
+def validate_board(check: "Checker", board: dict, chip: str, ethernet: dict | None) -> None:
     check.keys(
         board,
         "board",
@@ -270,13 +272,18 @@ def validate_board(check: "Checker", board: dict, chip: str, reserved: dict[int,
             check.fail(f"{prefix}.meter_address", f"already used by {addresses[address]}")
         addresses[address] = prefix
     if chip != "sim":
-        check_pins_unique(check, board, reserved)
+        check_pins_unique(check, board, ethernet)
 
 
-def check_pins_unique(check: "Checker", board: dict, reserved: dict[int, str]) -> None:
+def check_pins_unique(check: "Checker", board: dict, ethernet: dict | None) -> None:
     """Two functions on one GPIO is a wiring error the firmware cannot detect: refuse it."""
-    used = dict(reserved)
+    used: dict[int, str] = {}
     groups = [("board", board, ("temperature_adc",))]
+    if ethernet is not None:
+        used = dict.fromkeys(RMII_PINS, "the Ethernet RMII bus")
+        if "ref_clk" not in ethernet:
+            used[RMII_CLOCK] = "the Ethernet RMII clock (network.ethernet.ref_clk not given)"
+        groups.insert(0, ("network.ethernet", ethernet, ETHERNET_PINS))
     if "meter" in board:
         groups.append(("board.meter", board["meter"], METER_OUTPUTS + METER_INPUTS))
     for index, connector in enumerate(board["connectors"], start=1):

@@ -35,6 +35,8 @@ def test_a_complete_station_file_makes_the_device_files(esp32_station, tmp_path)
 
 
 # (text to replace, replacement, the field the error must name)
+WIFI = f'[network.wifi]\nssid = "depot"\npassword = "{WIFI_PASSWORD}"'
+ETHERNET = '[network.ethernet]\nphy = "LAN8720"\nmdc = 23\nmdio = 18'
 MISTAKES = [
     ('id = "CP001"', 'id = "CP 001"', "id"),
     ('id = "CP001"', "", "id: missing"),
@@ -60,6 +62,10 @@ MISTAKES = [
     ("contactor = 26", "contactor = 17", "board.connectors[1].contactor: GPIO 17 is already"),
     ("contactor = 26", "contactor = 40", "board.connectors[1].contactor"),
     ("contactor = 26", "contactor = 24", "board.connectors[1].contactor: esp32 has no GPIO 24"),
+    (WIFI, ETHERNET, "board.connectors[1].pilot_pwm: GPIO 25 is already the Ethernet RMII bus"),
+    (WIFI, ETHERNET.replace("mdio = 18", "mdio = 23"), "network.ethernet.mdio: GPIO 23 is already"),
+    (WIFI, ETHERNET + "\nref_clk = 25", "network.ethernet.ref_clk: GPIO 25 is already"),
+    (f'chip = "esp32"\n\n{WIFI}', f'chip = "esp32c3"\n\n{ETHERNET}', "network.ethernet: esp32c3"),
     ("rcd_trip = 14", "rcd_trip = 30", "board.connectors[1].rcd_trip: esp32 has no GPIO 30"),
     ("meter_address = 1", "meter_address = 300", "board.connectors[1].meter_address"),
     ("meter_address = 1", "meter_address = 1\npilot_gain = true", "board.connectors[1].pilot_gain"),
@@ -139,3 +145,12 @@ def test_pem_becomes_the_der_it_encodes(tmp_path_factory, der, width):
     assert station.der(path, "cert") == b"\x30" + der
     path.write_bytes(b"\x30" + der)  # DER passes through unchanged
     assert station.der(path, "cert") == b"\x30" + der
+
+
+def test_an_ethernet_station_with_its_pins_off_the_rmii_bus_loads(esp32_station):
+    text = esp32_station.read_text().replace(WIFI, ETHERNET)
+    for old, new in (("pilot_pwm = 25", "pilot_pwm = 32"), ("contactor = 26", "contactor = 33")):
+        text = text.replace(old, new)
+    esp32_station.write_text(text.replace("contactor_feedback = 27", "contactor_feedback = 13"))
+    files = station.load(esp32_station).device_files()
+    assert json.loads(files["station.json"])["network"]["ethernet"]["mdc"] == 23
