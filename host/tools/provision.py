@@ -122,6 +122,10 @@ def load_issuer(cert_path: Path, key_path: Path):
         key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
     except (OSError, ValueError, TypeError) as error:
         raise UserError(f"cannot load the CA from {cert_path} and {key_path}: {error}") from None
+    # Certificates signed by another key would not chain to the CA: the central system would
+    # refuse every station's TLS handshake.
+    if key.public_key() != cert.public_key():
+        raise UserError(f"{key_path} is not the key of {cert_path}")
     return cert, key
 
 

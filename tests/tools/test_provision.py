@@ -75,6 +75,20 @@ def test_provision_issues_client_certificates_for_profile_3(tmp_path):
         assert stat.S_IMODE((out / f"{station_id}.key.pem").stat().st_mode) == 0o600
 
 
+def test_a_ca_key_of_another_ca_is_refused_before_any_file(tmp_path, capsys):
+    out = tmp_path / "stations"
+    out.mkdir()
+    make_ca(out)
+    ca_cert, _ = make_ca(tmp_path, "operator")
+    _, other_key = make_ca(tmp_path, "other")
+    argv = ["provision", "--template", str(template(tmp_path, 3)), "--count", "2"]
+    argv += ["--out", str(out), "--data", str(tmp_path / "cs")]
+    argv += ["--ca-cert", str(ca_cert), "--ca-key", str(other_key)]
+    assert main(argv) == 2
+    assert f"{other_key} is not the key of {ca_cert}" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["ca.key.pem", "ca.pem"]
+
+
 def test_a_bad_template_leaves_no_files(tmp_path, capsys):
     out = tmp_path / "stations"
     bad = template(tmp_path, 2)  # no ca.pem in OUT
