@@ -131,15 +131,26 @@ def wanted_files(config: station.Station, bundle: Path, romfs: bool = False) -> 
     only main.py: the modules are in the ROMFS image) and the device files."""
     try:
         manifest = json.loads((bundle / "bundle.json").read_text())
-    except (OSError, ValueError):
+        target, hashes = manifest["target"], dict(manifest["files"])
+    except (OSError, ValueError, KeyError, TypeError):
         raise UserError(f"{bundle}: not a bundle made by `evse build`") from None
-    if manifest["target"] != config.target:
+    if target != config.target:
         raise UserError(
-            f"{bundle} is built for {manifest['target']}, station {config.id} needs "
+            f"{bundle} is built for {target}, station {config.id} needs "
             f"{config.target} (chip {config.chip})"
         )
-    names = [n for n in manifest["files"] if not romfs or n in build.SOURCE_MODULES]
-    files = {name: (bundle / "fs" / name).read_bytes() for name in names}
+    names = [n for n in hashes if not romfs or n in build.SOURCE_MODULES]
+    files = {}
+    for name in names:
+        try:
+            files[name] = (bundle / "fs" / name).read_bytes()
+            intact = hashlib.sha256(files[name]).hexdigest() == hashes[name]
+        except OSError:
+            intact = False
+        if not intact:  # a build cut short, or a file changed since: a mix of versions
+            raise UserError(
+                f"{bundle}: fs/{name} is missing or not as bundle.json says: build again"
+            )
     files.update(config.device_files())
     return files
 

@@ -1,5 +1,6 @@
 import json
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
@@ -83,6 +84,24 @@ def test_deploy_refuses_a_bundle_for_another_chip(sim_station, tmp_path, capsys)
     argv = ["deploy", "--port", "/dev/null", "--station", str(sim_station)]
     assert main(argv + ["--bundle", str(bundle)]) == 2
     assert "built for esp32c3" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("damage", "error"),
+    [
+        (lambda b: (b / "fs" / "app.mpy").unlink(), "fs/app.mpy is missing or not as"),
+        (lambda b: (b / "fs" / "app.mpy").write_bytes(b"M\x06"), "fs/app.mpy is missing or not as"),
+        (lambda b: (b / "bundle.json").write_text("[]"), "not a bundle made by `evse build`"),
+    ],
+    ids=["module missing", "module changed", "manifest of another shape"],
+)
+def test_deploy_refuses_an_incomplete_bundle_before_touching_the_board(
+    sim_station, unix_bundle, damage, error, capsys
+):
+    damage(unix_bundle)  # as a build cut short leaves it
+    argv = ["deploy", "--port", "/dev/null", "--station", str(sim_station)]
+    assert main(argv + ["--bundle", str(unix_bundle)]) == 2
+    assert error in capsys.readouterr().err
 
 
 def test_a_damaged_board_manifest_means_copy_everything(repl_board, sim_station, unix_bundle):
