@@ -8,8 +8,6 @@ import json
 import math
 import os
 import signal
-import subprocess
-import sys
 import termios
 import threading
 import time
@@ -613,32 +611,23 @@ def test_record_a_live_sim_session_into_a_session_file():
 # ---- the command ------------------------------------------------------------------------------
 
 
-def test_ctrl_c_still_reports_the_sessions_done(tmp_path):
+def test_ctrl_c_still_reports_the_sessions_done(tmp_path, capsys, monkeypatch):
     """An engineer stopping a long run lost the report of every session already done."""
     done = tmp_path / "done.session"
     done.write_text("0s ev plug\n+0s expect pilot B within 2s\n+1s ev unplug\n")
     long = tmp_path / "long.session"
     long.write_text("0s ev plug\n+1h ev unplug\n")
-    replay = subprocess.Popen(
-        [sys.executable, "-m", "host", "bench", "replay", str(done), str(long)]
-        + ["--speed", "10", "--report", str(tmp_path / "out")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert replay.stdout is not None
-    stuck = threading.Timer(120, replay.kill)  # bounds the read below
-    stuck.start()
-    try:
-        for line in replay.stdout:  # until the second session runs
-            if line.startswith("== long"):
-                break
-        replay.send_signal(signal.SIGINT)
-        out, _ = replay.communicate(timeout=60)
-    finally:
-        stuck.cancel()
-        replay.kill()
-    assert replay.returncode == 130
+    run = Replay.run
+
+    def interrupted_in_long(self):
+        if self.session.name == "long":
+            raise KeyboardInterrupt  # Ctrl-C while it runs
+        return run(self)
+
+    monkeypatch.setattr(Replay, "run", interrupted_in_long)
+    argv = ["bench", "replay", str(done), str(long), "--report", str(tmp_path / "out")]
+    assert main(argv) == 130
+    out = capsys.readouterr().out
     assert "interrupted during long" in out and "1 of 1 sessions passed" in out
     assert "done" in (tmp_path / "out" / "junit.xml").read_text()
 
