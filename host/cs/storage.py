@@ -625,6 +625,13 @@ def record_boot(db: Db, station_id: str, fields: dict[str, Any]) -> str:
 PENDING_COLUMNS = "pending_security_profile, pending_auth_hash IS NOT NULL AS auth_key_pending"
 
 
+def with_bools(row: dict[str, Any], *names: str) -> dict[str, Any]:
+    """`row` with its `names` columns as booleans (SQLite's are 0 or 1)."""
+    for name in names:
+        row[name] = bool(row[name])
+    return row
+
+
 def list_stations(db: Db) -> list[dict[str, Any]]:
     """Every station with all it shows (not its key's salt and hash)."""
     rows = db.all(
@@ -632,10 +639,7 @@ def list_stations(db: Db) -> list[dict[str, Any]]:
         " firmware, iccid, imsi, meter_type, meter_serial, boot_at, last_seen, created,"
         f" {PENDING_COLUMNS} FROM stations ORDER BY id"
     )
-    for row in rows:  # SQLite's are 0 or 1
-        row["online"] = bool(row["online"])
-        row["auth_key_pending"] = bool(row["auth_key_pending"])
-    return rows
+    return [with_bools(row, "online", "auth_key_pending") for row in rows]
 
 
 def list_connectors(db: Db, station_id: str | None = None) -> list[dict[str, Any]]:
@@ -692,10 +696,7 @@ def delete_id_tag(db: Db, id_tag: str) -> bool:
 
 
 def list_id_tags(db: Db) -> list[dict[str, Any]]:
-    rows = db.all("SELECT * FROM id_tags ORDER BY id_tag")
-    for row in rows:
-        row["blocked"] = bool(row["blocked"])  # SQLite's is 0 or 1
-    return rows
+    return [with_bools(row, "blocked") for row in db.all("SELECT * FROM id_tags ORDER BY id_tag")]
 
 
 # A tag with what decides its status: its parent's blocked flag and its active transactions.
@@ -799,7 +800,7 @@ def close_transaction(db: Db, transaction_id: int) -> bool | None:
     )
     if closed.rowcount == 1:
         return True
-    return False if db.one("SELECT id FROM transactions WHERE id = ?", (transaction_id,)) else None
+    return False if transaction_exists(db, transaction_id) else None
 
 
 def stop_transaction(db: Db, station: str, p: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import secrets
 import time
 from typing import Any
 
-from host.cs.storage import Db, now_iso
+from host.cs.storage import Db, now_iso, with_bools
 
 SESSION_TTL_S = 12 * 3600
 TOKEN_PREFIX = "evse_"
@@ -91,11 +91,12 @@ def get_user(db: Db, name: str) -> dict[str, Any] | None:
 
 
 def list_users(db: Db) -> list[dict[str, Any]]:
-    return db.all(
+    rows = db.all(
         "SELECT u.name, u.role, u.created, u.password IS NOT NULL AS has_password,"
         " (SELECT COUNT(*) FROM web_tokens t WHERE t.name = u.name) AS tokens"
         " FROM web_users u ORDER BY u.name"
     )
+    return [with_bools(row, "has_password") for row in rows]
 
 
 def remove_user(db: Db, name: str) -> bool:

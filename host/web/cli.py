@@ -64,8 +64,6 @@ def user_command(args: argparse.Namespace) -> int:
         schema.migrate(db)
         if args.user_command == "list":
             rows = auth.list_users(db)
-            for row in rows:
-                row["has_password"] = bool(row["has_password"])
             if args.json:
                 print(json.dumps(rows, indent=1))
             else:

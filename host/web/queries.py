@@ -21,6 +21,7 @@ from host.cs.storage import (
     like_literal,
     shown_command,
     where,
+    with_bools,
     with_defaults,
     with_energy,
 )
@@ -66,12 +67,6 @@ def _page_of(rows: list[dict[str, Any]], limit: int, offset: int) -> dict[str, A
     }
 
 
-def _bools(row: dict[str, Any], *names: str) -> dict[str, Any]:
-    for name in names:
-        row[name] = bool(row[name])
-    return row
-
-
 def _connectors(db: Db, station_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
     by_station: dict[str, list[dict[str, Any]]] = {s: [] for s in station_ids}
     if station_ids:
@@ -81,7 +76,7 @@ def _connectors(db: Db, station_ids: list[str]) -> dict[str, list[dict[str, Any]
             " ORDER BY c.station, c.connector_id",
             station_ids,
         ):
-            by_station[row.pop("station")].append(_bools(row, "faulted"))
+            by_station[row.pop("station")].append(with_bools(row, "faulted"))
     return by_station
 
 
@@ -103,7 +98,7 @@ def list_stations(
     page = _page(db, select, clauses, params, "s.id", limit, offset)
     connectors = _connectors(db, [row["id"] for row in page["items"]])
     for row in page["items"]:
-        _bools(row, "online", "auth_key_pending")
+        with_bools(row, "online", "auth_key_pending")
         row["connectors"] = connectors[row["id"]]
     return page
 
@@ -112,7 +107,7 @@ def get_station(db: Db, station_id: str) -> dict[str, Any] | None:
     row = db.one(f"SELECT {STATION_COLUMNS} FROM stations WHERE id = ?", (station_id,))
     if row is None:
         return None
-    _bools(row, "online", "auth_key_pending")
+    with_bools(row, "online", "auth_key_pending")
     row["connectors"] = _connectors(db, [station_id])[station_id]
     return row
 
@@ -235,13 +230,13 @@ def list_id_tags(db: Db, q: str | None, limit: int, offset: int) -> dict[str, An
     clauses, params = conditions((holding("id_tag", q),))
     page = _page(db, "SELECT * FROM id_tags", clauses, params, "id_tag", limit, offset)
     for row in page["items"]:
-        _bools(row, "blocked")
+        with_bools(row, "blocked")
     return page
 
 
 def get_id_tag(db: Db, id_tag: str) -> dict[str, Any] | None:
     row = find_id_tag(db, id_tag)
-    return _bools(row, "blocked") if row else None
+    return with_bools(row, "blocked") if row else None
 
 
 def list_messages(
