@@ -7,6 +7,7 @@
 # Heartbeats. Inbound CALLs are answered by `answer` (registered on the Rpc): a payload check,
 # then the `on_*` handler of the action.
 import net
+from board import path
 from ocpp import inbound, isotime
 from ocpp.auth import Cache
 from ocpp.config import Config, save_json
@@ -623,7 +624,7 @@ class ChargePoint:
             return "Rejected"
         if value != old:
             self.station_config[field] = value
-            save_json(self.board.data_dir.rstrip("/") + "/station.json", self.station_config)
+            save_json(path(self.board.data_dir, "station.json"), self.station_config)
             self.relink = profile or link.profile in (1, 2)
         return "Accepted"
 
